@@ -1,0 +1,276 @@
+"""Typed experiment configuration: dataclasses backed by OmegaConf structured configs.
+
+An experiment is a small YAML file under `experiments/` that overrides these defaults (optionally on top of another
+YAML named by `base:`), then `key=value` overrides from the command line. Every key is checked before any model is
+built or data is read: an unknown key, a wrong type or an impossible shape fails with a message that names the key,
+the value and what is expected.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from lumiere_pl.data.config import DataConfig, SyntheticConfig  # noqa: F401  (re-exported)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work. The message names the key, the value and what is expected."""
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 3            # image channels (the STUNet's <J, C, M> extras are added by inflation)
+    out_channels: int = 3
+    channels: int = 32              # width at the finest level
+    channel_mults: List[int] = field(default_factory=lambda: [1, 2, 2])   # one entry per resolution level
+    num_res_blocks: int = 1         # residual blocks per level (down path; up path has one more)
+    attn_levels: List[int] = field(default_factory=lambda: [2])           # levels with self- and cross-attention
+    head_dim: int = 32              # channels per attention head
+    dropout: float = 0.0
+    text_dim: int = 0               # 0: taken from the text encoder
+    cond_channels: int = 0          # extra input channels concatenated to x (SSR: the upsampled low-res video)
+    aug_embedding: bool = False     # embed a second noise level (SSR conditioning-noise augmentation)
+
+
+@dataclass
+class TemporalConfig:
+    """How a T2I U-Net is inflated into a Space-Time U-Net (Lumiere Sec. 3.1)."""
+    down_levels: List[int] = field(default_factory=lambda: [0, 1])  # halve T after the spatial downsample of these levels
+    kernel: int = 3                 # 1D temporal conv kernel
+    attn_layers: int = 1            # temporal attention layers stacked at the coarsest level
+    max_frames: int = 128           # size of the learned temporal position table (coarsest level)
+    freeze_spatial: bool = True     # keep the pretrained T2I weights frozen (paper); False fine-tunes everything
+    conditional: bool = False       # <noisy video, masked conditioning video, mask> input (image-to-video, inpainting)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "stunet"            # registry key in lumiere_pl.models.MODELS: t2i | stunet | ssr
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    init_from: Optional[str] = None # T2I checkpoint to inflate (stunet, ssr); None: random T2I weights
+
+
+@dataclass
+class DiffusionConfig:
+    schedule: str = "cosine"        # registry key in lumiere_pl.diffusion.SCHEDULES
+    prediction: str = "v"           # v | eps | x0
+    logsnr_min: float = -15.0       # clip of the schedule's log-SNR range
+    logsnr_max: float = 15.0
+    shift_base: int = 0             # resolution shift (Hoogeboom et al. 2023): logsnr += 2 log(shift_base / size); 0 = off
+    cond_drop: float = 0.1          # probability of replacing the caption by "" in training (classifier-free guidance)
+    cond_aug_max: float = 0.0       # SSR: max noise-augmentation time of the low-res conditioning (0 = off)
+
+
+@dataclass
+class SamplerConfig:
+    name: str = "ddim"              # registry key in lumiere_pl.diffusion.SAMPLERS: ddim | ddpm
+    steps: int = 25
+    guidance: float = 3.0           # classifier-free guidance scale; 1 = conditional prediction only
+    eta: float = 0.0                # DDIM stochasticity (0 deterministic)
+    window: int = 0                 # MultiDiffusion temporal window (0 = whole clip in one pass)
+    stride: int = 0                 # MultiDiffusion window stride (0 = window - 2, the paper's overlap of 2)
+
+
+@dataclass
+class TextConfig:
+    encoder: str = "minilm"         # registry key in lumiere_pl.text.ENCODERS: minilm | t5 | tiny
+    path: Optional[str] = None      # local model folder (t5: required; minilm: defaults to the PyPI package's copy)
+    max_length: int = 32            # tokens
+    dim: int = 64                   # tiny encoder only: embedding width
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    warmup_steps: int = 100
+    max_steps: int = 1000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    val_every_n_steps: int = 500    # sample and log videos every N steps (and at the end)
+    ckpt_every_n_steps: int = 500
+    max_bad_steps: int = 20         # consecutive non-finite losses/gradients before the run stops
+    val_prompts: List[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving down"])
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to lightning.Trainer: scale out by config only (devices, strategy, precision)."""
+    accelerator: str = "auto"
+    devices: Any = 1                # int, "auto" or a list of ids
+    num_nodes: int = 1
+    strategy: str = "auto"          # auto | ddp | fsdp | deepspeed_...
+    precision: str = "32-true"      # bf16-mixed on GPU
+    log_every_n_steps: int = 10
+    accumulate_grad_batches: int = 1
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"        # run folder: {out_dir}/{name}
+    out_dir: str = "runs"
+    base: Optional[str] = None      # YAML this one overrides (path relative to this file)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _all_keys(node: Any, prefix: str = "") -> List[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            full = f"{prefix}{k}"
+            keys.append(full)
+            keys += _all_keys(node._get_node(k), full + ".")
+    return keys
+
+
+def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or ""
+    msg = getattr(err, "msg", str(err)).splitlines()[0]
+    if isinstance(err, ConfigKeyError) or "not in struct" in msg or "Key '" in msg:
+        close = difflib.get_close_matches(key, _all_keys(schema), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return ConfigError(f"{source}: unknown config key {key!r}{hint}")
+    if isinstance(err, ValidationError):
+        return ConfigError(f"{source}: bad value for {key!r}: {msg}")
+    return ConfigError(f"{source}: {msg}")
+
+
+def _read_yaml(path: Path, schema: DictConfig, seen: tuple = ()) -> DictConfig:
+    """Read an experiment YAML, first merging the YAML named by its `base:` key (recursively)."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path}: `base:` chain loops back to itself")
+    raw = OmegaConf.load(path)
+    base = raw.pop("base", None) if isinstance(raw, DictConfig) else None
+    merged = schema
+    if base:
+        merged = _read_yaml(path.parent / str(base), schema, seen + (path.resolve(),))
+    try:
+        return OmegaConf.merge(merged, raw)
+    except OmegaConfBaseException as err:
+        raise _explain(err, schema, str(path)) from None
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> ExperimentConfig:
+    """Defaults <- YAML (with its `base:` chain) <- `key=value` overrides, then validated."""
+    schema = OmegaConf.structured(ExperimentConfig)
+    cfg = _read_yaml(Path(path), schema) if path else schema
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=100)")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            raise _explain(err, schema, f"override {item!r}") from None
+    obj: ExperimentConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate(obj)
+    return obj
+
+
+def to_dict(cfg: ExperimentConfig) -> dict:
+    """Plain-python dict (safe in a weights_only checkpoint, in YAML and JSON)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def from_dict(d: dict) -> ExperimentConfig:
+    """Inverse of to_dict (used to rebuild a model from a checkpoint)."""
+    cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.create(d))
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def save_config(cfg: ExperimentConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Validation: everything that can be known before building a model or reading data.
+
+
+def _choice(key: str, value: str, allowed) -> None:
+    if value not in allowed:
+        close = difflib.get_close_matches(value, list(allowed), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key}={value!r} is not one of {sorted(allowed)}{hint}")
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    # imported here: the registries import torch-heavy modules, the dataclasses above do not
+    from lumiere_pl.data import DATAMODULES
+    from lumiere_pl.diffusion import SAMPLERS, SCHEDULES
+    from lumiere_pl.models import MODELS
+    from lumiere_pl.text import ENCODERS
+
+    m, u, t, d = cfg.model, cfg.model.unet, cfg.model.temporal, cfg.data
+    _choice("model.name", m.name, MODELS)
+    _choice("diffusion.schedule", cfg.diffusion.schedule, SCHEDULES)
+    _choice("diffusion.prediction", cfg.diffusion.prediction, ("v", "eps", "x0"))
+    _choice("sampler.name", cfg.sampler.name, SAMPLERS)
+    _choice("text.encoder", cfg.text.encoder, ENCODERS)
+    _choice("data.name", d.name, DATAMODULES)
+
+    levels = len(u.channel_mults)
+    if levels < 1:
+        raise ConfigError("model.unet.channel_mults must list at least one level, e.g. [1, 2, 2]")
+    for key, lv in [("model.unet.attn_levels", u.attn_levels), ("model.temporal.down_levels", t.down_levels)]:
+        bad = [x for x in lv if not 0 <= x < levels]
+        if bad:
+            raise ConfigError(f"{key}={list(lv)}: levels {bad} do not exist; levels are 0..{levels - 1}")
+    if u.channels % 32 and u.channels % 8:
+        raise ConfigError(f"model.unet.channels={u.channels}: must be a multiple of 8 (GroupNorm groups)")
+    if d.size % (2 ** (levels - 1)):
+        raise ConfigError(
+            f"data.size={d.size}: the U-Net halves the resolution {levels - 1} times "
+            f"(model.unet.channel_mults={list(u.channel_mults)}), so the size must be divisible by {2 ** (levels - 1)}")
+    if m.name in ("stunet", "ssr") and not d.images:
+        # temporal downsampling happens after the spatial downsample of a level, which the last level does not have
+        tdown = [x for x in t.down_levels if x < levels - 1]
+        if len(tdown) != len(set(t.down_levels)):
+            raise ConfigError(
+                f"model.temporal.down_levels={list(t.down_levels)}: level {levels - 1} is the coarsest and has no "
+                f"downsample to attach a temporal downsample to; use levels 0..{levels - 2}")
+        k = len(tdown)
+        if d.frames % (2 ** k):
+            raise ConfigError(
+                f"data.frames={d.frames}: model.temporal.down_levels={list(t.down_levels)} halves time {k} times, "
+                f"so the frame count must be divisible by {2 ** k} (e.g. {d.frames - d.frames % 2 ** k or 2 ** k})")
+        if d.frames // 2 ** k > t.max_frames:
+            raise ConfigError(f"model.temporal.max_frames={t.max_frames} < {d.frames // 2 ** k} frames at the coarsest level")
+    if m.name == "t2i" and not d.images:
+        raise ConfigError("model.name=t2i trains on images: set data.images=true")
+    if m.init_from and not Path(m.init_from).is_file():
+        raise ConfigError(f"model.init_from={m.init_from!r}: no such checkpoint file")
+    if cfg.text.encoder == "t5" and not cfg.text.path:
+        raise ConfigError("text.encoder=t5 needs text.path: a local folder with a T5 model (no hub downloads here)")
+    if not 0.0 <= cfg.diffusion.cond_drop < 1.0:
+        raise ConfigError(f"diffusion.cond_drop={cfg.diffusion.cond_drop}: expected a probability in [0, 1)")
+    if cfg.sampler.steps < 1:
+        raise ConfigError(f"sampler.steps={cfg.sampler.steps}: expected >= 1")
+    if cfg.sampler.window and cfg.sampler.stride > cfg.sampler.window:
+        raise ConfigError(f"sampler.stride={cfg.sampler.stride} > sampler.window={cfg.sampler.window}: frames would be skipped")
+    if d.batch_size < 1:
+        raise ConfigError(f"data.batch_size={d.batch_size}: expected >= 1")

@@ -1,0 +1,29 @@
+"""Data configuration (owned by lumiere_pl.data; imported by lumiere_pl.config)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class SyntheticConfig:
+    num_videos: int = 512           # distinct clips in the in-memory "moving shapes" set
+    num_val_videos: int = 16
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"         # registry key in lumiere_pl.data.DATAMODULES: synthetic | webdataset
+    images: bool = False            # serve single frames (b c h w) for T2I pretraining instead of clips
+    frames: int = 16                # T, frames per clip
+    size: int = 32                  # square side in pixels after resize + centre crop
+    fps: float = 8.0                # target frame rate (frame-rate conversion on decode)
+    batch_size: int = 8
+    num_workers: int = 0
+    train_shards: Optional[str] = None   # path, brace pattern or URL (webdataset)
+    val_shards: Optional[str] = None
+    epoch_length: int = 0           # >0: resampled mode, this many batches per epoch on every rank
+    shuffle_buffer: int = 256
+    seed: int = 0
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
