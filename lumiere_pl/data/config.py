@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 
 @dataclass
@@ -10,6 +10,9 @@ class SyntheticConfig:
     num_videos: int = 512           # distinct clips in the in-memory "moving shapes" set
     num_val_videos: int = 16
     seed: int = 0
+    speed_word_prob: float = 0.5    # probability that a caption ends with its speed word ("... moving left quickly")
+    shape_scale: float = 0.2        # shape half-size (radius) as a fraction of the frame side
+    background: List[int] = field(default_factory=lambda: [0, 0, 0])   # plain background colour, RGB 0..255
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""SyntheticDataModule: the in-memory moving-shapes set (lumiere_pl.data.synthetic) served by the batch contract.
+
+Batch: {"pixels": float32 in [-1, 1], (b c t h w), or (b c h w) when cfg.images; "caption": list[str];
+"key": list[str]; "label": int64 (b,)}. Clips are rendered on the fly in __getitem__ (a few hundred microseconds).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lumiere_pl.data.config import DataConfig
+from lumiere_pl.data.synthetic import render_clip, sample_clip
+
+
+def to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (t h w c) -> float32 in [-1, 1], (c t h w)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)     # (c t h w)
+    return x.float().div_(127.5).sub_(1.0)
+
+
+class ShapesDataset(Dataset):
+    """Map-style: item i is clip (i mod num_videos) of a split; deterministic for (seed, split)."""
+
+    def __init__(self, cfg: DataConfig, split: str, num_videos: int, length: int = 0):
+        self.cfg, self.split, self.num_videos = cfg, split, num_videos
+        self.length = length or num_videos          # >num_videos: the same clips revisited (resampled epochs)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> Dict[str, object]:
+        s = self.cfg.synthetic
+        idx = i % self.num_videos
+        clip = sample_clip(s.seed, idx, self.split, s.speed_word_prob)
+        frames = 1 if self.cfg.images else self.cfg.frames
+        x = to_pixels(render_clip(clip, frames, self.cfg.size, s.shape_scale, s.background))   # (c t h w)
+        if self.cfg.images:
+            x = x[:, 0]                                                                         # (c h w)
+        return {"pixels": x, "caption": clip.caption, "key": f"shapes-{self.split}-{idx:06d}", "label": clip.label}
+
+
+class SyntheticDataModule(L.LightningDataModule):
+    """Moving shapes. Training order is shuffled with a generator seeded by cfg.seed; validation is fixed.
+
+    cfg.epoch_length > 0 gives every rank exactly that many training batches per epoch (clips are revisited);
+    otherwise an epoch is one pass over cfg.synthetic.num_videos clips (Lightning's DistributedSampler splits it
+    under DDP).
+    """
+
+    def __init__(self, cfg: DataConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.train_set: Optional[ShapesDataset] = None
+        self.val_set: Optional[ShapesDataset] = None
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        c = self.cfg
+        world = self.trainer.world_size if self.trainer is not None else 1
+        length = c.epoch_length * c.batch_size * world if c.epoch_length > 0 else 0
+        self.train_set = ShapesDataset(c, "train", c.synthetic.num_videos, length)
+        self.val_set = ShapesDataset(c, "val", c.synthetic.num_val_videos)
+
+    def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        return DataLoader(ds, batch_size=self.cfg.batch_size, shuffle=shuffle, drop_last=drop_last,
+                          num_workers=self.cfg.num_workers, generator=gen,
+                          persistent_workers=self.cfg.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        return self._loader(self.train_set, shuffle=True, drop_last=len(self.train_set) >= self.cfg.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        return self._loader(self.val_set, shuffle=False, drop_last=False)
