@@ -1,0 +1,72 @@
+"""The I3D port against the reference JAX model (golden logits), and the numpy-only unpickler."""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eval.i3d import InceptionI3d, load_tfhub_i3d, weights_id
+from eval.safe_pickle import load_numpy_pickle
+
+GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "i3d_golden"
+
+
+@pytest.fixture(scope="module")
+def i3d() -> InceptionI3d:
+    return load_tfhub_i3d()
+
+
+@pytest.mark.skipif(not (GOLDEN / "cricket_16x224.npy").is_file(), reason=f"golden I3D data not found at {GOLDEN}")
+def test_golden_cricket_logits(i3d):
+    frames = np.load(GOLDEN / "cricket_16x224.npy")                    # (16, 224, 224, 3) uint8
+    expected = np.load(GOLDEN / "cricket_16x224_logits.npy")            # (400,)
+    x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, 16, 224, 224)
+    with torch.no_grad():
+        logits, pooled = i3d(x)
+    logits = logits[0].numpy()
+    assert pooled.shape == (1, 1024)
+    assert np.abs(logits - expected).max() <= 1e-3
+    labels = (Path(__file__).resolve().parents[1] / "eval" / "assets" / "kinetics400_labels.txt").read_text().split("\n")
+    assert labels[int(logits.argmax())] == "playing cricket"
+
+
+def test_weights_id_names_the_tfhub_checkpoint():
+    assert weights_id().startswith("tfhub-i3d-kinetics-400-v1@sha256:")
+
+
+def test_same_padding_shapes(i3d):
+    with torch.no_grad():
+        logits, pooled = i3d(torch.zeros(2, 3, 16, 224, 224))
+    assert logits.shape == (2, 400) and pooled.shape == (2, 1024)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("payload", [
+    _Evil(),
+    {"params": _Evil()},
+    {"w": np.array([object()], dtype=object)},
+])
+def test_unpickler_refuses_everything_but_numpy_arrays(payload):
+    with pytest.raises(pickle.UnpicklingError):
+        load_numpy_pickle(pickle.dumps(payload))
+
+
+def test_unpickler_refuses_builtins_via_stack_global():
+    data = pickle.dumps(print, protocol=4)  # a pickled global function
+    with pytest.raises(pickle.UnpicklingError):
+        load_numpy_pickle(data)
+
+
+def test_unpickler_loads_numpy_tree():
+    tree = {"params": {"k": np.arange(6, dtype=np.float32).reshape(2, 3)}, "stats": [np.zeros(2)]}
+    out = load_numpy_pickle(pickle.dumps(tree))
+    np.testing.assert_array_equal(out["params"]["k"], tree["params"]["k"])
+    assert isinstance(out["stats"][0], np.ndarray)
