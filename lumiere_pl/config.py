@@ -54,6 +54,7 @@ class ModelConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     init_from: Optional[str] = None # T2I checkpoint to inflate (stunet, ssr); None: random T2I weights
+    upscale: int = 4                # ssr only: spatial factor; the low-res input is data.size / upscale pixels
 
 
 @dataclass
@@ -75,6 +76,7 @@ class SamplerConfig:
     eta: float = 0.0                # DDIM stochasticity (0 deterministic)
     window: int = 0                 # MultiDiffusion temporal window (0 = whole clip in one pass)
     stride: int = 0                 # MultiDiffusion window stride (0 = window - 2, the paper's overlap of 2)
+    window_batch: int = 4           # MultiDiffusion: windows denoised in one network call (memory cap)
 
 
 @dataclass
@@ -272,5 +274,12 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"sampler.steps={cfg.sampler.steps}: expected >= 1")
     if cfg.sampler.window and cfg.sampler.stride > cfg.sampler.window:
         raise ConfigError(f"sampler.stride={cfg.sampler.stride} > sampler.window={cfg.sampler.window}: frames would be skipped")
+    if cfg.sampler.window_batch < 1:
+        raise ConfigError(f"sampler.window_batch={cfg.sampler.window_batch}: expected >= 1")
+    if m.name == "ssr" and (m.upscale < 1 or d.size % m.upscale):
+        raise ConfigError(f"model.upscale={m.upscale}: must be >= 1 and divide data.size={d.size} "
+                          f"(the low-res input is data.size / upscale pixels)")
+    if not 0.0 <= cfg.diffusion.cond_aug_max <= 1.0:
+        raise ConfigError(f"diffusion.cond_aug_max={cfg.diffusion.cond_aug_max}: expected a time in [0, 1]")
     if d.batch_size < 1:
         raise ConfigError(f"data.batch_size={d.batch_size}: expected >= 1")
