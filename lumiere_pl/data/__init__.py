@@ -2,17 +2,20 @@
 
 Every DataModule yields the same batch contract: {"pixels": float32 in [-1, 1], (b c t h w) for clips or (b c h w)
 when cfg.images, "caption": list[str]} plus optional "key" (list[str]) and "label" (int64 tensor).
-Heavy decoders (PyAV, webdataset) are imported where they are used, not here.
+Bad samples are skipped and counted; add DataHealthCallback to the Trainer to log `data/skipped`.
 """
 from __future__ import annotations
 
 from lightning import LightningDataModule
 
 from lumiere_pl.data.config import DataConfig, SyntheticConfig
+from lumiere_pl.data.health import DataHealthCallback
 from lumiere_pl.data.synthetic_module import SyntheticDataModule
+from lumiere_pl.data.webvideo import WebVideoDataModule
 
 DATAMODULES = {
     "synthetic": SyntheticDataModule,
+    "webdataset": WebVideoDataModule,
 }
 
 
@@ -22,4 +25,5 @@ def build_datamodule(cfg: DataConfig) -> LightningDataModule:
     return DATAMODULES[cfg.name](cfg)
 
 
-__all__ = ["DATAMODULES", "DataConfig", "SyntheticConfig", "SyntheticDataModule", "build_datamodule"]
+__all__ = ["DATAMODULES", "DataConfig", "DataHealthCallback", "SyntheticConfig", "SyntheticDataModule",
+           "WebVideoDataModule", "build_datamodule"]

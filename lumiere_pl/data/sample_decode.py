@@ -1,0 +1,80 @@
+"""One raw WebDataset sample (bytes) -> one training example of the batch contract, or None (skipped and counted).
+
+Example: {"pixels": float32 in [-1, 1], (c t h w), or (c h w) in image mode; "caption": str; "key": str;
+"label": int (-1 when the sample has none)}.
+"""
+from __future__ import annotations
+
+import json
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from lumiere_pl.data.config import DataConfig
+from lumiere_pl.data.health import SkipCounter
+from lumiere_pl.data.video_io import VIDEO_EXTS, VideoError, crop, decode, probe, resampled_indices
+
+
+def _video_member(raw: Dict[str, object]) -> Optional[str]:
+    for ext in VIDEO_EXTS:
+        if ext in raw:
+            return ext
+    return None
+
+
+def _frame_indices(cfg: DataConfig, n: int, src_fps: float, rng: Optional[np.random.Generator]):
+    if cfg.images:                                            # one frame: random (train) or middle (val)
+        return [int(rng.integers(n)) if rng is not None else n // 2]
+    start = None
+    if rng is not None:                                       # random start: any start that leaves room for T
+        span = resampled_indices(n, src_fps, cfg.fps, cfg.frames, 0)[-1] + 1
+        start = int(rng.integers(n - span + 1))
+    return resampled_indices(n, src_fps, cfg.fps, cfg.frames, start)
+
+
+def decode_sample(raw: Dict[str, object], cfg: DataConfig, rng: Optional[np.random.Generator],
+                  skips: SkipCounter) -> Optional[Dict[str, object]]:
+    """rng: training randomness (start frame, crop); None: the fixed validation view (centred)."""
+    key, url = str(raw["__key__"]), str(raw["__url__"])
+    ext = _video_member(raw)
+    if ext is None:
+        skips.add("no_video", url, key, f"members: {sorted(k for k in raw if not k.startswith('__'))}")
+        return None
+    if "txt" not in raw:
+        skips.add("no_caption", url, key)
+        return None
+    try:
+        caption = bytes(raw["txt"]).decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        skips.add("bad_caption", url, key, f"caption is not UTF-8: {err}")
+        return None
+    meta: Dict[str, object] = {}
+    if "json" in raw:
+        try:
+            meta = json.loads(bytes(raw["json"]).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            skips.add("bad_json", url, key, str(err))
+            return None
+    data = bytes(raw[ext])
+    if not data:
+        skips.add("empty_video", url, key)
+        return None
+    try:
+        info = probe(data)
+        n = info.frames or int(meta.get("frames", 0) or 0)
+        fps = info.fps or float(meta.get("fps", 0) or 0)
+        if n <= 0:
+            raise VideoError("frame count unknown (neither the container nor the .json says)")
+        idx = _frame_indices(cfg, n, fps, rng)
+        frames = decode(data, idx, short_side=cfg.size)                     # (t h w c), short side = size
+        frames = crop(frames, cfg.size, rng)                                # (t s s c): random (train) or centre
+    except VideoError as err:
+        reason = "short_clip" if "too short" in str(err) else "corrupt_video"
+        skips.add(reason, url, key, str(err))
+        return None
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
+    if cfg.images:
+        pixels = pixels[:, 0]                                               # (c h w)
+    label = meta.get("label", -1)
+    return {"pixels": pixels, "caption": caption, "key": key, "label": int(label) if label is not None else -1}

@@ -1,0 +1,221 @@
+"""Writing WebDataset shards compatible with video2dataset: {key}.mp4 (or the source container), {key}.txt, {key}.json.
+
+Sources are turned into samples by `make_samples` (run in parallel worker processes): either the source bytes as
+they are (no cutting, no re-encoding: decoded frames equal the source's), or cut into clips and/or re-encoded
+(H.264 MP4) at a target fps / short side. `write_shards` packs samples into tars and writes manifest.json with
+counts and per-shard stats (the DataModule reads the sample counts from it).
+"""
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing as mp
+import re
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from lumiere_pl.data.tar_reader import MANIFEST
+from lumiere_pl.data.video_io import VideoError, count_frames, decode, encode, probe, scaled_size
+
+
+@dataclass
+class Caption:
+    text: str
+    start: float = 0.0              # seconds; the caption holds for clips inside [start, end)
+    end: float = float("inf")
+
+
+@dataclass
+class Source:
+    """One input video and how to turn it into samples."""
+    path: str
+    key: str                        # sample key stem (no dots)
+    captions: List[Caption]
+    label: Optional[int] = None     # class index (UCF101, synthetic)
+    source: str = ""                # provenance recorded in the .json
+
+
+@dataclass
+class Options:
+    clip_seconds: float = 0.0       # >0: cut into clips of this length (implies re-encoding)
+    clip_stride: float = 0.0        # seconds between clip starts (0: clip_seconds, no overlap)
+    fps: float = 0.0                # >0: re-encode at this frame rate
+    size: int = 0                   # >0: re-encode with this short side (pixels)
+    crf: int = 18                   # H.264 quality of re-encoded clips
+
+
+@dataclass
+class Sample:
+    key: str
+    ext: str
+    video: bytes
+    caption: str
+    meta: Dict[str, object] = field(default_factory=dict)
+
+
+def safe_key(name: str) -> str:
+    """A WebDataset key: no dots (they start the extension), no path separators, no spaces."""
+    return re.sub(r"[^A-Za-z0-9_\-]", "_", name)
+
+
+def _caption_for(captions: List[Caption], start: float, end: float) -> Optional[str]:
+    for c in captions:
+        if c.start - 1e-6 <= start and end <= c.end + 1e-6:
+            return c.text
+    return None
+
+
+def _whole(src: Source, data: bytes) -> List[Sample]:
+    info = probe(data)
+    n = info.frames or count_frames(data)
+    text = _caption_for(src.captions, 0.0, n / info.fps if info.fps else 0.0) or src.captions[0].text
+    ext = Path(src.path).suffix.lstrip(".").lower() or "mp4"
+    meta = {"fps": info.fps, "frames": n, "width": info.width, "height": info.height, "source": src.source}
+    return [Sample(src.key, ext, data, text, _with_label(meta, src.label))]
+
+
+def _with_label(meta: Dict[str, object], label: Optional[int]) -> Dict[str, object]:
+    return {**meta, "label": label} if label is not None else meta
+
+
+def _clips(src: Source, data: bytes, opt: Options) -> List[Sample]:
+    info = probe(data)
+    frames = decode(data, None, short_side=opt.size)                        # (t h w c), all frames
+    fps = opt.fps or info.fps
+    if opt.fps and info.fps:                                                # frame-rate conversion
+        step = info.fps / opt.fps
+        idx = np.floor(np.arange(int(len(frames) / step)) * step + 1e-6).astype(int)
+        frames = frames[idx[idx < len(frames)]]
+    n = len(frames)
+    length = int(round(opt.clip_seconds * fps)) if opt.clip_seconds else n
+    stride = int(round((opt.clip_stride or opt.clip_seconds) * fps)) if opt.clip_seconds else n
+    out = []
+    for i, s in enumerate(range(0, n - length + 1, max(stride, 1))):
+        text = _caption_for(src.captions, s / fps, (s + length) / fps)
+        if text is None:
+            continue                                                        # clip straddles a caption boundary
+        clip = frames[s:s + length]
+        _, h, w, _ = clip.shape
+        meta = {"fps": fps, "frames": length, "width": w + w % 2, "height": h + h % 2, "source": src.source,
+                "start_seconds": round(s / fps, 4)}
+        key = f"{src.key}_{i:04d}" if opt.clip_seconds else src.key
+        out.append(Sample(key, "mp4", encode(clip, fps, crf=opt.crf), text, _with_label(meta, src.label)))
+    return out
+
+
+def make_samples(job: Tuple[Source, Options]) -> Tuple[Source, List[Sample], Optional[str]]:
+    """(source, samples, error): error names why the source was skipped (it is then not a decodable video)."""
+    src, opt = job
+    try:
+        data = Path(src.path).read_bytes()
+        if opt.clip_seconds or opt.fps or opt.size:
+            return src, _clips(src, data, opt), None
+        return src, _whole(src, data), None
+    except (VideoError, OSError) as err:
+        return src, [], f"{type(err).__name__}: {err}"
+
+
+class ShardWriter:
+    """Packs samples into {out_dir}/{prefix}-NNNNNN.tar, per_shard samples each; members are in a fixed order."""
+
+    def __init__(self, out_dir: Path, prefix: str = "train", per_shard: int = 100):
+        self.out_dir, self.prefix, self.per_shard = Path(out_dir), prefix, per_shard
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.stats: List[Dict[str, object]] = []
+        self._tar: Optional[tarfile.TarFile] = None
+
+    def _add(self, name: str, payload: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(payload), 0, 0o644
+        self._tar.addfile(info, io.BytesIO(payload))
+
+    def write(self, s: Sample) -> None:
+        if self._tar is None or self.stats[-1]["samples"] >= self.per_shard:
+            self._close_tar()
+            name = f"{self.prefix}-{len(self.stats):06d}.tar"
+            self._tar = tarfile.open(self.out_dir / name, "w")
+            self.stats.append({"file": name, "samples": 0, "video_bytes": 0, "frames": 0, "seconds": 0.0})
+        self._add(f"{s.key}.{s.ext}", s.video)
+        self._add(f"{s.key}.txt", s.caption.encode("utf-8"))
+        self._add(f"{s.key}.json", json.dumps({**s.meta, "key": s.key}, sort_keys=True).encode("utf-8"))
+        st = self.stats[-1]
+        st["samples"] += 1
+        st["video_bytes"] += len(s.video)
+        st["frames"] += int(s.meta.get("frames", 0))
+        st["seconds"] = round(st["seconds"] + int(s.meta.get("frames", 0)) / float(s.meta.get("fps") or 1), 3)
+
+    def _close_tar(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+
+    def close(self) -> List[Dict[str, object]]:
+        self._close_tar()
+        return self.stats
+
+
+def run_jobs(jobs: Sequence[Tuple[Source, Options]], workers: int, desc: str) -> Iterator[Tuple[Source, List[Sample], Optional[str]]]:
+    """make_samples over jobs, in order, on `workers` processes, with a progress bar."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="video")
+    if workers <= 1:
+        results: Iterable = map(make_samples, jobs)
+        pool = None
+    else:
+        pool = mp.get_context("spawn").Pool(workers)
+        results = pool.imap(make_samples, jobs)
+    try:
+        for r in results:
+            bar.update(1)
+            yield r
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+
+def write_manifest(out_dir: Path, shards: List[Dict[str, object]], skipped: List[Dict[str, str]],
+                   settings: Dict[str, object]) -> Path:
+    man = {
+        "format": "webdataset: {key}.<video ext>, {key}.txt (caption), {key}.json (fps, frames, size, source, label)",
+        "samples": sum(int(s["samples"]) for s in shards),
+        "shards": shards,
+        "skipped_sources": skipped,
+        "settings": settings,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    path = Path(out_dir) / MANIFEST
+    path.write_text(json.dumps(man, indent=1))
+    return path
+
+
+def build(jobs: Sequence[Tuple[Source, Options]], out_dir: Path, per_shard: int, workers: int,
+          split_of=None, settings: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """Run jobs and write shards; split_of(sample) -> shard prefixes the sample goes to (default ["train"]).
+    Returns the manifest dict."""
+    writers: Dict[str, ShardWriter] = {}
+    skipped: List[Dict[str, str]] = []
+    for src, samples, err in run_jobs(jobs, workers, f"sharding -> {out_dir}"):
+        if err is not None:
+            tqdm.write(f"skipped {src.path}: {err}")
+            skipped.append({"source": src.path, "reason": err})
+            continue
+        for s in samples:
+            for prefix in split_of(s) if split_of else ["train"]:
+                if prefix not in writers:
+                    writers[prefix] = ShardWriter(out_dir, prefix, per_shard)
+                writers[prefix].write(s)
+    shards = [st for w in writers.values() for st in w.close()]
+    opts = {k: v for k, v in asdict(jobs[0][1]).items()} if jobs else {}
+    path = write_manifest(out_dir, shards, skipped, {**opts, "per_shard": per_shard, **(settings or {})})
+    return json.loads(path.read_text())
+
+
+__all__ = ["Caption", "Options", "Sample", "ShardWriter", "Source", "build", "make_samples", "safe_key",
+           "scaled_size", "write_manifest"]

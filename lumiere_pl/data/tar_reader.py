@@ -1,0 +1,88 @@
+"""Reading WebDataset tar shards into raw samples ({"__key__", "__url__", ext: bytes}), robust to broken tars.
+
+Members are grouped by key: "dir/name.ext" has key "dir/name" and extension "ext" (the part after the first dot
+of the base name, lower-cased), as in webdataset. A shard that breaks (truncated or corrupt) keeps every complete
+sample before the break; the sample being read is counted as skipped. Any URL webdataset's gopen accepts works:
+local paths, file:, pipe:, http(s):.
+"""
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+from webdataset import gopen
+from webdataset.shardlists import expand_urls
+
+from lumiere_pl.data.health import SkipCounter
+
+MANIFEST = "manifest.json"
+
+
+def expand(urls: str) -> List[str]:
+    """Brace patterns and "::"-separated lists -> shard URLs ("a-{000..002}.tar" -> three names)."""
+    out = expand_urls(urls)
+    if not out:
+        raise ValueError(f"shard pattern {urls!r} names no shards")
+    return out
+
+
+def _split(name: str) -> tuple[str, str]:
+    head, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext.lower() if dot else ""
+
+
+def iter_shard(url: str, skips: Optional[SkipCounter] = None) -> Iterator[Dict[str, object]]:
+    """Raw samples of one shard, in tar order."""
+    key: Optional[str] = None
+    sample: Dict[str, object] = {}
+    try:
+        stream = gopen(url, "rb")
+    except (OSError, ValueError) as err:
+        if skips is not None:
+            skips.add("unreadable_shard", url, "-", str(err))
+        return
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                k, ext = _split(member.name)
+                fobj = tar.extractfile(member)
+                data = fobj.read() if fobj is not None else b""
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"member {member.name} has {len(data)} of {member.size} bytes")
+                if k != key:
+                    if sample:
+                        yield sample
+                    key, sample = k, {"__key__": k, "__url__": url}
+                sample[ext] = data
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        if skips is not None:
+            skips.add("truncated_tar", url, key or "-", f"({err}); complete samples before it were kept")
+        return
+    finally:
+        stream.close()
+    if sample:
+        yield sample
+
+
+def manifest_counts(urls: List[str]) -> Optional[List[int]]:
+    """Samples per shard from the manifest.json next to local shards (written by lumiere-shards); None if unknown."""
+    cache: Dict[Path, Dict[str, int]] = {}
+    counts = []
+    for url in urls:
+        path = Path(url[len("file:"):] if url.startswith("file:") else url)
+        if ":" in url.split("/")[0] and not url.startswith("file:"):
+            return None                                     # remote URL: no manifest lookup
+        man = path.parent / MANIFEST
+        if man not in cache:
+            if not man.is_file():
+                return None
+            cache[man] = {s["file"]: int(s["samples"]) for s in json.loads(man.read_text())["shards"]}
+        if path.name not in cache[man]:
+            return None
+        counts.append(cache[man][path.name])
+    return counts

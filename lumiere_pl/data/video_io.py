@@ -1,0 +1,147 @@
+"""Video bytes <-> frames with PyAV, all in memory (no temp files): decode, frame-rate resampling, resize, crop, encode.
+
+Frames are uint8 numpy arrays (t h w c), c = RGB.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import List, Optional, Sequence
+
+import av
+import numpy as np
+
+VIDEO_EXTS = ("mp4", "avi", "mpg", "mpeg", "webm", "mkv", "mov", "m4v", "ogv")   # accepted {key}.EXT members
+
+
+class VideoError(ValueError):
+    """Bytes that are not a decodable video, or a clip too short for the request. The message says why."""
+
+
+@dataclass
+class VideoInfo:
+    fps: float
+    frames: int                     # 0 when the container does not say (e.g. MPEG-PS)
+    width: int
+    height: int
+
+
+def _open(data: bytes) -> av.container.InputContainer:
+    if not data:
+        raise VideoError("zero-byte video")
+    try:
+        c = av.open(io.BytesIO(data), mode="r")
+    except (av.FFmpegError, ValueError, OSError) as err:
+        raise VideoError(f"not a decodable video: {err}") from None
+    if not c.streams.video:
+        c.close()
+        raise VideoError("no video stream")
+    return c
+
+
+def probe(data: bytes) -> VideoInfo:
+    with _open(data) as c:
+        s = c.streams.video[0]
+        rate = s.average_rate or s.guessed_rate or 0
+        return VideoInfo(float(rate), int(s.frames or 0), s.codec_context.width, s.codec_context.height)
+
+
+def resampled_indices(num_src: int, src_fps: float, fps: float, frames: int, start: Optional[int]) -> List[int]:
+    """Source frame indices for `frames` frames at `fps` (fps <= 0: native rate).
+
+    Output frame j is source frame start + floor(j * src_fps / fps): at half the source rate every other frame,
+    above the source rate frames repeat. start None: centred. Raises VideoError if the clip is too short.
+    """
+    step = src_fps / fps if fps > 0 and src_fps > 0 else 1.0
+    offsets = [int(math.floor(j * step + 1e-6)) for j in range(frames)]
+    span = offsets[-1] + 1
+    if num_src < span:
+        raise VideoError(f"clip too short: {num_src} frames, need {span} for {frames} frames at {fps:g} fps "
+                         f"from {src_fps:g} fps")
+    latest = num_src - span
+    s = latest // 2 if start is None else min(max(start, 0), latest)
+    return [s + o for o in offsets]
+
+
+def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(w, h) with the short side = short_side, aspect kept, both even-free integers >= 1."""
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def decode(data: bytes, indices: Optional[Sequence[int]] = None, short_side: int = 0) -> np.ndarray:
+    """Decode the frames at `indices` (None: all) in presentation order; (t h w c) uint8.
+
+    short_side > 0 resizes (area filter) so the short side has that many pixels; only wanted frames are converted,
+    and decoding stops after the last wanted frame.
+    """
+    want = None if indices is None else sorted(set(indices))
+    last = want[-1] if want else -1
+    got: dict[int, np.ndarray] = {}
+    with _open(data) as c:
+        s = c.streams.video[0]
+        size = scaled_size(s.codec_context.width, s.codec_context.height, short_side) if short_side else None
+        try:
+            for i, frame in enumerate(c.decode(s)):
+                if want is None or i in want:
+                    if size:
+                        frame = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+                    got[i] = frame.to_ndarray(format="rgb24")
+                if want is not None and i >= last:
+                    break
+        except (av.FFmpegError, ValueError) as err:
+            raise VideoError(f"decode failed after {len(got)} frames: {err}") from None
+    if not got:
+        raise VideoError("no frame could be decoded")
+    if want is not None and last not in got:
+        raise VideoError(f"clip too short: decoded {max(got) + 1} frames, need {last + 1}")
+    order = indices if indices is not None else sorted(got)
+    return np.stack([got[i] for i in order])
+
+
+def count_frames(data: bytes) -> int:
+    """Exact frame count by decoding (containers such as MPEG-PS carry none)."""
+    n = 0
+    with _open(data) as c:
+        for _ in c.decode(c.streams.video[0]):
+            n += 1
+    return n
+
+
+def crop(frames: np.ndarray, size: int, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    """Square size x size crop of (t h w c): random position with rng, else centred."""
+    _, h, w, _ = frames.shape
+    if h < size or w < size:
+        raise VideoError(f"frames {w}x{h} smaller than the crop {size}")
+    y = int(rng.integers(h - size + 1)) if rng is not None else (h - size) // 2
+    x = int(rng.integers(w - size + 1)) if rng is not None else (w - size) // 2
+    return frames[:, y:y + size, x:x + size]
+
+
+def encode(frames: np.ndarray, fps: float, codec: str = "libx264", crf: int = 18, lossless: bool = False) -> bytes:
+    """(t h w c) uint8 -> MP4 bytes. H.264 needs even sizes: odd sizes are padded by repeating the edge.
+    lossless: H.264 in RGB (libx264rgb, qp 0): decodes back to the exact input frames."""
+    t, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as c:
+        rate = Fraction(fps).limit_denominator(1001)
+        s = c.add_stream("libx264rgb" if lossless else codec, rate=rate)
+        s.width, s.height = frames.shape[2], frames.shape[1]
+        s.pix_fmt = "rgb24" if lossless else "yuv420p"
+        s.options = {"qp": "0"} if lossless else {"crf": str(crf)}
+        for x in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(x), format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return buf.getvalue()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 arrays of equal shape."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)

@@ -1,0 +1,234 @@
+"""WebVideoDataModule: WebDataset shards of real video streamed, decoded with PyAV in the workers, correct under DDP.
+
+Per epoch, each DDP rank gets the same number of batches:
+  * non-resampled (cfg.epoch_length == 0): every rank sees the same seeded shard order (reshuffled each epoch).
+    The first (num_shards // world) * world shards are split whole across ranks (shard i -> rank i % world); the
+    remaining (num_shards % world) shards are read by every rank, which keeps their samples j with
+    (j + i) % world == rank. No sample is served twice in an epoch. Sample counts per shard come from the
+    manifest.json written by `lumiere-shards`; every rank stops after the smallest rank's count (whole batches
+    in training), so at most a few samples per epoch are left out. Under DDP a manifest is required.
+  * resampled (cfg.epoch_length > 0): each rank and worker draws shards with replacement (seeded by
+    seed, epoch, rank, worker); every rank yields exactly epoch_length batches.
+Within a rank, shards are split across DataLoader workers; samples are shuffled in a buffer (cfg.shuffle_buffer)
+before decoding. Bad samples are skipped, warned about and counted (lumiere_pl.data.health); if that leaves a rank
+short of its batch count the stream restarts to fill it (a warning says so), so no rank ever waits on another.
+Validation: no shuffling, centred frames and crops, all ranks capped to the same count, last batch may be partial.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data._utils.collate import default_collate
+
+from lumiere_pl.data.config import DataConfig
+from lumiere_pl.data.health import SkipCounter
+from lumiere_pl.data.sample_decode import decode_sample
+from lumiere_pl.data.tar_reader import expand, iter_shard, manifest_counts
+
+log = logging.getLogger("lumiere_pl.data")
+
+Assignment = List[Tuple[int, str, bool]]   # (position in the epoch's shard order, url, shared: keep every world-th)
+
+
+def assign_shards(urls: List[str], rank: int, world: int, order_seed: Optional[int]) -> Assignment:
+    """This rank's shards for one epoch (see the module docstring). order_seed None keeps the given order."""
+    order = list(urls)
+    if order_seed is not None:
+        random.Random(order_seed).shuffle(order)
+    whole = (len(order) // world) * world
+    mine = [(i, u, False) for i, u in enumerate(order[:whole]) if i % world == rank]
+    return mine + [(i, u, True) for i, u in enumerate(order) if i >= whole]
+
+
+def samples_per_rank(urls: List[str], counts: List[int], world: int, order_seed: Optional[int]) -> int:
+    """The smallest rank's sample count for an epoch: the cap every rank stops at."""
+    by_url = dict(zip(urls, counts))
+    totals = []
+    for r in range(world):
+        n = 0
+        for i, u, shared in assign_shards(urls, r, world, order_seed):
+            n += sum(1 for j in range(by_url[u]) if (j + i) % world == r) if shared else by_url[u]
+        totals.append(n)
+    return min(totals)
+
+
+class WebVideoDataset(IterableDataset):
+    """Decoded examples of one rank's share of the shards, split across DataLoader workers."""
+
+    def __init__(self, urls: List[str], cfg: DataConfig, train: bool, skips: SkipCounter,
+                 rank: int = 0, world: int = 1, resampled: bool = False):
+        self.urls, self.cfg, self.train, self.skips = urls, cfg, train, skips
+        self.rank, self.world, self.resampled = rank, world, resampled
+        self.epoch = 0                      # set by EpochLoader before each pass (workers get a fresh copy)
+
+    @staticmethod
+    def order_seed_for(cfg: DataConfig, train: bool, epoch: int) -> Optional[int]:
+        """The shard-order seed: shared by all ranks (it decides which rank owns which shard)."""
+        return hash((cfg.seed, epoch)) if train else None
+
+    def order_seed(self) -> Optional[int]:
+        return self.order_seed_for(self.cfg, self.train, self.epoch)
+
+    def _raw(self, wid: int, nw: int, rng: random.Random) -> Iterator[Dict[str, object]]:
+        if self.resampled:
+            while True:
+                yield from iter_shard(rng.choice(self.urls), self.skips)
+        for n, (i, url, shared) in enumerate(assign_shards(self.urls, self.rank, self.world, self.order_seed())):
+            if n % nw != wid:
+                continue
+            for j, raw in enumerate(iter_shard(url, self.skips)):
+                if not shared or (j + i) % self.world == self.rank:
+                    yield raw
+
+    def _shuffled(self, it: Iterator, rng: random.Random) -> Iterator:
+        size = self.cfg.shuffle_buffer if self.train else 0
+        buf: list = []
+        for x in it:
+            if size <= 1:
+                yield x
+                continue
+            buf.append(x)
+            if len(buf) >= size:
+                k = rng.randrange(len(buf))
+                buf[k], buf[-1] = buf[-1], buf[k]
+                yield buf.pop()
+        rng.shuffle(buf)
+        yield from buf
+
+    def __iter__(self) -> Iterator[Dict[str, object]]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        seed = (self.cfg.seed, self.epoch, self.rank, wid, self.train)
+        rng = random.Random(hash(seed))
+        nprng = np.random.default_rng([abs(hash(seed))]) if self.train else None
+        for raw in self._shuffled(self._raw(wid, nw, rng), rng):
+            ex = decode_sample(raw, self.cfg, nprng, self.skips)
+            if ex is not None:
+                yield ex
+
+
+def _split_batch(batch: Dict[str, object]) -> List[Dict[str, object]]:
+    n = len(batch["caption"])
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+class EpochLoader:
+    """Iterates a DataLoader and yields exactly num_samples(epoch) samples (None: all) in batches of batch_size.
+
+    Worker batches are re-batched in the main process, so partial batches at worker ends do not change the count.
+    drop_last: whole batches only (training). When the stream runs dry early (bad data), it restarts to fill.
+    """
+
+    def __init__(self, loader: DataLoader, dataset: WebVideoDataset, batch_size: int,
+                 num_samples: Callable[[int], Optional[int]], drop_last: bool):
+        self.loader, self.dataset, self.batch_size = loader, dataset, batch_size
+        self.num_samples_fn, self.drop_last, self.epoch = num_samples, drop_last, 0
+
+    def num_samples(self, epoch: int) -> Optional[int]:
+        n = self.num_samples_fn(epoch)
+        return (n // self.batch_size) * self.batch_size if n is not None and self.drop_last else n
+
+    def __len__(self) -> int:
+        n = self.num_samples(self.epoch)
+        if n is None:
+            raise TypeError("stream length unknown (no manifest): iterate to the end")
+        return -(-n // self.batch_size)
+
+    def _stream(self, num: Optional[int]) -> Iterator[Dict[str, object]]:
+        restarts = 0
+        while True:
+            got = 0
+            for batch in self.loader:
+                got += 1
+                yield batch
+            if num is None:
+                return
+            if got == 0:
+                raise RuntimeError(f"no usable sample in shards {self.dataset.urls[:3]} (all skipped)")
+            restarts += 1
+            log.warning("rank %d ran out of samples (bad data skipped); restarting its stream (%d) to keep "
+                        "every rank at %d samples", self.dataset.rank, restarts, num)
+            self.dataset.epoch += 1_000_003     # a different order for the refill
+
+    def __iter__(self) -> Iterator[Dict[str, object]]:
+        num, b = self.num_samples(self.epoch), self.batch_size
+        self.dataset.epoch = self.epoch
+        self.epoch += 1
+        if num == 0:
+            return
+        emitted, pending = 0, []
+        for batch in self._stream(num):
+            if not pending and len(batch["caption"]) == b and (num is None or emitted + b <= num):
+                emitted += b
+                yield batch                                     # the common case: a worker's full batch
+            else:
+                pending += _split_batch(batch)
+                while len(pending) >= b and (num is None or emitted + b <= num):
+                    out, pending = pending[:b], pending[b:]
+                    emitted += b
+                    yield default_collate(out)
+            if num is not None and num - emitted < b and (self.drop_last or len(pending) >= num - emitted):
+                break
+        rest = len(pending) if num is None else min(len(pending), num - emitted)
+        if pending and rest > 0 and not self.drop_last:
+            yield default_collate(pending[:rest])
+
+
+def _rank_world(trainer: Optional[L.Trainer]) -> Tuple[int, int]:
+    if trainer is not None:
+        return trainer.global_rank, trainer.world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class WebVideoDataModule(L.LightningDataModule):
+    """Real-video shards (cfg.train_shards, cfg.val_shards) in the batch contract of lumiere_pl.data."""
+
+    def __init__(self, cfg: DataConfig):
+        super().__init__()
+        if not cfg.train_shards:
+            raise ValueError("data.name=webdataset needs data.train_shards (a path, brace pattern or URL)")
+        self.cfg = cfg
+        self.skips: Optional[SkipCounter] = None
+        self._skips_pid = -1
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self._skips_pid != os.getpid():      # one counter per process (DDP rank), shared with its workers
+            self.skips, self._skips_pid = SkipCounter(), os.getpid()
+
+    def _loader(self, pattern: str, train: bool) -> EpochLoader:
+        if self.skips is None:
+            self.setup()
+        c = self.cfg
+        rank, world = _rank_world(self.trainer)
+        urls = expand(pattern)
+        resampled = train and c.epoch_length > 0
+        ds = WebVideoDataset(urls, c, train, self.skips, rank, world, resampled)
+        counts = None if resampled else manifest_counts(urls)
+        if not resampled and counts is None and world > 1:
+            raise ValueError(f"shards {pattern!r} have no manifest.json with sample counts: under DDP set "
+                             f"data.epoch_length > 0 (resampled mode) or write the shards with lumiere-shards")
+
+        def num(epoch: int) -> Optional[int]:
+            if resampled:
+                return c.epoch_length * c.batch_size
+            if counts is None:
+                return None
+            return samples_per_rank(urls, counts, world, WebVideoDataset.order_seed_for(c, train, epoch))
+        loader = DataLoader(ds, batch_size=c.batch_size, num_workers=c.num_workers,
+                            persistent_workers=False, prefetch_factor=4 if c.num_workers > 0 else None)
+        return EpochLoader(loader, ds, c.batch_size, num, drop_last=train)
+
+    def train_dataloader(self) -> EpochLoader:
+        return self._loader(self.cfg.train_shards, train=True)
+
+    def val_dataloader(self) -> EpochLoader:
+        return self._loader(self.cfg.val_shards or self.cfg.train_shards, train=False)
