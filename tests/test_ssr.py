@@ -1,0 +1,120 @@
+"""SSR: the network, the on-the-fly (low-res, high-res) pairs, 80 frames at x4 through MultiDiffusion, training."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lumiere_pl.config import ConfigError, load_config, to_dict
+from lumiere_pl.lit.ssr import SSRModule
+from lumiere_pl.models import UNet, build_model
+from lumiere_pl.models.ssr import downsample, upsample
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "experiments" / "ssr_tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def module() -> SSRModule:
+    torch.manual_seed(0)
+    return SSRModule(to_dict(load_config(TINY)))
+
+
+def test_ssr_configs_instantiate():
+    for path in sorted((ROOT / "experiments").glob("ssr_*.yaml")):
+        cfg = load_config(str(path))
+        assert cfg.model.name == "ssr" and cfg.data.size % cfg.model.upscale == 0
+        net = build_model(cfg, text_dim=8)
+        assert net.t2i.cfg.cond_channels == 3 and net.temporal_halvings == len(cfg.model.temporal.down_levels)
+    with pytest.raises(ConfigError, match="model.upscale"):
+        load_config(TINY, ["model.upscale=3"])
+
+
+def test_pairs_made_on_the_fly(module):
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 8, 64, 64) * 2 - 1                                       # b c t H W
+    batch = {"pixels": hr, "caption": ["a red circle moving right", "a blue square"]}
+    low = downsample(hr, 4)
+    assert low.shape == (2, 3, 8, 16, 16)
+    torch.testing.assert_close(low[:, :, 3, :4, :4].mean(), hr[:, :, 3, :16, :16].mean())  # area average
+    clean = module.condition(batch, train=False)                                    # no augmentation
+    assert clean["concat"].shape == hr.shape and clean["aug_noise"].shape == (2,)
+    assert torch.equal(clean["concat"], upsample(low, 64))
+    noisy = module.condition(batch, train=True)                                     # t_aug ~ U(0, cond_aug_max)
+    assert not torch.equal(noisy["concat"], clean["concat"])
+    assert (noisy["aug_noise"] >= clean["aug_noise"]).all() and noisy["aug_noise"].unique().numel() == 2
+    assert {"text", "text_mask", "null_text", "null_text_mask"} <= set(noisy)
+
+
+def test_aug_level_reaches_the_network(module):
+    """Zero-initialised layers (aug embedding, residual outputs) are perturbed, as training would: then both the aug
+    level and the low-res video change the output."""
+    net = SSRModule(to_dict(load_config(TINY))).net
+    x = torch.randn(1, 3, 8, 64, 64)
+    cond = {**module.text_condition(["a"]), **module.example_condition(x.shape)}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        a = net(x, torch.ones(1), cond)
+        b = net(x, torch.ones(1), {**cond, "aug_noise": cond["aug_noise"] + 300.0})
+        c = net(x, torch.ones(1), {**cond, "concat": torch.zeros_like(cond["concat"]) + 0.5})
+    assert not torch.allclose(a, b) and not torch.allclose(a, c)
+
+
+def test_t2i_weights_seed_the_ssr():
+    """A plain T2I checkpoint loads into the SSR; the new conv_in channels start at zero, so the SSR starts as the
+    T2I (per frame) whatever the low-res input, while those channels and the aug embedding stay trainable."""
+    cfg = load_config(TINY, ["model.temporal.freeze_spatial=true"])
+    t2i_cfg = load_config(TINY, ["model.name=t2i", "data.images=true"])
+    t2i_cfg.model.unet.aug_embedding = False
+    torch.manual_seed(0)
+    t2i = UNet(t2i_cfg.model.unet, 16)
+    with torch.no_grad():
+        for p in t2i.out.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ssr = build_model(cfg, 16, t2i.state_dict())
+    assert ssr.t2i.conv_in.weight.requires_grad and ssr.t2i.aug_embed[0].weight.requires_grad
+    assert not ssr.t2i.input_blocks[0][0].conv1.weight.requires_grad               # the rest stays frozen
+    x = torch.randn(1, 3, 8, 64, 64)
+    text = {"text": torch.randn(1, 4, 16), "text_mask": torch.ones(1, 4, dtype=torch.bool)}
+    with torch.no_grad():
+        y = ssr(x, torch.full((1,), 500.0), {**text, "concat": torch.randn_like(x), "aug_noise": torch.full((1,), 80.0)})
+        ref = torch.stack([t2i(x[:, :, i], torch.full((1,), 500.0), text) for i in range(8)], 2)
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_80_frames_x4_through_multidiffusion(module):
+    low = torch.rand(1, 3, 80, 16, 16) * 2 - 1                                     # b c t h w
+    calls = []
+    net_forward = module.net.forward
+
+    def counting(x, c_noise, cond):
+        calls.append(x.shape)
+        return net_forward(x, c_noise, cond)
+    module.net.forward = counting
+    try:
+        out = module.upscale(low, ["a red circle moving right"], steps=1)
+    finally:
+        module.net.forward = net_forward
+    assert out.shape == (1, 3, 80, 64, 64) and torch.isfinite(out).all()
+    # 13 windows of 8 frames (stride 6, the last one flush with frame 80), 4 per call: 4 calls, every one 8 frames
+    assert [s[0] for s in calls] == [4, 4, 4, 1] and all(s[2:] == (8, 64, 64) for s in calls)
+
+
+@pytest.mark.slow
+def test_fast_dev_run_writes_side_by_side_videos(tmp_path):
+    import lightning as L
+
+    from lumiere_pl.data import build_datamodule
+
+    cfg = load_config(TINY, [f"out_dir={tmp_path}", "sampler.steps=1"])
+    module = SSRModule(to_dict(cfg))
+    trainer = L.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=build_datamodule(cfg.data))
+    videos = sorted((tmp_path / cfg.name / "samples").glob("step_*/*.mp4"))
+    assert videos, "validation wrote no MP4"
+    from lumiere_pl.data.video_io import decode
+    frames = decode(videos[0].read_bytes())                                        # t h w 3
+    assert frames.shape[0] == cfg.data.frames and frames.shape[1:3] == (64, 3 * 64)
