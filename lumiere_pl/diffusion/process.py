@@ -1,0 +1,81 @@
+"""The diffusion process around a network: preconditioning (Denoiser) and the training loss.
+
+The network sees (z, c_noise, cond) and knows nothing of schedules: z is the VP-scaled noisy input, c_noise the
+noise level as 1000 * t_cosine (a DDPM-like scale whatever the schedule), cond a dict of conditioning tensors.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from lumiere_pl.diffusion.schedules import LogSNR, alpha_sigma
+from lumiere_pl.utils.tensors import append_dims
+
+PREDICTIONS = ("v", "eps", "x0")
+
+
+def c_noise(logsnr: Tensor) -> Tensor:
+    """Network noise input: the cosine-schedule time of this log-SNR, scaled to [0, 1000]."""
+    return torch.atan(torch.exp(-0.5 * logsnr)) * (2000.0 / math.pi)
+
+
+def to_x0(out: Tensor, z: Tensor, alpha: Tensor, sigma: Tensor, prediction: str) -> Tensor:
+    """Network output -> x0 estimate (alpha, sigma broadcast to z's rank)."""
+    if prediction == "v":
+        return alpha * z - sigma * out
+    if prediction == "eps":
+        return (z - sigma * out) / alpha
+    if prediction == "x0":
+        return out
+    raise ValueError(f"prediction={prediction!r}: expected one of {PREDICTIONS}")
+
+
+def target(x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor, prediction: str) -> Tensor:
+    """What the network should output for prediction type `prediction`."""
+    if prediction == "v":
+        return alpha * eps - sigma * x0
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    raise ValueError(f"prediction={prediction!r}: expected one of {PREDICTIONS}")
+
+
+class Denoiser:
+    """x0-predicting denoiser D(x, s, cond) in the VE view x = x0 + s * eps (k-diffusion's `layers.Denoiser`).
+
+    c_skip = alpha^2 and c_out = -alpha * sigma for v-prediction, so D -> identity as s -> 0. A plain callable,
+    not an nn.Module: it owns no weights, so the network's parameters are registered once, by whoever owns it.
+    """
+
+    def __init__(self, net: nn.Module, prediction: str = "v"):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction={prediction!r}: expected one of {PREDICTIONS}")
+        self.net, self.prediction = net, prediction
+
+    def __call__(self, x: Tensor, s: Tensor, cond: dict) -> Tensor:
+        s = s.to(torch.float32)                             # (b,)
+        logsnr = -2.0 * torch.log(s.clamp_min(1e-20))
+        alpha, sigma = (append_dims(c, x.ndim) for c in alpha_sigma(logsnr))
+        z = x * alpha                                       # VP-scaled input, ~unit variance
+        out = self.net(z, c_noise(logsnr), cond).float()
+        return to_x0(out, z, alpha, sigma, self.prediction)
+
+
+def diffusion_loss(net: nn.Module, x0: Tensor, cond: dict, logsnr_fn: LogSNR, prediction: str = "v",
+                   generator: Optional[torch.Generator] = None) -> Tensor:
+    """Mean squared error of the network's prediction at a uniformly drawn time t (per-sample mean, then batch mean).
+
+    x0: (b c h w) images or (b c t h w) videos in [-1, 1].
+    """
+    b = x0.shape[0]
+    t = torch.rand(b, device=x0.device, generator=generator)                    # (b,)
+    eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+    logsnr = logsnr_fn(t)
+    alpha, sigma = (append_dims(c, x0.ndim) for c in alpha_sigma(logsnr))
+    z = alpha * x0 + sigma * eps
+    out = net(z, c_noise(logsnr), cond).float()
+    return (out - target(x0, eps, alpha, sigma, prediction)).pow(2).mean()

@@ -1,0 +1,46 @@
+"""Networks. MODELS maps model.name to a builder(cfg, text_dim) -> nn.Module; go-to-definition works on each."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+from torch import nn
+
+from lumiere_pl.config import ExperimentConfig
+from lumiere_pl.models.ssr import build_ssr
+from lumiere_pl.models.stunet import STUNet
+from lumiere_pl.models.unet import UNet
+
+
+def build_t2i(cfg: ExperimentConfig, text_dim: int) -> UNet:
+    return UNet(cfg.model.unet, text_dim)
+
+
+def build_stunet(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict] = None) -> STUNet:
+    """Inflate a T2I U-Net into a STUNet; t2i_state (the pretrained weights) is loaded before inflation."""
+    t2i = UNet(cfg.model.unet, text_dim)
+    if t2i_state is not None:
+        t2i.load_state_dict(t2i_state)
+    return STUNet(t2i, cfg.model.temporal)
+
+
+MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "t2i": build_t2i,
+    "stunet": build_stunet,
+    "ssr": build_ssr,
+}
+
+
+def build_model(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict] = None) -> nn.Module:
+    if cfg.model.name not in MODELS:
+        raise KeyError(f"model.name={cfg.model.name!r}: known models are {sorted(MODELS)}")
+    if cfg.model.name == "t2i":
+        return MODELS["t2i"](cfg, text_dim)
+    return MODELS[cfg.model.name](cfg, text_dim, t2i_state)
+
+
+def count_parameters(net: nn.Module) -> Dict[str, int]:
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return {"trainable": trainable, "frozen": sum(p.numel() for p in net.parameters()) - trainable}
+
+
+__all__ = ["MODELS", "STUNet", "UNet", "build_model", "count_parameters"]

@@ -1,0 +1,121 @@
+"""Space-Time U-Net (STUNet): a pretrained T2I U-Net inflated explicitly (Lumiere Sec. 3.1).
+
+The T2I network is kept whole as `self.t2i` (its state_dict keys unchanged, frozen by default); the new modules
+live in `self.temporal`, keyed by where they run:
+  "in{i}_{j}"  after layer j of input block i        "mid_{j}" after layer j of the middle block
+  "out{i}_{j}" after layer j of output block i
+- after every ResBlock: a TemporalConv (with the pretrained 2D conv: a factorized space-time conv), at every level;
+- after each spatial Downsample of a level in `down_levels`: a TemporalDownsample, and the mirror TemporalUpsample
+  after the matching spatial Upsample, so the network works on a compact space-time representation;
+- after the middle attention (the coarsest level): `attn_layers` stacked TemporalAttention.
+Features flow folded, ((b t) c h w), so the T2I layers run unchanged; temporal modules unfold to (b c t h w).
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+from torch import Tensor, nn
+
+from lumiere_pl.config import TemporalConfig
+from lumiere_pl.models.layers import AttentionBlock, Block, Downsample, FrameContexts, ResBlock, Upsample, zero_
+from lumiere_pl.models.temporal import TemporalAttention, TemporalConv, TemporalDownsample, TemporalUpsample
+from lumiere_pl.models.unet import UNet, check_resolution
+from lumiere_pl.utils.tensors import fold_time, unfold_time
+
+
+class STUNet(nn.Module):
+    """forward(x (b c t h w), c_noise (b,), cond) -> (b out t h w). cond as UNet's; "concat" is (b k t h w).
+
+    With cfg.conditional, cond["cond_video"] (b 3 t h w) and cond["cond_mask"] (b 1 t h w) form Lumiere's
+    <J, C, M> input; they enter through a new zero-initialised conv added to the pretrained conv_in.
+    """
+
+    def __init__(self, t2i: UNet, cfg: TemporalConfig):
+        super().__init__()
+        self.cfg, self.t2i = cfg, t2i
+        ucfg = t2i.cfg
+        self.temporal = nn.ModuleDict()
+        down = set(cfg.down_levels)
+
+        def after_layers(prefix: str, block: Block) -> None:
+            for j, layer in enumerate(block):
+                ch = _out_channels(layer)
+                if isinstance(layer, ResBlock):
+                    self.temporal[f"{prefix}_{j}"] = TemporalConv(ch, cfg.kernel)
+                elif isinstance(layer, Downsample) and layer.level in down:
+                    self.temporal[f"{prefix}_{j}"] = TemporalDownsample(ch, cfg.kernel)
+                elif isinstance(layer, Upsample) and layer.level in down:
+                    self.temporal[f"{prefix}_{j}"] = TemporalUpsample(ch, cfg.kernel)
+                elif isinstance(layer, AttentionBlock) and prefix == "mid" and cfg.attn_layers:
+                    self.temporal[f"{prefix}_{j}"] = nn.Sequential(*[
+                        TemporalAttention(ch, ucfg.head_dim, cfg.max_frames) for _ in range(cfg.attn_layers)])
+
+        for i, block in enumerate(t2i.input_blocks):
+            after_layers(f"in{i}", block)
+        after_layers("mid", t2i.middle_block)
+        for i, block in enumerate(t2i.output_blocks):
+            after_layers(f"out{i}", block)
+        self.cond_in = (zero_(nn.Conv2d(4, ucfg.channels, 3, padding=1)) if cfg.conditional else None)
+        if cfg.freeze_spatial:
+            self.t2i.requires_grad_(False)
+
+    @property
+    def temporal_halvings(self) -> int:
+        return sum(isinstance(m, TemporalDownsample) for m in self.temporal.values())
+
+    def check_frames(self, t: int) -> None:
+        k = self.temporal_halvings
+        if t % 2 ** k:
+            raise ValueError(f"{t} frames cannot be halved {k} times (model.temporal.down_levels="
+                             f"{list(self.cfg.down_levels)}); use a multiple of {2 ** k}")
+
+    def _run(self, prefix: str, block: Block, h: Tensor, t: int, ctxs: FrameContexts) -> tuple[Tensor, int]:
+        for j, layer in enumerate(block):
+            h = layer(h, ctxs[t])                                  # ((b t) c h w), pretrained 2D layer
+            key = f"{prefix}_{j}"
+            if key in self.temporal:
+                v = self.temporal[key](unfold_time(h, t))         # (b c t' h w)
+                h, t = fold_time(v), v.shape[2]
+        return h, t
+
+    def forward(self, x: Tensor, c_noise: Tensor, cond: dict) -> Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"STUNet expects videos (b c t h w), got shape {tuple(x.shape)}")
+        b, _, t, hh, ww = x.shape
+        self.check_frames(t)
+        check_resolution(self.t2i, hh, ww)
+        ctxs = FrameContexts(self.t2i.context(c_noise, cond))
+        frames_cond = {k: fold_time(v) if isinstance(v, Tensor) and v.ndim == 5 else v for k, v in cond.items()}
+        h = self.t2i.conv_in(self.t2i.input(fold_time(x), frames_cond))          # ((b t) ch h w)
+        if self.cond_in is not None:
+            cm = torch.cat([cond["cond_video"], cond["cond_mask"]], dim=1)       # (b 4 t h w)
+            h = h + self.cond_in(fold_time(cm.to(h.dtype)))
+        skips: List[tuple[Tensor, int]] = [(h, t)]
+        for i, block in enumerate(self.t2i.input_blocks):
+            h, t = self._run(f"in{i}", block, h, t, ctxs)
+            skips.append((h, t))
+        h, t = self._run("mid", self.t2i.middle_block, h, t, ctxs)             # coarsest: (b*T/2^k, C, ...)
+        for i, block in enumerate(self.t2i.output_blocks):
+            skip, t_skip = skips.pop()
+            assert t_skip == t, f"skip at {t_skip} frames meets features at {t} frames"
+            h, t = self._run(f"out{i}", block, torch.cat([h, skip], dim=1), t, ctxs)
+        return unfold_time(self.t2i.out(h), t)                                  # (b out t h w)
+
+    def coarsest_frames(self, t: int) -> int:
+        return t // 2 ** self.temporal_halvings
+
+    def parameter_groups(self) -> Dict[str, int]:
+        """Parameter counts: trainable / frozen."""
+        tr = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"trainable": tr, "frozen": sum(p.numel() for p in self.parameters()) - tr}
+
+
+def _out_channels(layer: nn.Module) -> int:
+    if isinstance(layer, ResBlock):
+        return layer.out_ch
+    if isinstance(layer, (Downsample, Upsample)):
+        return layer.conv.out_channels
+    if isinstance(layer, AttentionBlock):
+        return layer.norm1.normalized_shape[0]
+    raise TypeError(f"unknown U-Net layer {type(layer).__name__}")

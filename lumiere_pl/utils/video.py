@@ -1,0 +1,63 @@
+"""Writing videos: MP4 files with PyAV (H.264) and animated GIFs in TensorBoard (no moviepy needed)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+
+def to_uint8(video: Tensor) -> np.ndarray:
+    """(c t h w) or (c h w) float in [-1, 1] -> (t h w c) uint8."""
+    if video.ndim == 3:
+        video = video[:, None]
+    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 18) -> Path:
+    """frames (t h w 3) uint8 -> H.264 MP4 (yuv420p; odd sizes are padded by one pixel). Written to a temporary name
+    and renamed, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"write_mp4 expects uint8 frames (t h w 3), got {frames.dtype} {frames.shape}")
+    t, h, w, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    tmp = path.with_name(path.name + ".tmp")
+    with av.open(str(tmp), mode="w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=max(1, round(fps)))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode(None))
+    tmp.replace(path)
+    return path
+
+
+def encode_gif(frames: np.ndarray, fps: float = 8.0) -> bytes:
+    """frames (t h w 3) uint8 -> animated GIF bytes (looping)."""
+    images = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
+def tile(videos: Sequence[np.ndarray]) -> np.ndarray:
+    """Side by side: list of (t h w 3) with equal t and h -> (t h sum(w) 3)."""
+    return np.concatenate(list(videos), axis=2)
+
+
+def log_video(writer, tag: str, frames: np.ndarray, step: int, fps: float = 8.0) -> None:
+    """Log (t h w 3) uint8 to a TensorBoard SummaryWriter as an animated GIF (TensorBoard's video format)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    t, h, w, c = frames.shape
+    image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=encode_gif(frames, fps))
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)

@@ -1,0 +1,21 @@
+"""Shared fixtures: tiny configs that build in milliseconds on a CPU."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY = [
+    "text.encoder=tiny", "text.dim=16", "text.max_length=8",
+    "model.unet.channels=16", "model.unet.channel_mults=[1,2,2]", "model.unet.attn_levels=[2]",
+    "model.unet.head_dim=8", "data.size=16", "data.frames=8", "data.batch_size=4",
+    "data.synthetic.num_videos=32", "data.synthetic.num_val_videos=4",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    """Overrides for a tiny STUNet experiment writing into tmp_path."""
+    return TINY + [f"out_dir={tmp_path}"]

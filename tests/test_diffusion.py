@@ -1,0 +1,145 @@
+"""Diffusion math: conversions, preconditioning, samplers, guidance, schedules."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lumiere_pl.diffusion import (Denoiser, alpha_sigma, diffusion_loss, get_sigmas, guided, make_schedule,
+                                  sample_ddim, sample_ddpm, target, to_x0)
+from lumiere_pl.diffusion.process import c_noise
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps", "x0"])
+@pytest.mark.parametrize("shape", [(3, 2, 8, 8), (3, 2, 4, 8, 8)])
+def test_prediction_round_trip(prediction, shape):
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    logsnr = torch.tensor([-5.0, 0.0, 7.0]).view(-1, *[1] * (len(shape) - 1))
+    alpha, sigma = alpha_sigma(logsnr)
+    z = alpha * x0 + sigma * eps
+    out = target(x0, eps, alpha, sigma, prediction)
+    torch.testing.assert_close(to_x0(out, z, alpha, sigma, prediction), x0, atol=1e-4, rtol=1e-4)
+
+
+def test_v_relations():
+    """v = alpha eps - sigma x0 implies eps = sigma z + alpha v and x0 = alpha z - sigma v."""
+    x0, eps = torch.randn(4, 5), torch.randn(4, 5)
+    alpha, sigma = alpha_sigma(torch.tensor(1.3))
+    z = alpha * x0 + sigma * eps
+    v = target(x0, eps, alpha, sigma, "v")
+    torch.testing.assert_close(sigma * z + alpha * v, eps)
+    assert alpha ** 2 + sigma ** 2 == pytest.approx(1.0)
+
+
+def test_cosine_schedule_matches_alpha_bar():
+    """alpha_bar(t) = cos^2(pi t / 2) inside the clipped range; monotone decreasing log-SNR."""
+    logsnr = make_schedule("cosine", -30.0, 30.0)
+    t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    alpha, _ = alpha_sigma(logsnr(t))
+    torch.testing.assert_close(alpha ** 2, torch.cos(math.pi * t / 2) ** 2, atol=1e-6, rtol=1e-6)
+    assert (logsnr(t).diff() < 0).all()
+
+
+def test_resolution_shift():
+    base = make_schedule("cosine", -15, 15)
+    shifted = make_schedule("cosine", -15, 15, size=128, shift_base=64)
+    t = torch.rand(10)
+    torch.testing.assert_close(shifted(t) - base(t), torch.full_like(t, 2 * math.log(64 / 128)))
+    assert make_schedule("cosine", -15, 15, size=128, shift_base=0)(t).equal(base(t))
+
+
+def test_get_sigmas_decreasing_to_zero():
+    s = get_sigmas(make_schedule("cosine", -15, 15), 10)
+    assert s.shape == (11,) and s[-1] == 0 and (s.diff() < 0).all()
+    assert s[0] == pytest.approx(math.exp(7.5), rel=1e-3)
+
+
+class ConstNet(torch.nn.Module):
+    """A 'network' whose output is whatever makes the Denoiser return the true x0: a perfect denoiser."""
+
+    def __init__(self, x0, prediction):
+        super().__init__()
+        self.x0, self.prediction = x0, prediction
+
+    def forward(self, z, c, cond):
+        logsnr = -2 * torch.log(torch.tan(c * math.pi / 2000))
+        alpha, sigma = (a.view(-1, *[1] * (z.ndim - 1)) for a in alpha_sigma(logsnr))
+        eps = (z - alpha * self.x0) / sigma
+        return target(self.x0, eps, alpha, sigma, self.prediction)
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps", "x0"])
+@pytest.mark.parametrize("sampler", [sample_ddim, sample_ddpm])
+def test_sampler_with_perfect_denoiser_recovers_x0(prediction, sampler):
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(2, 3, 4, 8, 8, generator=g) * 2 - 1
+    sigmas = get_sigmas(make_schedule("cosine", -15, 15), 20).double()
+    denoise = Denoiser(ConstNet(x0.double(), prediction), prediction)
+    x = torch.randn(x0.shape, generator=g, dtype=torch.float64) * sigmas[0]
+    out = sampler(denoise, x, sigmas, {}, generator=g)
+    torch.testing.assert_close(out.float(), x0, atol=2e-4, rtol=0)
+
+
+def test_ddim_deterministic_and_ddpm_stochastic():
+    """DDIM (eta 0) is a deterministic map of the initial noise; DDPM draws fresh noise at every step."""
+    net = lambda z, c, cond: 0.5 * z  # noqa: E731
+    d = Denoiser(net, "eps")
+    sigmas = get_sigmas(make_schedule("cosine", -10, 10), 8)
+    x = torch.randn(2, 3, 8, 8) * sigmas[0]
+    a = sample_ddim(d, x, sigmas, {})
+    assert torch.equal(a, sample_ddim(d, x, sigmas, {}))
+    b1 = sample_ddpm(d, x, sigmas, {}, generator=torch.Generator().manual_seed(0))
+    b2 = sample_ddpm(d, x, sigmas, {}, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(b1, b2)
+
+
+def test_preconditioning_is_identity_at_zero_noise():
+    """c_skip -> 1 and c_out -> 0 as s -> 0: D(x, s) -> x whatever the network outputs (v-prediction)."""
+    out = torch.randn(2, 3, 4, 8, 8) * 10
+    d = Denoiser(lambda z, c, cond: out, "v")
+    x = torch.randn(2, 3, 4, 8, 8)
+    for s in (1e-2, 1e-4, 1e-6):   # |D - x| <= s |F| + s^2 |x|
+        err = (d(x, torch.full((2,), s), {}) - x).abs().max().item()
+        assert err <= s * out.abs().max().item() + s * s * x.abs().max().item() + 1e-6
+
+
+def test_c_noise_monotone_in_noise():
+    ls = torch.linspace(15, -15, 50)
+    c = c_noise(ls)
+    assert (c.diff() > 0).all() and 0 < c.min() and c.max() < 1000
+
+
+def _cond(b):
+    g = torch.Generator().manual_seed(0)
+    return {"text": torch.randn(b, 4, 6, generator=g), "text_mask": torch.ones(b, 4, dtype=torch.bool),
+            "null_text": torch.zeros(b, 4, 6), "null_text_mask": torch.ones(b, 4, dtype=torch.bool),
+            "concat": torch.randn(b, 1, 3, 4, 4, generator=g)}
+
+
+def _text_net(x, s, cond):
+    """Depends on the text and on every channel of x."""
+    return x * 0.3 + cond["text"].mean(dim=(1, 2)).view(-1, 1, 1, 1, 1) + cond["concat"].mean()
+
+
+def test_guidance_scale_one_is_conditional():
+    x, s, cond = torch.randn(2, 3, 3, 4, 4), torch.ones(2), _cond(2)
+    torch.testing.assert_close(guided(_text_net, 1.0)(x, s, cond), _text_net(x, s, cond))
+
+
+def test_guidance_extrapolates_every_channel():
+    x, s, cond = torch.randn(2, 3, 3, 4, 4), torch.ones(2), _cond(2)
+    w = 4.0
+    c = _text_net(x, s, cond)
+    u = _text_net(x, s, {**cond, "text": cond["null_text"]})
+    out = guided(_text_net, w)(x, s, cond)
+    torch.testing.assert_close(out, u + w * (c - u))
+    assert ((out - c).abs().amax(dim=(0, 2, 3, 4)) > 0).all()   # all channels moved, not only the first few
+
+
+def test_loss_is_zero_for_perfect_network_and_positive_otherwise():
+    x0 = torch.rand(3, 3, 4, 8, 8) * 2 - 1
+    logsnr = make_schedule("cosine", -15, 15)
+    assert diffusion_loss(ConstNet(x0, "v"), x0, {}, logsnr, "v").item() < 1e-8
+    assert diffusion_loss(lambda z, c, cond: torch.zeros_like(z), x0, {}, logsnr, "v").item() > 0.1
