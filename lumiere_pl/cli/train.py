@@ -1,0 +1,125 @@
+"""lumiere-train: train a T2I U-Net, a STUNet or an SSR model from an experiment config.
+
+  lumiere-train --config experiments/stunet_shapes.yaml [key=value ...] [--dry-run] [--resume [PATH|last]]
+
+The config is resolved and checked before anything heavy is built; the run folder {out_dir}/{name} receives
+config.yaml, checkpoints/, tb/ (TensorBoard) and samples/ (MP4s written at each validation).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from lumiere_pl.config import ConfigError, ExperimentConfig, load_config, save_config, to_dict
+
+
+def inherit_t2i(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Optional[dict]]:
+    """With model.init_from, the STUNet inflates exactly what was pretrained: its U-Net and text configs are taken
+    from the T2I checkpoint (a differing value in the experiment is reported, then replaced)."""
+    if not cfg.model.init_from:
+        return cfg, None
+    from lumiere_pl.checkpoint import load_t2i
+
+    t2i_cfg, state = load_t2i(cfg.model.init_from)
+    for section in ("unet", "text"):
+        ours = cfg.model.unet if section == "unet" else cfg.text
+        theirs = t2i_cfg.model.unet if section == "unet" else t2i_cfg.text
+        if ours != theirs:
+            print(f"note: {section} config taken from {cfg.model.init_from} (the experiment's differed)")
+    keep = cfg.model.unet
+    cfg.model.unet, cfg.text = t2i_cfg.model.unet, t2i_cfg.text
+    cfg.model.unet.cond_channels, cfg.model.unet.aug_embedding = keep.cond_channels, keep.aug_embedding
+    return cfg, state
+
+
+def dry_run(module, cfg: ExperimentConfig) -> None:
+    import torch
+
+    from lumiere_pl.utils.flops import forward_flops
+
+    d = cfg.data
+    b = 1
+    shape = (b, 3, d.size, d.size) if not module.is_video else (b, 3, d.frames, d.size, d.size)
+    cond = module.text_condition(["a test caption"] * b)
+    if module.is_video and cfg.model.temporal.conditional:
+        from lumiere_pl.lit.conditioning import random_video_condition
+        cond.update(random_video_condition(torch.zeros(shape)))
+    cond.update(module.example_condition(shape))
+    flops = forward_flops(module.net, torch.zeros(shape), torch.full((b,), 500.0), cond)
+    s = module.summary()
+    print(f"model: {s['model']}   input {tuple(shape)}   text encoder: {s['text_encoder']} ({s['text_dim']}-d)")
+    print(f"parameters: trainable {s['trainable']:,}   frozen {s['frozen']:,}")
+    print(f"forward GFLOPs per {'clip' if module.is_video else 'image'}: {flops / 1e9:.3f}")
+
+
+def build_trainer(cfg: ExperimentConfig):
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lumiere_pl.lit.callbacks import training_callbacks
+
+    t, tr = cfg.train, cfg.trainer
+    run = cfg.run_dir
+    return L.Trainer(
+        accelerator=tr.accelerator, devices=tr.devices, num_nodes=tr.num_nodes, strategy=tr.strategy,
+        precision=tr.precision, max_steps=t.max_steps, gradient_clip_val=t.grad_clip or None,
+        accumulate_grad_batches=tr.accumulate_grad_batches, log_every_n_steps=tr.log_every_n_steps,
+        val_check_interval=min(t.val_every_n_steps, t.max_steps), check_val_every_n_epoch=None,
+        logger=TensorBoardLogger(str(run), name="tb", version="", default_hp_metric=False),
+        callbacks=[*training_callbacks(cfg), LearningRateMonitor(logging_interval="step")],
+        enable_progress_bar=tr.enable_progress_bar, default_root_dir=str(run), deterministic=False,
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="lumiere-train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="experiment YAML (default: the built-in defaults)")
+    ap.add_argument("--dry-run", action="store_true", help="print the model summary (parameters, FLOPs) and exit")
+    ap.add_argument("--resume", nargs="?", const="last", default=None,
+                    help="resume from a checkpoint path, or 'last' (the run's checkpoints/last.ckpt)")
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.max_steps=200")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        cfg, t2i_state = inherit_t2i(cfg)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"lumiere-train: {err}", file=sys.stderr)
+        return 2
+    ckpt_path = None
+    if args.resume:
+        ckpt_path = str(cfg.run_dir / "checkpoints" / "last.ckpt") if args.resume == "last" else args.resume
+        if not Path(ckpt_path).is_file():
+            print(f"lumiere-train: --resume {args.resume}: no checkpoint at {ckpt_path}", file=sys.stderr)
+            return 2
+
+    import lightning as L
+
+    from lumiere_pl.data import build_datamodule
+    from lumiere_pl.lit import module_class
+
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    module = module_class(cfg.model.name)(to_dict(cfg), t2i_state)
+    if args.dry_run:
+        dry_run(module, cfg)
+        return 0
+    datamodule = build_datamodule(cfg.data)
+    save_config(cfg, cfg.run_dir / "config.yaml")
+    trainer = build_trainer(cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        run = cfg.run_dir
+        samples = sorted((run / "samples").glob("step_*"))
+        print(f"\nDone: {cfg.name} ({trainer.global_step} steps)")
+        print(f"  checkpoint : {run / 'checkpoints' / 'last.ckpt'}")
+        print(f"  config     : {run / 'config.yaml'}")
+        print(f"  samples    : {samples[-1] if samples else run / 'samples'}/*.mp4 (any video player)")
+        print(f"  TensorBoard: tensorboard --logdir {run / 'tb'}   (scalars; samples under IMAGES)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

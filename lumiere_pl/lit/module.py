@@ -1,0 +1,146 @@
+"""DiffusionModule: the thin LightningModule shared by the T2I U-Net and the STUNet (the SSR subclasses it).
+
+It owns the network, the EMA, the loss and the sampler; the math lives in lumiere_pl.diffusion.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import List, Optional
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from lumiere_pl.config import ExperimentConfig, from_dict, to_dict
+from lumiere_pl.diffusion import SAMPLERS, Denoiser, diffusion_loss, get_sigmas, guided, make_schedule
+from lumiere_pl.lit.conditioning import random_video_condition
+from lumiere_pl.models import build_model, count_parameters
+from lumiere_pl.text import build_text_encoder
+from lumiere_pl.utils.ema import EMA
+from lumiere_pl.utils.video import log_video, to_uint8, write_mp4
+
+
+class DiffusionModule(L.LightningModule):
+    def __init__(self, config: dict, t2i_state: Optional[dict] = None):
+        """config: the resolved experiment config as a plain dict (to_dict), so checkpoints load weights_only."""
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.cfg: ExperimentConfig = from_dict(config)
+        self.text_encoder = build_text_encoder(self.cfg.text)           # frozen, not part of the state_dict
+        self.net = build_model(self.cfg, self.text_encoder.dim, t2i_state)
+        self.denoiser = Denoiser(self.net, self.cfg.diffusion.prediction)
+        self.ema = EMA(self.net, self.cfg.train.ema_decay)
+        d = self.cfg.diffusion
+        self.logsnr = make_schedule(d.schedule, d.logsnr_min, d.logsnr_max, self.cfg.data.size, d.shift_base)
+
+    # --- conditioning -------------------------------------------------------------------------------------------
+    @property
+    def is_video(self) -> bool:
+        return self.cfg.model.name != "t2i"
+
+    def text_condition(self, captions: List[str], drop: float = 0.0) -> dict:
+        """Encode captions (replaced by "" with probability `drop`, for classifier-free guidance) and the null one."""
+        if drop > 0:
+            keep = torch.rand(len(captions)).ge(drop).tolist()
+            captions = [c if k else "" for c, k in zip(captions, keep)]
+        text, mask = self.text_encoder(list(captions) + [""], device=self.device)
+        b = len(captions)
+        return {"text": text[:b], "text_mask": mask[:b],
+                "null_text": text[b:].expand(b, -1, -1), "null_text_mask": mask[b:].expand(b, -1)}
+
+    def condition(self, batch: dict, train: bool) -> dict:
+        cond = self.text_condition(batch["caption"], self.cfg.diffusion.cond_drop if train else 0.0)
+        if self.is_video and self.cfg.model.temporal.conditional:
+            cond.update(random_video_condition(batch["pixels"]))
+        return cond
+
+    # --- training -----------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = diffusion_loss(self.net, batch["pixels"], self.condition(batch, train=True), self.logsnr,
+                              self.cfg.diffusion.prediction)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["pixels"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.ema.update(self.net)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        g = torch.Generator(device=self.device).manual_seed(batch_idx)       # same noise every validation
+        with self.ema.apply_to(self.net):
+            loss = diffusion_loss(self.net, batch["pixels"], self.condition(batch, train=False), self.logsnr,
+                                  self.cfg.diffusion.prediction, generator=g)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["pixels"].shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self.cfg.train.val_prompts:
+            return
+        videos = self.generate(self.cfg.train.val_prompts, seed=self.cfg.train.seed)   # (b c [t] h w)
+        if not self.trainer.is_global_zero:
+            return
+        out_dir = Path(self.cfg.run_dir) / "samples" / f"step_{self.global_step:07d}"
+        logger = self.logger.experiment if self.logger is not None else None
+        for i, (prompt, v) in enumerate(zip(self.cfg.train.val_prompts, videos)):
+            frames = to_uint8(v)                                                     # (t h w 3)
+            write_mp4(out_dir / f"{i:02d}.mp4", frames, fps=self.cfg.data.fps)
+            if logger is not None and hasattr(logger, "file_writer"):
+                if self.is_video:
+                    log_video(logger, f"samples/{i:02d}", frames, self.global_step, fps=self.cfg.data.fps)
+                else:
+                    logger.add_image(f"samples/{i:02d}", frames[0], self.global_step, dataformats="HWC")
+                logger.add_text(f"samples/{i:02d}/prompt", prompt, self.global_step)
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        warmup = max(1, t.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- sampling -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: List[str], frames: Optional[int] = None, steps: Optional[int] = None,
+                 guidance: Optional[float] = None, seed: int = 0, seeds: Optional[List[int]] = None,
+                 use_ema: bool = True, progress: bool = False, extra_cond: Optional[dict] = None) -> Tensor:
+        """Sample one clip per prompt: (b 3 t h w) videos (or (b 3 h w) images for t2i) in [-1, 1].
+
+        Clip i starts from noise seeded by seeds[i] (default seed + i), so a clip does not depend on its batch.
+        """
+        s, d = self.cfg.sampler, self.cfg.data
+        size = d.size
+        item = (3, frames or d.frames, size, size) if self.is_video else (3, size, size)
+        seeds = seeds if seeds is not None else [seed + i for i in range(len(prompts))]
+        sigmas = get_sigmas(self.logsnr, steps or s.steps, self.device)
+        x = torch.stack([torch.randn(item, generator=torch.Generator().manual_seed(int(k))) for k in seeds])
+        x = x.to(self.device) * sigmas[0]
+        cond = {**self.text_condition(prompts), **(extra_cond or {})}
+        denoise = self.wrap_denoiser(guided(self.denoiser, s.guidance if guidance is None else guidance))
+        g = torch.Generator(device=self.device).manual_seed(seeds[0] if seeds else seed)  # eta > 0 noise
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with self.ema.apply_to(self.net) if use_ema else nullcontext():
+                return SAMPLERS[s.name](denoise, x, sigmas, cond, eta=s.eta, generator=g, progress=progress)
+        finally:
+            self.net.train(was_training)
+
+    def wrap_denoiser(self, denoise):
+        """Hook for temporal MultiDiffusion (sampler.window > 0); identity otherwise."""
+        if self.is_video and self.cfg.sampler.window:
+            from lumiere_pl.diffusion.multidiffusion import multidiffusion
+
+            return multidiffusion(denoise, self.cfg.sampler.window, self.cfg.sampler.stride)
+        return denoise
+
+    def example_condition(self, shape: tuple) -> dict:
+        """Extra conditioning a forward pass on zeros of `shape` needs (dry-run FLOPs); subclasses add theirs."""
+        return {}
+
+    # --- summaries ----------------------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        return {"model": self.cfg.model.name, **count_parameters(self.net), "text_encoder": self.text_encoder.name,
+                "text_dim": self.text_encoder.dim}
+
+    def export_config(self) -> dict:
+        return to_dict(self.cfg)
