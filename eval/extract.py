@@ -51,9 +51,9 @@ def extract(source, detector: Detector, spec: ClipSpec = ClipSpec(), batch_size:
             batch.clear()
             meta.clear()
 
-    for i, key, src in iter_items(source, rank, world, limit):
+    for i, key, src, start in iter_items(source, rank, world, limit):
         try:
-            clip = take_clip(load_frames(src, key, spec.needed()), spec)    # (t, h, w, 3)
+            clip = take_clip(load_frames(src, key, spec.needed() + start), spec, start)   # (t, h, w, 3)
         except (ClipTooShort, av.FFmpegError, ValueError, OSError) as err:
             skipped.append(f"{key}: {err}")
             continue

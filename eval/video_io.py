@@ -1,4 +1,5 @@
-"""Video sources: a folder of video files (or .npy clips) or WebDataset shards (.tar), decoded with PyAV.
+"""Video sources: a folder of video files (or .npy clips), WebDataset shards (.tar), or a clip list (.txt:
+one "video_path [start_frame]" per line, e.g. several clips of one long video), decoded with PyAV.
 
 A clip is uint8 (t, h, w, c) RGB: `frames` frames taken every `stride`-th decoded frame from `start`.
 Sources are split across DDP ranks by item index (i % world == rank) so every item is read exactly once.
@@ -85,22 +86,44 @@ def _video_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in CLIP_EXTS and p.is_file())
 
 
-def iter_items(path: str | Path, rank: int = 0, world: int = 1, limit: int | None = None) -> Iterator[tuple[int, str, object]]:
-    """(index, key, source) for this rank's share; source is a Path or, inside shards, the member's bytes."""
+def read_clip_list(path: str | Path) -> list[tuple[Path, int]]:
+    """Lines "video_path [start_frame]" (relative paths from the list's folder); '#' starts a comment."""
+    path = Path(path)
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, start = line.rpartition(" ") if line.rsplit(" ", 1)[-1].isdigit() else (line, "", "0")
+            out.append(((path.parent / name.strip()).resolve(), int(start)))
+    return out
+
+
+def write_clip_list(path: str | Path, clips: list[tuple[Path, int]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{Path(p).resolve()} {start}\n" for p, start in clips))
+    return path
+
+
+def iter_items(path: str | Path, rank: int = 0, world: int = 1,
+               limit: int | None = None) -> Iterator[tuple[int, str, object, int]]:
+    """(index, key, source, start offset) for this rank's share; source is a Path or, in shards, the member's bytes."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
     if is_shards(path):
-        items = _iter_shard_members(sorted(path.glob("*.tar")) if path.is_dir() else [path])
+        items = ((key, src, 0) for key, src in _iter_shard_members(sorted(path.glob("*.tar")) if path.is_dir() else [path]))
     elif path.is_dir():
-        items = ((str(p.relative_to(path)), p) for p in _video_files(path))
+        items = ((str(p.relative_to(path)), p, 0) for p in _video_files(path))
+    elif path.suffix == ".txt":
+        items = ((f"{p.name}@{start}", p, start) for p, start in read_clip_list(path))
     else:
-        items = iter([(path.name, path)])
-    for i, (key, src) in enumerate(items):
+        items = iter([(path.name, path, 0)])
+    for i, (key, src, start) in enumerate(items):
         if limit is not None and i >= limit:
             return
         if i % world == rank:
-            yield i, key, (src() if callable(src) else src)
+            yield i, key, (src() if callable(src) else src), start
 
 
 def _iter_shard_members(shards: list[Path]):
@@ -116,18 +139,23 @@ def count_items(path: str | Path) -> int | None:
     path = Path(path)
     if is_shards(path):
         return None
+    if path.suffix == ".txt":
+        return len(read_clip_list(path))
     return len(_video_files(path)) if path.is_dir() else 1
 
 
 def source_fingerprint(path: str | Path) -> dict:
-    """Identity of a source for cache keys: absolute path plus a hash of (name, size, mtime) of every file."""
+    """Identity of a source for cache keys: absolute path plus a hash of (name, size) of every file."""
     import hashlib
 
     path = Path(path).resolve()
     files = sorted(path.glob("*.tar")) if is_shards(path) and path.is_dir() else (
         _video_files(path) if path.is_dir() else [path])
     h = hashlib.sha256()
+    if path.suffix == ".txt":  # a clip list: its lines and the videos they name
+        h.update(path.read_bytes())
+        files = sorted({p for p, _ in read_clip_list(path)})
     for f in files:
         st = f.stat()
-        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}|{st.st_size}\n".encode())
     return {"path": str(path), "files": len(files), "content": h.hexdigest()[:16]}

@@ -1,0 +1,63 @@
+"""Table 1 of the paper (zero-shot UCF101) beside our row: markdown and a PNG chart."""
+from __future__ import annotations
+
+from pathlib import Path
+
+# Lumiere, Table 1, as reported (FVD lower is better, IS higher is better); None = not reported.
+TABLE1 = [("MagicVideo", 655.00, None), ("Emu Video", 606.20, 42.70), ("Video LDM", 550.61, 33.45),
+          ("Show-1", 394.46, 35.42), ("Make-A-Video", 367.23, 33.00), ("PYoCo", 355.19, 47.76),
+          ("SVD", 242.02, None), ("Lumiere", 332.49, 37.54)]
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def markdown(result: dict, name: str = "lumiere-pl (ours)") -> str:
+    fvd, is_ = result["fvd"], result.get("is")
+    comparable_is = is_ is not None and is_["metric"] == "is"
+    rows = ["| method | FVD | IS |", "|---|---|---|"]
+    rows += [f"| {m} | {_fmt(f)} | {_fmt(i)} |" for m, f, i in TABLE1]
+    is_cell = _fmt(is_["value"]) if comparable_is else (f"({is_['value']:.2f} I3D-Kinetics IS, not comparable)" if is_ else "-")
+    rows.append(f"| **{name}** | **{fvd['value']:.2f}** | {is_cell} |")
+    p = fvd["protocol"]
+    notes = [
+        "", "Paper rows: Lumiere (Bar-Tal et al. 2024), Table 1, zero-shot UCF101, as reported "
+        "(PYoCo's IS is 47.46 in Snap Video's table).", "",
+        f"**Our row's protocol**: N = {fvd['n_fake']} generated videos vs {fvd['n_real']} real clips; "
+        f"{p['frames']} frames, stride {p['stride']}; I3D weights `{p['weights']}`; {p['resolution']}x{p['resolution']} "
+        f"({p['crop']} frame, {p['resize']}); feature: {p['detector']}.",
+        f"Real statistics: {result.get('real_note', fvd['real'].get('source', {}).get('path'))}.",
+    ]
+    if is_ is not None:
+        notes.append(f"IS: {is_['label']}; N = {is_['n']}, splits {is_['splits']}, repeats {is_['repeats']}.")
+    if fvd["n_fake"] < 2048:
+        notes.append(f"**Not comparable to the paper**: N = {fvd['n_fake']} (the paper uses ~10,000); FVD is biased "
+                     "upward at small N and below 400 videos the covariances are singular.")
+    if "prompts" in result:
+        notes.append(f"Prompts: {result['prompts']}.")
+    return "\n".join(rows + notes) + "\n"
+
+
+def chart(result: dict, path: str | Path, name: str = "ours") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [m for m, _, _ in TABLE1] + [name]
+    values = [f for _, f, _ in TABLE1] + [result["fvd"]["value"]]
+    colors = ["#9aa5b1"] * len(TABLE1) + ["#d9480f"]
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    ax.barh(labels, values, color=colors)
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:.0f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("FVD on zero-shot UCF101 (lower is better)")
+    ax.set_title(f"Lumiere Table 1 vs ours (N = {result['fvd']['n_fake']}; see report for protocol)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
