@@ -2,7 +2,7 @@
 
 Members are grouped by key: "dir/name.ext" has key "dir/name" and extension "ext" (the part after the first dot
 of the base name, lower-cased), as in webdataset. A shard that breaks (truncated or corrupt) keeps every complete
-sample before the break; the sample being read is counted as skipped. Any URL webdataset's gopen accepts works:
+sample before the break; the sample being read is counted as skipped (one per broken shard). Any URL webdataset's gopen accepts works:
 local paths, file:, pipe:, http(s):.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from webdataset import gopen
 from webdataset.shardlists import expand_urls
 
 from lumiere_pl.data.health import SkipCounter
+from lumiere_pl.data.video_io import VIDEO_EXTS
 
 MANIFEST = "manifest.json"
 
@@ -60,8 +61,12 @@ def iter_shard(url: str, skips: Optional[SkipCounter] = None) -> Iterator[Dict[s
                     key, sample = k, {"__key__": k, "__url__": url}
                 sample[ext] = data
     except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        # the member that failed is lost; the sample read so far is kept when its video and caption are whole
+        # (tarfile can fail on the header of the next sample while this one is already complete)
         if skips is not None:
-            skips.add("truncated_tar", url, key or "-", f"({err}); complete samples before it were kept")
+            skips.add("truncated_tar", url, key or "-", f"({err}): the shard breaks in or just after this sample; every complete sample was kept")
+        if "txt" in sample and any(k in sample for k in VIDEO_EXTS):
+            yield sample
         return
     finally:
         stream.close()
