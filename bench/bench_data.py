@@ -1,0 +1,77 @@
+"""DataModule decode throughput (clips/s) vs a plain sequential PyAV decode of the same clips, 1 and 2 workers.
+
+Both sides do the same work per clip: open the MP4 bytes, decode the 16 frames needed at 8 fps (from 16 fps),
+resize to a 32 px short side, centre crop to 32x32, convert to float in [-1, 1]. The pipeline adds tar reading,
+shuffling, worker processes, batching and the bad-data checks.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from lumiere_pl.data import DataConfig, build_datamodule
+from lumiere_pl.data.tar_reader import expand, iter_shard
+from lumiere_pl.data.video_io import crop, decode, probe, resampled_indices
+
+REPEATS = 5   # passes over the clips per measurement
+
+
+def shard_dir() -> Path:
+    default = Path("data/shards/real")
+    if (default / "manifest.json").is_file():
+        return default
+    tmp = Path(tempfile.mkdtemp(prefix="bench_shards_"))
+    subprocess.check_call([sys.executable, "-m", "lumiere_pl.data.shards_cli", "real", str(tmp)])
+    return tmp
+
+
+def baseline(videos, cfg: DataConfig) -> float:
+    t0, n = time.perf_counter(), 0
+    for _ in range(REPEATS):
+        for data in videos:
+            info = probe(data)
+            frames = decode(data, resampled_indices(info.frames, info.fps, cfg.fps, cfg.frames, None), cfg.size)
+            x = torch.from_numpy(np.ascontiguousarray(crop(frames, cfg.size))).permute(3, 0, 1, 2).float() / 127.5 - 1
+            n += x.shape[1] > 0
+    return n / (time.perf_counter() - t0)
+
+
+def pipeline(cfg: DataConfig) -> float:
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    t0, n = time.perf_counter(), 0
+    for _ in range(REPEATS):
+        for batch in loader:
+            n += len(batch["caption"])
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    root = shard_dir()
+    pattern = str(root) + "/train-{000000..%06d}.tar" % (len(list(root.glob("train-*.tar"))) - 1)
+    videos = [bytes(s["mp4"]) for u in expand(pattern) for s in iter_shard(u)]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}, "
+          f"PyAV {av.__version__}; {len(videos)} clips of {pattern}, {REPEATS} passes, 16 frames @ 8 fps, 32x32")
+    torch.set_num_threads(1)
+    base = baseline(videos, DataConfig(frames=16, size=32, fps=8.0))
+    print(f"sequential PyAV decode (main process):        {base:7.1f} clips/s")
+    for workers in (1, 2):
+        cfg = DataConfig(name="webdataset", train_shards=pattern, frames=16, size=32, fps=8.0, batch_size=4,
+                         num_workers=workers, shuffle_buffer=16)
+        rate = pipeline(cfg)
+        print(f"DataModule, {workers} worker(s):                    {rate:7.1f} clips/s   "
+              f"ratio {rate / base:.2f} (overhead {100 * (1 - rate / base):+.1f}% vs sequential)")
+
+
+if __name__ == "__main__":
+    main()
