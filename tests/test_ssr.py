@@ -118,3 +118,56 @@ def test_fast_dev_run_writes_side_by_side_videos(tmp_path):
     from lumiere_pl.data.video_io import decode
     frames = decode(videos[0].read_bytes())                                        # t h w 3
     assert frames.shape[0] == cfg.data.frames and frames.shape[1:3] == (64, 3 * 64)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# lumiere-sample: base -> SSR, and SSR alone on a video file
+
+
+def _save_ckpt(module, path: Path) -> Path:
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": {"config": module.export_config()}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    from lumiere_pl.lit import DiffusionModule
+
+    d = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    ssr = _save_ckpt(SSRModule(to_dict(load_config(TINY))), d / "ssr.ckpt")
+    base_cfg = load_config(TINY, ["name=base_tiny", "model.name=stunet", "model.unet.aug_embedding=false", "data.size=16"])
+    base = _save_ckpt(DiffusionModule(to_dict(base_cfg)), d / "base.ckpt")
+    return base, ssr
+
+
+def _frames(path: Path):
+    from lumiere_pl.data.video_io import decode
+    return decode(path.read_bytes())                                               # t h w 3
+
+
+def test_sample_base_then_ssr_writes_one_mp4_per_stage(ckpts, tmp_path):
+    from lumiere_pl.cli.sample import main
+
+    base, ssr = ckpts
+    out = tmp_path / "a.mp4"
+    rc = main(["--ckpt", str(base), "--ssr-ckpt", str(ssr), "--prompt", "a red circle moving right", "--out", str(out),
+               "--frames", "10", "--steps", "1", "--ssr-steps", "1", "--device", "cpu"])
+    assert rc == 0
+    assert _frames(out).shape == (10, 16, 16, 3)                                   # base stage
+    assert _frames(tmp_path / "a_ssr.mp4").shape == (10, 64, 64, 3)               # SSR stage, windows (0,8), (2,10)
+
+
+def test_sample_ssr_alone_on_a_video_file(ckpts, tmp_path):
+    import numpy as np
+
+    from lumiere_pl.cli.sample import main
+    from lumiere_pl.utils.video import write_mp4
+
+    _, ssr = ckpts
+    src = write_mp4(tmp_path / "low.mp4", np.random.default_rng(0).integers(0, 255, (11, 20, 24, 3), dtype=np.uint8))
+    out = tmp_path / "high.mp4"
+    rc = main(["--ckpt", str(ssr), "--input-video", str(src), "--prompt", "", "--out", str(out), "--ssr-steps", "1",
+               "--ssr-window", "4", "--device", "cpu"])
+    assert rc == 0 and _frames(out).shape == (11, 64, 64, 3)                       # 20x24 cropped to 20, fit to 16
+    assert main(["--ckpt", str(ckpts[0]), "--input-video", str(src), "--prompt", "", "--out", str(out)]) == 2

@@ -1,0 +1,147 @@
+"""MultiDiffusion over time with the tiny SSR (experiments/ssr_tiny.yaml): one denoising step of an 80-frame clip.
+
+Reports, measured in this run:
+  time   MultiDiffusion (window 8, stride 6) vs its bound (number of windows x one window's time), for several
+         window batches, and vs non-overlapping windows (stride 8);
+  memory peak extra memory of MultiDiffusion vs all 80 frames in one call (each in a fresh process: CUDA peak
+         allocation on GPU, the rise of the process's peak RSS, VmHWM, on CPU).
+  python bench/bench_multidiffusion.py [--frames 80] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lumiere_pl.config import load_config, to_dict  # noqa: E402
+from lumiere_pl.diffusion.multidiffusion import MultiDiffusion, temporal_windows  # noqa: E402
+from lumiere_pl.lit.ssr import SSRModule  # noqa: E402
+
+CONFIG = str(ROOT / "experiments" / "ssr_tiny.yaml")
+
+
+def setup(frames: int, device: str):
+    torch.manual_seed(0)
+    module = SSRModule(to_dict(load_config(CONFIG))).to(device).eval()
+    size = module.cfg.data.size
+    low = torch.rand(1, 3, frames, module.low_size, module.low_size, device=device) * 2 - 1    # b c t h w
+    cond = {**module.text_condition(["a red circle moving right"]),
+            **module.lowres_condition(low, torch.zeros(1, device=device))}
+    x = torch.randn(1, 3, frames, size, size, device=device) * 5.0                             # b c t H W
+    s = torch.full((1,), 5.0, device=device)
+    return module, x, s, cond
+
+
+def timed(fn, repeats: int, device: str) -> float:
+    fn()                                                                                       # warm-up
+    out = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def high_water_rss() -> int:
+    """Peak resident memory of this process image in bytes (VmHWM; unlike ru_maxrss it does not inherit the
+    parent's peak across fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024                     # non-Linux fallback
+
+
+def memory_child(frames: int, window: int, window_batch: int, device: str) -> None:
+    """Run in a fresh process: print the peak extra memory (MiB) of one MultiDiffusion step."""
+    module, x, s, cond = setup(frames, device)
+    den = MultiDiffusion(module.denoiser, window, module.cfg.sampler.stride, window_batch) if window else module.denoiser
+    with torch.no_grad():
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            den(x, s, cond)
+            peak = torch.cuda.max_memory_allocated() - base
+        else:
+            base = high_water_rss()
+            den(x, s, cond)
+            peak = high_water_rss() - base
+    print(json.dumps({"peak_mib": peak / 2 ** 20}))
+
+
+def peak_memory(frames: int, window: int, window_batch: int, device: str) -> float:
+    cmd = [sys.executable, __file__, "--memory-child", f"{frames},{window},{window_batch}", "--device", device]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    return json.loads(out)["peak_mib"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=80)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(*map(int, args.memory_child.split(",")), args.device)
+        return 0
+
+    dev, T = args.device, args.frames
+    module, x, s, cond = setup(T, dev)
+    sc, size = module.cfg.sampler, module.cfg.data.size
+    name = torch.cuda.get_device_name() if dev == "cuda" else f"{platform.processor() or platform.machine()}"
+    print(f"machine: {platform.node()} {name}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+    print(f"versions: python {platform.python_version()}, torch {torch.__version__}")
+    print(f"model: ssr_tiny ({sum(p.numel() for p in module.net.parameters()):,} parameters), x{module.cfg.model.upscale} "
+          f"{module.low_size}->{size}px; clip x (1, 3, {T}, {size}, {size}); one denoiser call (one sampling step), "
+          f"median of {args.repeats}")
+    den = module.denoiser
+    w = sc.window
+    with torch.no_grad():
+        t_win = timed(lambda: den(x[:, :, :w], s, {**cond, "concat": cond["concat"][:, :, :w]}), args.repeats, dev)
+        md_spans = temporal_windows(T, w, sc.stride)
+        no_spans = temporal_windows(T, w, w)
+        print(f"\none window ({w} frames): {t_win * 1e3:.1f} ms")
+        print(f"windows: overlapping (stride {sc.stride}) {len(md_spans)}, non-overlapping (stride {w}) {len(no_spans)}")
+        bound = len(md_spans) * t_win
+        t_md = {}
+        for wb in (1, 4, len(md_spans)):
+            t_md[wb] = timed(lambda: MultiDiffusion(den, w, sc.stride, wb)(x, s, cond), args.repeats, dev)
+            print(f"MultiDiffusion, window_batch {wb:2d}: {t_md[wb] * 1e3:8.1f} ms   "
+                  f"/ bound ({len(md_spans)} x one window = {bound * 1e3:.1f} ms) = {t_md[wb] / bound:.2f}")
+        wb = sc.window_batch
+        t_no = timed(lambda: MultiDiffusion(den, w, w, wb)(x, s, cond), args.repeats, dev)
+        t_all = timed(lambda: den(x, s, cond), args.repeats, dev)
+    print(f"non-overlapping windows, window_batch {wb}: {t_no * 1e3:.1f} ms;  MultiDiffusion / non-overlapping = "
+          f"{t_md[wb] / t_no:.2f} (window-count ratio {len(md_spans) / len(no_spans):.2f})")
+    print(f"all {T} frames in one call: {t_all * 1e3:.1f} ms;  MultiDiffusion (window_batch {wb}) / all = "
+          f"{t_md[wb] / t_all:.2f}")
+
+    unit = "CUDA peak allocated" if dev == "cuda" else "rise of peak RSS"
+    print(f"\npeak extra memory of one step ({unit}, fresh process each):")
+    m_all = peak_memory(T, 0, 1, dev)
+    print(f"  all {T} frames at once          : {m_all:8.1f} MiB")
+    for wb in (1, 4, len(md_spans)):
+        m = peak_memory(T, w, wb, dev)
+        print(f"  MultiDiffusion window_batch {wb:2d} : {m:8.1f} MiB   ({m / max(m_all, 1e-9):.2f} x all frames)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
