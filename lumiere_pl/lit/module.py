@@ -14,6 +14,7 @@ from torch import Tensor
 
 from lumiere_pl.config import ExperimentConfig, from_dict, to_dict
 from lumiere_pl.diffusion import SAMPLERS, Denoiser, diffusion_loss, get_sigmas, guided, make_schedule
+from lumiere_pl.diffusion.multidiffusion import multidiffusion
 from lumiere_pl.lit.conditioning import random_video_condition
 from lumiere_pl.models import build_model, count_parameters
 from lumiere_pl.text import build_text_encoder
@@ -126,12 +127,9 @@ class DiffusionModule(L.LightningModule):
             self.net.train(was_training)
 
     def wrap_denoiser(self, denoise):
-        """Hook for temporal MultiDiffusion (sampler.window > 0); identity otherwise."""
-        if self.is_video and self.cfg.sampler.window:
-            from lumiere_pl.diffusion.multidiffusion import multidiffusion
-
-            return multidiffusion(denoise, self.cfg.sampler.window, self.cfg.sampler.stride)
-        return denoise
+        """Temporal MultiDiffusion around the denoiser when sampler.window > 0 (videos); identity otherwise."""
+        s = self.cfg.sampler
+        return multidiffusion(denoise, s.window, s.stride, s.window_batch) if self.is_video else denoise
 
     def example_condition(self, shape: tuple) -> dict:
         """Extra conditioning a forward pass on zeros of `shape` needs (dry-run FLOPs); subclasses add theirs."""
