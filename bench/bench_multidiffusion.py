@@ -44,18 +44,22 @@ def setup(frames: int, device: str):
     return module, x, s, cond
 
 
-def timed(fn, repeats: int, device: str) -> float:
-    fn()                                                                                       # warm-up
-    out = []
+def timed_all(fns: dict, repeats: int, device: str) -> dict:
+    """Median seconds of each fn, measured round-robin (one run of each per round), so a load change on a shared
+    machine hits every configuration alike and the ratios stay comparable."""
+    times: dict = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()                                                                                   # warm-up
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+        for k, fn in fns.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def high_water_rss() -> int:
@@ -107,39 +111,44 @@ def main() -> int:
     sc, size = module.cfg.sampler, module.cfg.data.size
     name = torch.cuda.get_device_name() if dev == "cuda" else f"{platform.processor() or platform.machine()}"
     print(f"machine: {platform.node()} {name}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+    if hasattr(os, "getloadavg"):
+        print(f"load average at the start: {os.getloadavg()[0]:.2f}")
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}")
     print(f"model: ssr_tiny ({sum(p.numel() for p in module.net.parameters()):,} parameters), x{module.cfg.model.upscale} "
           f"{module.low_size}->{size}px; clip x (1, 3, {T}, {size}, {size}); one denoiser call (one sampling step), "
           f"median of {args.repeats}")
     den = module.denoiser
     w = sc.window
+    md_spans, no_spans = temporal_windows(T, w, sc.stride), temporal_windows(T, w, w)
+    wb = sc.window_batch
+    batches = sorted({1, wb, len(md_spans)})
+    fns = {"window": lambda: den(x[:, :, :w], s, {**cond, "concat": cond["concat"][:, :, :w]}),
+           **{f"md{b}": (lambda b=b: MultiDiffusion(den, w, sc.stride, b)(x, s, cond)) for b in batches},
+           "nonoverlap": lambda: MultiDiffusion(den, w, w, wb)(x, s, cond),
+           "all": lambda: den(x, s, cond)}
     with torch.no_grad():
-        t_win = timed(lambda: den(x[:, :, :w], s, {**cond, "concat": cond["concat"][:, :, :w]}), args.repeats, dev)
-        md_spans = temporal_windows(T, w, sc.stride)
-        no_spans = temporal_windows(T, w, w)
-        print(f"\none window ({w} frames): {t_win * 1e3:.1f} ms")
-        print(f"windows: overlapping (stride {sc.stride}) {len(md_spans)}, non-overlapping (stride {w}) {len(no_spans)}")
-        bound = len(md_spans) * t_win
-        t_md = {}
-        for wb in (1, 4, len(md_spans)):
-            t_md[wb] = timed(lambda: MultiDiffusion(den, w, sc.stride, wb)(x, s, cond), args.repeats, dev)
-            print(f"MultiDiffusion, window_batch {wb:2d}: {t_md[wb] * 1e3:8.1f} ms   "
-                  f"/ bound ({len(md_spans)} x one window = {bound * 1e3:.1f} ms) = {t_md[wb] / bound:.2f}")
-        wb = sc.window_batch
-        t_no = timed(lambda: MultiDiffusion(den, w, w, wb)(x, s, cond), args.repeats, dev)
-        t_all = timed(lambda: den(x, s, cond), args.repeats, dev)
-    print(f"non-overlapping windows, window_batch {wb}: {t_no * 1e3:.1f} ms;  MultiDiffusion / non-overlapping = "
-          f"{t_md[wb] / t_no:.2f} (window-count ratio {len(md_spans) / len(no_spans):.2f})")
-    print(f"all {T} frames in one call: {t_all * 1e3:.1f} ms;  MultiDiffusion (window_batch {wb}) / all = "
-          f"{t_md[wb] / t_all:.2f}")
+        t = timed_all(fns, args.repeats, dev)
+    bound = len(md_spans) * t["window"]
+    print(f"\none window ({w} frames): {t['window'] * 1e3:.1f} ms")
+    print(f"windows: overlapping (stride {sc.stride}) {len(md_spans)}, non-overlapping (stride {w}) {len(no_spans)}")
+    for b in batches:
+        print(f"MultiDiffusion, window_batch {b:2d}: {t[f'md{b}'] * 1e3:8.1f} ms   "
+              f"/ bound ({len(md_spans)} x one window = {bound * 1e3:.1f} ms) = {t[f'md{b}'] / bound:.2f}")
+    print(f"non-overlapping windows, window_batch {wb}: {t['nonoverlap'] * 1e3:.1f} ms;  MultiDiffusion / "
+          f"non-overlapping = {t[f'md{wb}'] / t['nonoverlap']:.2f} (window-count ratio {len(md_spans) / len(no_spans):.2f})")
+    print(f"all {T} frames in one call: {t['all'] * 1e3:.1f} ms;  MultiDiffusion (window_batch {wb}) / all = "
+          f"{t[f'md{wb}'] / t['all']:.2f}")
 
     unit = "CUDA peak allocated" if dev == "cuda" else "rise of peak RSS"
     print(f"\npeak extra memory of one step ({unit}, fresh process each):")
     m_all = peak_memory(T, 0, 1, dev)
     print(f"  all {T} frames at once          : {m_all:8.1f} MiB")
-    for wb in (1, 4, len(md_spans)):
-        m = peak_memory(T, w, wb, dev)
-        print(f"  MultiDiffusion window_batch {wb:2d} : {m:8.1f} MiB   ({m / max(m_all, 1e-9):.2f} x all frames)")
+    for b in batches:
+        m = peak_memory(T, w, b, dev)
+        print(f"  MultiDiffusion window_batch {b:2d} : {m:8.1f} MiB   ({m / max(m_all, 1e-9):.2f} x all frames)")
+    if hasattr(os, "getloadavg"):
+        print(f"\nload average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (CPU timings are only "
+              f"meaningful on an otherwise idle machine)")
     return 0
 
 
