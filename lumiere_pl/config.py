@@ -46,6 +46,7 @@ class TemporalConfig:
     max_frames: int = 128           # size of the learned temporal position table (coarsest level)
     freeze_spatial: bool = True     # keep the pretrained T2I weights frozen (paper); False fine-tunes everything
     conditional: bool = False       # <noisy video, masked conditioning video, mask> input (image-to-video, inpainting)
+    init: str = "identity"          # identity (paper: identity / nearest-neighbour) | random (He init, the ablation)
 
 
 @dataclass
@@ -234,6 +235,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _choice("sampler.name", cfg.sampler.name, SAMPLERS)
     _choice("text.encoder", cfg.text.encoder, ENCODERS)
     _choice("data.name", d.name, DATAMODULES)
+    _choice("model.temporal.init", t.init, ("identity", "random"))
 
     levels = len(u.channel_mults)
     if levels < 1:

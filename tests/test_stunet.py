@@ -44,6 +44,14 @@ def test_inflated_stunet_equals_t2i_on_a_still_video(down_levels, frames):
     assert (out - ref[:, :, None]).abs().max() <= 1e-5
 
 
+def test_random_init_ablation_is_not_the_identity():
+    t2i = make_t2i()
+    net = STUNet(t2i, TemporalConfig(down_levels=[0], init="random"))
+    img, c_noise = torch.randn(1, 3, 16, 16), torch.tensor([300.0])
+    out = net(img[:, :, None].expand(-1, -1, 4, -1, -1), c_noise, cond(1))
+    assert (out - t2i(img, c_noise, cond(1))[:, :, None]).abs().max() > 1e-2
+
+
 def test_perturbed_temporal_weights_break_the_identity():
     t2i = make_t2i()
     net = STUNet(t2i, TemporalConfig(down_levels=[0, 1]))

@@ -57,6 +57,8 @@ class STUNet(nn.Module):
         for i, block in enumerate(t2i.output_blocks):
             after_layers(f"out{i}", block)
         self.cond_in = (zero_(nn.Conv2d(4, ucfg.channels, 3, padding=1)) if cfg.conditional else None)
+        if cfg.init == "random":
+            _he_init_(self.temporal)
         if cfg.freeze_spatial:
             self.t2i.requires_grad_(False)
 
@@ -109,6 +111,15 @@ class STUNet(nn.Module):
         """Parameter counts: trainable / frozen."""
         tr = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"trainable": tr, "frozen": sum(p.numel() for p in self.parameters()) - tr}
+
+
+def _he_init_(modules: nn.Module) -> None:
+    """The paper's ablation baseline: He (Kaiming) init of every new conv / linear, no identity, no zero outputs."""
+    for m in modules.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def _out_channels(layer: nn.Module) -> int:
