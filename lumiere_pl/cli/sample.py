@@ -18,6 +18,8 @@ from typing import List, Optional
 
 from tqdm.auto import tqdm
 
+from lumiere_pl.cli.ssr_stage import add_ssr_args, load_ssr, run_input_video, ssr_path, upscale
+
 
 def read_prompts(path: Path) -> List[dict]:
     """JSONL with at least {"prompt": str}; "index" defaults to the line number."""
@@ -56,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--fps", type=float, help="MP4 frame rate (default: data.fps)")
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
     ap.add_argument("--no-ema", action="store_true", help="sample with the live weights instead of the EMA")
+    add_ssr_args(ap)
     return ap
 
 
@@ -72,10 +75,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.prompts is not None and args.out_dir is None:
         print("lumiere-sample: --prompts needs --out-dir DIR", file=sys.stderr)
         return 2
+    ssr = None
     try:
+        if args.input_video is not None:
+            return run_input_video(args)
         rows = read_prompts(args.prompts) if args.prompts else [{"index": 0, "prompt": args.prompt}]
         from lumiere_pl.checkpoint import load_module
         module = load_module(args.ckpt, args.device)
+        ssr = load_ssr(args.ssr_ckpt, args) if args.ssr_ckpt else None
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"lumiere-sample: {err}", file=sys.stderr)
         return 2
@@ -90,7 +97,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     def target(row: dict) -> Path:
         return args.out if args.prompt is not None else args.out_dir / f"{int(row['index']):06d}.mp4"
 
-    todo = [r for r in rows if int(r["index"]) % world == rank and not target(r).exists()]
+    def finished(row: dict) -> bool:
+        return target(row).exists() and (ssr is None or ssr_path(target(row), args.out_dir).exists())
+
+    todo = [r for r in rows if int(r["index"]) % world == rank and not finished(r)]
     done = sum(1 for r in rows if int(r["index"]) % world == rank) - len(todo)
     if done:
         print(f"lumiere-sample: {done} videos already rendered, {len(todo)} to go")
@@ -107,6 +117,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.with_suffix(".json").write_text(json.dumps(meta))
             write_mp4(path, to_uint8(video), fps=fps)
+        if ssr is not None:                 # stage 2: one MP4 per stage
+            seeds = [args.seed + int(r["index"]) for r in batch]
+            for row, video in zip(batch, upscale(ssr, videos, [r["prompt"] for r in batch], args, seeds)):
+                write_mp4(ssr_path(target(row), args.out_dir), to_uint8(video), fps=fps)
         bar.update(len(batch))
     bar.close()
     print(f"wrote {args.out if args.prompt is not None else args.out_dir}")
