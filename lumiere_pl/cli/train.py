@@ -34,6 +34,15 @@ def inherit_t2i(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Optional[dict]
     return cfg, state
 
 
+def resume_path(cfg: ExperimentConfig, resume: str) -> Optional[str]:
+    """--resume PATH, or 'last': the newer of the run's last.ckpt and on_exception.ckpt. None: no such file."""
+    if resume != "last":
+        return resume if Path(resume).is_file() else None
+    ckpt_dir = cfg.run_dir / "checkpoints"
+    found = [p for p in (ckpt_dir / "last.ckpt", ckpt_dir / "on_exception.ckpt") if p.is_file()]
+    return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
+
+
 def dry_run(module, cfg: ExperimentConfig) -> None:
     import torch
 
@@ -60,6 +69,7 @@ def build_trainer(cfg: ExperimentConfig):
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from lumiere_pl.lit.callbacks import training_callbacks
+    from lumiere_pl.lit.checkpoint_io import AtomicCheckpointIO
 
     t, tr = cfg.train, cfg.trainer
     run = cfg.run_dir
@@ -70,6 +80,7 @@ def build_trainer(cfg: ExperimentConfig):
         val_check_interval=min(t.val_every_n_steps, t.max_steps), check_val_every_n_epoch=None,
         logger=TensorBoardLogger(str(run), name="tb", version="", default_hp_metric=False),
         callbacks=[*training_callbacks(cfg), LearningRateMonitor(logging_interval="step")],
+        plugins=[AtomicCheckpointIO()],                   # write to <path>.tmp, fsync, rename: kills never truncate
         enable_progress_bar=tr.enable_progress_bar, default_root_dir=str(run), deterministic=False,
     )
 
@@ -91,15 +102,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     ckpt_path = None
     if args.resume:
-        ckpt_path = str(cfg.run_dir / "checkpoints" / "last.ckpt") if args.resume == "last" else args.resume
-        if not Path(ckpt_path).is_file():
-            print(f"lumiere-train: --resume {args.resume}: no checkpoint at {ckpt_path}", file=sys.stderr)
+        ckpt_path = resume_path(cfg, args.resume)
+        if ckpt_path is None:
+            where = f"{cfg.run_dir / 'checkpoints'}/{{last,on_exception}}.ckpt" if args.resume == "last" else args.resume
+            print(f"lumiere-train: --resume {args.resume}: no checkpoint at {where}", file=sys.stderr)
             return 2
 
     import lightning as L
 
     from lumiere_pl.data import build_datamodule
     from lumiere_pl.lit import module_class
+    from lumiere_pl.lit.guard import NonFiniteError
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     module = module_class(cfg.model.name)(to_dict(cfg), t2i_state)
@@ -107,9 +120,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         dry_run(module, cfg)
         return 0
     datamodule = build_datamodule(cfg.data)
-    save_config(cfg, cfg.run_dir / "config.yaml")
     trainer = build_trainer(cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        save_config(cfg, cfg.run_dir / "config.yaml")
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except NonFiniteError as err:
+        print(f"lumiere-train: {err}", file=sys.stderr)
+        return 3
     if trainer.is_global_zero:
         run = cfg.run_dir
         samples = sorted((run / "samples").glob("step_*"))

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lumiere_pl.data.config import DataConfig
 from lumiere_pl.data.synthetic import render_clip, sample_clip
+from lumiere_pl.utils.sampler import ResumableSampler, resume_position
 
 
 def to_pixels(frames: np.ndarray) -> torch.Tensor:
@@ -47,8 +48,8 @@ class SyntheticDataModule(L.LightningDataModule):
     """Moving shapes. Training order is shuffled with a generator seeded by cfg.seed; validation is fixed.
 
     cfg.epoch_length > 0 gives every rank exactly that many training batches per epoch (clips are revisited);
-    otherwise an epoch is one pass over cfg.synthetic.num_videos clips (Lightning's DistributedSampler splits it
-    under DDP).
+    otherwise an epoch is one pass over cfg.synthetic.num_videos clips, split across DDP ranks by ResumableSampler
+    (which also lets a resumed run continue mid-epoch at the exact batch).
     """
 
     def __init__(self, cfg: DataConfig):
@@ -64,18 +65,23 @@ class SyntheticDataModule(L.LightningDataModule):
         self.train_set = ShapesDataset(c, "train", c.synthetic.num_videos, length)
         self.val_set = ShapesDataset(c, "val", c.synthetic.num_val_videos)
 
-    def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.cfg.seed)
-        return DataLoader(ds, batch_size=self.cfg.batch_size, shuffle=shuffle, drop_last=drop_last,
+    def _loader(self, ds: Dataset, drop_last: bool, sampler: Optional[ResumableSampler] = None) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.cfg.seed)     # worker seeds: never drawn from the global RNG
+        return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=self.cfg.num_workers, generator=gen,
                           persistent_workers=self.cfg.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        """Order: permutation(data.seed + epoch), split by rank; a resumed run starts where its checkpoint stopped."""
         if self.train_set is None:
             self.setup("fit")
-        return self._loader(self.train_set, shuffle=True, drop_last=len(self.train_set) >= self.cfg.batch_size)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        drop_last = len(self.train_set) >= self.cfg.batch_size * world
+        sampler = ResumableSampler(self.train_set, self.cfg.batch_size, world, rank, self.cfg.seed, drop_last)
+        sampler.start_at(*resume_position(self.trainer))
+        return self._loader(self.train_set, drop_last, sampler)
 
     def val_dataloader(self) -> DataLoader:
         if self.val_set is None:
             self.setup("validate")
-        return self._loader(self.val_set, shuffle=False, drop_last=False)
+        return self._loader(self.val_set, drop_last=False)

@@ -1,16 +1,97 @@
-"""Callbacks every training run gets."""
+"""Callbacks every training run gets: periodic, last and on-exception checkpoints, data health, the global RNG
+states in each checkpoint, and a per-step loss log."""
 from __future__ import annotations
 
-from typing import List
+import math
+from pathlib import Path
+from typing import List, Optional
 
+import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lumiere_pl.config import ExperimentConfig
 from lumiere_pl.data import DataHealthCallback
+from lumiere_pl.lit.guard import NonFiniteError
+from lumiere_pl.utils.rng import rng_state, set_rng_state
+
+
+EXCEPTION_CKPT = "on_exception.ckpt"
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes no periodic checkpoint on a step whose update was skipped as non-finite (so the
+    last checkpoint before a run of bad steps is the one a NonFiniteError names)."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        guard = getattr(pl_module, "guard", None)
+        if guard is None or guard.applied(outputs):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class ExceptionCheckpoint(Callback):
+    """Writes checkpoints/on_exception.ckpt when training raises after at least one step (NonFiniteError, SIGTERM,
+    Ctrl-C, ...); `lumiere-train --resume last` takes the newer of it and last.ckpt. Under DDP only for exceptions
+    every rank raises at once (NonFiniteError): saving has a barrier another rank might never reach.
+
+    Not Lightning's OnExceptionCheckpoint: its presence makes every `fit(ckpt_path=None)` resume silently."""
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.path = Path(dirpath) / EXCEPTION_CKPT
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.global_step == 0 or trainer.sanity_checking:
+            return
+        if trainer.world_size > 1 and not isinstance(exception, NonFiniteError):
+            return
+        trainer.save_checkpoint(self.path)
+
+
+class RngStateCallback(Callback):
+    """Saves the global RNG states with each checkpoint and puts them back when a resumed run starts training
+    (after its sanity-check validation, which may draw from them). Rank 0's states are saved and restored on every
+    rank. The training step's own draws do not need them (lumiere_pl.utils.rng.step_rng)."""
+
+    def __init__(self) -> None:
+        self._loaded: Optional[dict] = None
+
+    def state_dict(self) -> dict:
+        return {"rng": rng_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._loaded = state_dict.get("rng")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._loaded is not None:
+            set_rng_state(self._loaded)
+            self._loaded = None
+
+
+class LossCSV(Callback):
+    """Appends `step,epoch,batch,loss` for every training batch to a CSV (rank 0's loss; `nan` for a skipped step).
+    A resumed run appends too: a step re-run after a kill appears twice, the later row is the resumed run's."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if not trainer.is_global_zero:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, dict) else None
+        value = float(loss) if loss is not None else math.nan
+        new = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            if new:
+                f.write("step,epoch,batch,loss\n")
+            f.write(f"{trainer.global_step},{trainer.current_epoch},{batch_idx},{value!r}\n")
 
 
 def training_callbacks(cfg: ExperimentConfig) -> List[Callback]:
-    ckpt = ModelCheckpoint(dirpath=str(cfg.run_dir / "checkpoints"), filename="step={step:07d}",
-                           auto_insert_metric_name=False, every_n_train_steps=cfg.train.ckpt_every_n_steps,
-                           save_last=True, save_top_k=1, monitor=None)
-    return [ckpt, DataHealthCallback()]
+    ckpt_dir = str(cfg.run_dir / "checkpoints")
+    ckpt = StepCheckpoint(dirpath=ckpt_dir, filename="step={step:07d}",
+                          auto_insert_metric_name=False, every_n_train_steps=cfg.train.ckpt_every_n_steps,
+                          save_last=True, save_top_k=1, monitor=None)
+    return [ckpt, ExceptionCheckpoint(ckpt_dir), RngStateCallback(), LossCSV(cfg.run_dir / "train_loss.csv"),
+            DataHealthCallback()]

@@ -16,9 +16,11 @@ from lumiere_pl.config import ExperimentConfig, from_dict, to_dict
 from lumiere_pl.diffusion import SAMPLERS, Denoiser, diffusion_loss, get_sigmas, guided, make_schedule
 from lumiere_pl.diffusion.multidiffusion import multidiffusion
 from lumiere_pl.lit.conditioning import random_video_condition
+from lumiere_pl.lit.guard import NonFiniteGuard
 from lumiere_pl.models import build_model, count_parameters
 from lumiere_pl.text import build_text_encoder
 from lumiere_pl.utils.ema import EMA
+from lumiere_pl.utils.rng import StepRNG, step_rng
 from lumiere_pl.utils.video import log_video, to_uint8, write_mp4
 
 
@@ -34,43 +36,55 @@ class DiffusionModule(L.LightningModule):
         self.ema = EMA(self.net, self.cfg.train.ema_decay)
         d = self.cfg.diffusion
         self.logsnr = make_schedule(d.schedule, d.logsnr_min, d.logsnr_max, self.cfg.data.size, d.shift_base)
+        self.guard = NonFiniteGuard(self.cfg.train.max_bad_steps)
 
     # --- conditioning -------------------------------------------------------------------------------------------
     @property
     def is_video(self) -> bool:
         return self.cfg.model.name != "t2i"
 
-    def text_condition(self, captions: List[str], drop: float = 0.0) -> dict:
+    def text_condition(self, captions: List[str], drop: float = 0.0, generator: Optional[torch.Generator] = None) -> dict:
         """Encode captions (replaced by "" with probability `drop`, for classifier-free guidance) and the null one."""
         if drop > 0:
-            keep = torch.rand(len(captions)).ge(drop).tolist()
+            keep = torch.rand(len(captions), generator=generator).ge(drop).tolist()
             captions = [c if k else "" for c, k in zip(captions, keep)]
         text, mask = self.text_encoder(list(captions) + [""], device=self.device)
         b = len(captions)
         return {"text": text[:b], "text_mask": mask[:b],
                 "null_text": text[b:].expand(b, -1, -1), "null_text_mask": mask[b:].expand(b, -1)}
 
-    def condition(self, batch: dict, train: bool) -> dict:
-        cond = self.text_condition(batch["caption"], self.cfg.diffusion.cond_drop if train else 0.0)
+    def condition(self, batch: dict, train: bool, rng: Optional[StepRNG] = None) -> dict:
+        """rng: the step's generators (None: the global RNG)."""
+        host = rng.host if rng is not None else None
+        cond = self.text_condition(batch["caption"], self.cfg.diffusion.cond_drop if train else 0.0, host)
         if self.is_video and self.cfg.model.temporal.conditional:
-            cond.update(random_video_condition(batch["pixels"]))
+            cond.update(random_video_condition(batch["pixels"], host))
         return cond
 
     # --- training -----------------------------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = diffusion_loss(self.net, batch["pixels"], self.condition(batch, train=True), self.logsnr,
-                              self.cfg.diffusion.prediction)
+    def training_step(self, batch: dict, batch_idx: int) -> Optional[Tensor]:
+        # every draw of this step is a function of (seed, epoch, batch, rank): resumed runs repeat them exactly
+        rng = step_rng(self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank, self.device)
+        loss = diffusion_loss(self.net, batch["pixels"], self.condition(batch, train=True, rng=rng), self.logsnr,
+                              self.cfg.diffusion.prediction, generator=rng.device)
+        if not self.guard.loss_ok(loss, self.trainer.strategy):
+            return None                                                  # Lightning skips backward and the update
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["pixels"].shape[0])
         return loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.guard.check_grads(self.net.parameters(), self.trainer.strategy)   # non-finite: drop them, skip the step
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.ema.update(self.net)
+        if self.guard.end_step(self, outputs):       # counts skipped steps; raises after train.max_bad_steps in a row
+            self.ema.update(self.net)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        g = torch.Generator(device=self.device).manual_seed(batch_idx)       # same noise every validation
+        rng = StepRNG(torch.Generator().manual_seed(batch_idx),                       # same noise every validation
+                      torch.Generator(device=self.device).manual_seed(batch_idx))
         with self.ema.apply_to(self.net):
-            loss = diffusion_loss(self.net, batch["pixels"], self.condition(batch, train=False), self.logsnr,
-                                  self.cfg.diffusion.prediction, generator=g)
+            loss = diffusion_loss(self.net, batch["pixels"], self.condition(batch, train=False, rng=rng), self.logsnr,
+                                  self.cfg.diffusion.prediction, generator=rng.device)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["pixels"].shape[0])
 
     def on_validation_epoch_end(self) -> None:

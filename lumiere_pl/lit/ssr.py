@@ -15,16 +15,17 @@ import torch
 from torch import Tensor
 
 from lumiere_pl.diffusion import c_noise
-from lumiere_pl.diffusion.multidiffusion import multidiffusion
 from lumiere_pl.diffusion.schedules import alpha_sigma
 from lumiere_pl.lit.module import DiffusionModule
 from lumiere_pl.models.ssr import downsample, upsample
+from lumiere_pl.utils.rng import StepRNG
 from lumiere_pl.utils.tensors import append_dims
 from lumiere_pl.utils.video import log_video, tile, to_uint8, write_mp4
 
 
 class SSRModule(DiffusionModule):
-    """DiffusionModule whose conditioning adds the low-res video; sampling runs MultiDiffusion over time."""
+    """DiffusionModule whose conditioning adds the low-res video; sampling runs MultiDiffusion over time (the base
+    class's wrap_denoiser, with sampler.window / stride / window_batch)."""
 
     @property
     def low_size(self) -> int:
@@ -43,13 +44,14 @@ class SSRModule(DiffusionModule):
         concat = torch.where(append_dims(t_aug > 0, up.ndim).to(up.device), alpha * up + sigma * eps, up)
         return {"concat": concat, "aug_noise": c_noise(logsnr)}
 
-    def condition(self, batch: dict, train: bool) -> dict:
-        cond = super().condition(batch, train)
+    def condition(self, batch: dict, train: bool, rng: Optional[StepRNG] = None) -> dict:
+        cond = super().condition(batch, train, rng)
         pixels = batch["pixels"]                                                   # b c t H W
         b = pixels.shape[0]
-        t_aug = (torch.rand(b, device=pixels.device) * self.cfg.diffusion.cond_aug_max if train
+        host, dev = (rng.host, rng.device) if rng is not None else (None, None)
+        t_aug = (torch.rand(b, generator=host).to(pixels.device) * self.cfg.diffusion.cond_aug_max if train
                  else torch.zeros(b, device=pixels.device))
-        cond.update(self.lowres_condition(downsample(pixels, self.cfg.model.upscale), t_aug))
+        cond.update(self.lowres_condition(downsample(pixels, self.cfg.model.upscale), t_aug, generator=dev))
         return cond
 
     def example_condition(self, shape: tuple) -> dict:
@@ -58,10 +60,6 @@ class SSRModule(DiffusionModule):
         return self.lowres_condition(low, torch.zeros(b))
 
     # --- sampling -----------------------------------------------------------------------------------------------
-    def wrap_denoiser(self, denoise):
-        s = self.cfg.sampler
-        return multidiffusion(denoise, s.window, s.stride, s.window_batch)
-
     @torch.no_grad()
     def upscale(self, lowres: Tensor, prompts: List[str], aug: float = 0.0, **kwargs) -> Tensor:
         """lowres (b 3 t h w) in [-1, 1] -> SSR sample (b 3 t H W), H = data.size; any number of frames t

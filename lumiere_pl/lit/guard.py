@@ -1,0 +1,79 @@
+"""Non-finite losses and gradients: the step is skipped (no update, no EMA update) and counted; after
+train.max_bad_steps consecutive skipped steps the run stops with NonFiniteError, naming the step and the last good
+checkpoint.
+
+Decisions are taken on every DDP rank at once (a bad loss on one rank skips the step everywhere), so ranks never
+disagree on whether to run backward (which would hang the gradient all-reduce).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import torch
+from torch import Tensor, nn
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradients."""
+
+
+def _any_rank(flag: bool, strategy) -> bool:
+    return bool(strategy.reduce_boolean_decision(flag, all=False)) if strategy is not None else flag
+
+
+def last_checkpoint(trainer) -> str:
+    """The newest checkpoint the run's ModelCheckpoint wrote (path and step), for error messages. Periodic
+    checkpoints are not written on skipped steps (lumiere_pl.lit.callbacks.StepCheckpoint), so it predates the run of
+    bad steps."""
+    ckpt = trainer.checkpoint_callback
+    path = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "")
+    if not path:
+        return "none saved yet"
+    step = getattr(ckpt, "_last_global_step_saved", None)
+    return f"{path} (step {step})" if step else path
+
+
+class NonFiniteGuard:
+    """Owned by the LightningModule, called from three hooks (training_step, on_before_optimizer_step,
+    on_train_batch_end)."""
+
+    def __init__(self, max_bad_steps: int):
+        self.max_bad_steps = max_bad_steps
+        self.skipped = 0                 # steps skipped since this process started (logged: train/skipped_nonfinite)
+        self.consecutive = 0
+        self._bad_grads = False
+
+    def loss_ok(self, loss: Tensor, strategy=None) -> bool:
+        """False (on every rank) when any rank's loss is NaN or inf: training_step then returns None."""
+        self._bad_grads = False
+        return not _any_rank(not bool(torch.isfinite(loss.detach()).all()), strategy)
+
+    @torch.no_grad()
+    def check_grads(self, params: Iterable[nn.Parameter], strategy=None) -> None:
+        """Before the optimizer step (and clipping): drop all gradients if any is non-finite, so nothing moves."""
+        params = [p for p in params if p.grad is not None]
+        bad = bool(params) and not bool(torch.stack([torch.isfinite(p.grad).all() for p in params]).all())
+        self._bad_grads = _any_rank(bad, strategy)
+        if self._bad_grads:
+            for p in params:
+                p.grad = None
+
+    def applied(self, outputs: Optional[dict]) -> bool:
+        """During on_train_batch_end: whether this batch's update went through (training_step gave a loss and the
+        gradients were finite)."""
+        return bool(outputs) and "loss" in outputs and not self._bad_grads
+
+    def end_step(self, module, outputs: Optional[dict]) -> bool:
+        """After a batch: True if the update was applied; counts, logs and raises after max_bad_steps in a row."""
+        applied = self.applied(outputs)
+        self._bad_grads = False
+        self.consecutive = 0 if applied else self.consecutive + 1
+        self.skipped += 0 if applied else 1
+        module.log("train/skipped_nonfinite", float(self.skipped), on_step=True, on_epoch=False, rank_zero_only=True)
+        if self.consecutive >= self.max_bad_steps:
+            trainer = module.trainer
+            raise NonFiniteError(
+                f"training stopped at step {trainer.global_step} (epoch {trainer.current_epoch}): "
+                f"{self.consecutive} consecutive steps had a non-finite loss or gradients "
+                f"(train.max_bad_steps={self.max_bad_steps}); last good checkpoint: {last_checkpoint(trainer)}")
+        return applied
