@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lumiere_pl.config import ExperimentConfig
 from lumiere_pl.data import DataHealthCallback
@@ -25,14 +26,14 @@ class StepCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         guard = getattr(pl_module, "guard", None)
-        if guard is None or guard.applied(outputs):
+        if guard is None or guard.applied:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 class ExceptionCheckpoint(Callback):
     """Writes checkpoints/on_exception.ckpt when training raises after at least one step (NonFiniteError, SIGTERM,
     Ctrl-C, ...); `lumiere-train --resume last` takes the newer of it and last.ckpt. Under DDP only for exceptions
-    every rank raises at once (NonFiniteError): saving has a barrier another rank might never reach.
+    every rank raises at once (NonFiniteError, SIGTERM): saving has a barrier another rank might never reach.
 
     Not Lightning's OnExceptionCheckpoint: its presence makes every `fit(ckpt_path=None)` resume silently."""
 
@@ -42,7 +43,7 @@ class ExceptionCheckpoint(Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if trainer.global_step == 0 or trainer.sanity_checking:
             return
-        if trainer.world_size > 1 and not isinstance(exception, NonFiniteError):
+        if trainer.world_size > 1 and not isinstance(exception, (NonFiniteError, SIGTERMException)):
             return
         trainer.save_checkpoint(self.path)
 
@@ -92,6 +93,7 @@ def training_callbacks(cfg: ExperimentConfig) -> List[Callback]:
     ckpt_dir = str(cfg.run_dir / "checkpoints")
     ckpt = StepCheckpoint(dirpath=ckpt_dir, filename="step={step:07d}",
                           auto_insert_metric_name=False, every_n_train_steps=cfg.train.ckpt_every_n_steps,
-                          save_last=True, save_top_k=1, monitor=None)
+                          save_last=True, save_top_k=1, monitor=None,
+                          enable_version_counter=False)   # one last.ckpt per run folder, also after a resume
     return [ckpt, ExceptionCheckpoint(ckpt_dir), RngStateCallback(), LossCSV(cfg.run_dir / "train_loss.csv"),
             DataHealthCallback()]

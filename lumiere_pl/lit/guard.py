@@ -7,7 +7,7 @@ disagree on whether to run backward (which would hang the gradient all-reduce).
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -34,19 +34,21 @@ def last_checkpoint(trainer) -> str:
 
 
 class NonFiniteGuard:
-    """Owned by the LightningModule, called from three hooks (training_step, on_before_optimizer_step,
-    on_train_batch_end)."""
+    """Owned by the LightningModule, called from its hooks: loss_ok (training_step), check_grads
+    (on_before_optimizer_step), `applied` (after the optimizer step: update the EMA?) and end_step
+    (on_train_batch_end)."""
 
     def __init__(self, max_bad_steps: int):
         self.max_bad_steps = max_bad_steps
         self.skipped = 0                 # steps skipped since this process started (logged: train/skipped_nonfinite)
         self.consecutive = 0
-        self._bad_grads = False
+        self._bad_loss = self._bad_grads = False
 
     def loss_ok(self, loss: Tensor, strategy=None) -> bool:
         """False (on every rank) when any rank's loss is NaN or inf: training_step then returns None."""
         self._bad_grads = False
-        return not _any_rank(not bool(torch.isfinite(loss.detach()).all()), strategy)
+        self._bad_loss = _any_rank(not bool(torch.isfinite(loss.detach()).all()), strategy)
+        return not self._bad_loss
 
     @torch.no_grad()
     def check_grads(self, params: Iterable[nn.Parameter], strategy=None) -> None:
@@ -58,17 +60,15 @@ class NonFiniteGuard:
             for p in params:
                 p.grad = None
 
-    def applied(self, outputs: Optional[dict]) -> bool:
-        """During on_train_batch_end: whether this batch's update went through (training_step gave a loss and the
-        gradients were finite)."""
-        return bool(outputs) and "loss" in outputs and not self._bad_grads
+    @property
+    def applied(self) -> bool:
+        """Whether the current batch's update went through (finite loss and gradients)."""
+        return not (self._bad_loss or self._bad_grads)
 
-    def end_step(self, module, outputs: Optional[dict]) -> bool:
-        """After a batch: True if the update was applied; counts, logs and raises after max_bad_steps in a row."""
-        applied = self.applied(outputs)
-        self._bad_grads = False
-        self.consecutive = 0 if applied else self.consecutive + 1
-        self.skipped += 0 if applied else 1
+    def end_step(self, module) -> None:
+        """After a batch: count, log, and raise NonFiniteError after max_bad_steps skipped steps in a row."""
+        self.consecutive = 0 if self.applied else self.consecutive + 1
+        self.skipped += 0 if self.applied else 1
         module.log("train/skipped_nonfinite", float(self.skipped), on_step=True, on_epoch=False, rank_zero_only=True)
         if self.consecutive >= self.max_bad_steps:
             trainer = module.trainer
@@ -76,4 +76,3 @@ class NonFiniteGuard:
                 f"training stopped at step {trainer.global_step} (epoch {trainer.current_epoch}): "
                 f"{self.consecutive} consecutive steps had a non-finite loss or gradients "
                 f"(train.max_bad_steps={self.max_bad_steps}); last good checkpoint: {last_checkpoint(trainer)}")
-        return applied

@@ -75,9 +75,13 @@ class DiffusionModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         self.guard.check_grads(self.net.parameters(), self.trainer.strategy)   # non-finite: drop them, skip the step
 
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)     # runs training_step and backward (the closure), then steps
+        if self.guard.applied:
+            self.ema.update(self.net)               # here, not in on_train_batch_end: checkpoints are written first
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.guard.end_step(self, outputs):       # counts skipped steps; raises after train.max_bad_steps in a row
-            self.ema.update(self.net)
+        self.guard.end_step(self)                   # counts skipped steps; raises after train.max_bad_steps in a row
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         rng = StepRNG(torch.Generator().manual_seed(batch_idx),                       # same noise every validation
