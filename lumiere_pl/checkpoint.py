@@ -64,3 +64,54 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu"):
     module = module_class(config["model"]["name"])(config)
     module.load_state_dict(ckpt["state_dict"])
     return module.to(map_location).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Export: the (EMA) network weights alone as safetensors, the resolved config beside them as YAML.
+
+
+def export_weights(ckpt_path: str | Path, out: str | Path, ema: bool = True) -> Tuple[Path, Path]:
+    """checkpoint -> out (.safetensors: net weights, EMA by default) and out.yaml (the resolved config).
+
+    The config is also stored as JSON in the safetensors metadata ("config"), so the file stands alone.
+    """
+    import json
+
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+
+    ckpt = load_checkpoint(ckpt_path)
+    config = ckpt["hyper_parameters"]["config"]
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"export path {out}: expected a .safetensors file name")
+    weights = {k: v.detach().to("cpu").clone().contiguous() for k, v in net_state(ckpt, ema=ema).items()}
+    meta = {"format": "lumiere-pl", "config": json.dumps(config), "ema": str(ema).lower(),
+            "global_step": str(ckpt.get("global_step", 0)), "source": str(ckpt_path)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(weights, str(tmp), metadata=meta)
+    tmp.replace(out)
+    cfg_path = out.with_suffix(".yaml")
+    cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    return out, cfg_path
+
+
+def load_exported(path: str | Path, map_location: str | torch.device = "cpu"):
+    """Rebuild the LightningModule of an export (weights + the YAML beside them); its EMA equals the weights."""
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    from lumiere_pl.lit import module_class
+    from lumiere_pl.utils.ema import EMA
+
+    path = Path(path)
+    cfg_path = path.with_suffix(".yaml")
+    for p in (path, cfg_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"export not found: {p}")
+    config = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
+    module = module_class(config["model"]["name"])(config)
+    module.net.load_state_dict(load_file(str(path)))
+    module.ema = EMA(module.net, module.cfg.train.ema_decay)
+    return module.to(map_location).eval()
