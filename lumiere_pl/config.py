@@ -7,11 +7,15 @@ the value and what is expected.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -157,8 +161,24 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> Co
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         return ConfigError(f"{source}: unknown config key {key!r}{hint}")
     if isinstance(err, ValidationError):
-        return ConfigError(f"{source}: bad value for {key!r}: {msg}")
+        expected = _expected_type(key)
+        hint = f" (expected {expected})" if expected else ""
+        return ConfigError(f"{source}: bad value for {key!r}{hint}: {msg}")
     return ConfigError(f"{source}: {msg}")
+
+
+def _expected_type(key: str) -> str:
+    """The declared type of a dotted key, e.g. 'data.batch_size' -> 'int' ("" when unknown)."""
+    cls: Any = ExperimentConfig
+    hint: Any = None
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return ""
+        hint = typing.get_type_hints(cls).get(part)
+        if hint is None:
+            return ""
+        cls = hint
+    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def _read_yaml(path: Path, schema: DictConfig, seen: tuple = ()) -> DictConfig:
@@ -167,7 +187,10 @@ def _read_yaml(path: Path, schema: DictConfig, seen: tuple = ()) -> DictConfig:
         raise ConfigError(f"config file not found: {path}")
     if path.resolve() in seen:
         raise ConfigError(f"config {path}: `base:` chain loops back to itself")
-    raw = OmegaConf.load(path)
+    try:
+        raw = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path}: not valid YAML: {err}") from None
     base = raw.pop("base", None) if isinstance(raw, DictConfig) else None
     merged = schema
     if base:
@@ -189,6 +212,9 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:
             raise _explain(err, schema, f"override {item!r}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)}); "
+                              f"lists are written [1, 2], strings with spaces quoted") from None
     obj: ExperimentConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(obj)
     return obj
@@ -285,3 +311,43 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"diffusion.cond_aug_max={cfg.diffusion.cond_aug_max}: expected a time in [0, 1]")
     if d.batch_size < 1:
         raise ConfigError(f"data.batch_size={d.batch_size}: expected >= 1")
+    if d.name == "webdataset" and not d.train_shards:
+        raise ConfigError("data.train_shards=None: data.name=webdataset needs a shard path, brace pattern or URL, "
+                          "e.g. data/shards/real/train-{000000..000003}.tar")
+    for key in ("max_steps", "ckpt_every_n_steps", "val_every_n_steps", "max_bad_steps"):
+        if getattr(cfg.train, key) < 1:
+            raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
+
+
+def check_files(cfg: ExperimentConfig) -> None:
+    """The files a run will read exist: local shards (data.train_shards, data.val_shards) and text.path.
+
+    Apart from validate() because a config is meaningful without its data (building a model, a dry run, tests on a
+    fresh clone before `make shards`); lumiere-train calls both before building anything.
+    """
+    if cfg.text.path and not Path(cfg.text.path).exists():
+        raise ConfigError(f"text.path={cfg.text.path!r}: no such file or folder (expected a local model folder)")
+    d = cfg.data
+    for key, pattern in (("data.train_shards", d.train_shards), ("data.val_shards", d.val_shards)):
+        if d.name == "webdataset" and pattern:
+            _check_shards(key, pattern)
+
+
+_REMOTE = re.compile(r"^(pipe:|[a-zA-Z][a-zA-Z0-9+.-]+://)")    # URLs and commands: not checked here
+
+
+def _check_shards(key: str, pattern: str) -> None:
+    """A local shard path or brace pattern must name files that exist (before any data is read)."""
+    from lumiere_pl.data.tar_reader import expand
+
+    try:
+        urls = expand(pattern)
+    except ValueError as err:
+        raise ConfigError(f"{key}={pattern!r}: {err}") from None
+    local = [u[len("file:"):] if u.startswith("file:") and not u.startswith("file://") else u
+             for u in urls if not _REMOTE.match(u) or u.startswith("file://")]
+    local = [u[len("file://"):] if u.startswith("file://") else u for u in local]
+    missing = [u for u in local if not Path(u).is_file()]
+    if missing:
+        raise ConfigError(f"{key}={pattern!r}: {len(missing)} of {len(urls)} shards do not exist (first: {missing[0]}); "
+                          f"expected existing .tar files, a brace pattern over them, or a URL / pipe: command")

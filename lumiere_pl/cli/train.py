@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from lumiere_pl.config import ConfigError, ExperimentConfig, load_config, save_config, to_dict
+from lumiere_pl.config import ConfigError, ExperimentConfig, check_files, load_config, save_config, to_dict
 
 
 def inherit_t2i(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Optional[dict]]:
@@ -96,6 +96,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        if not args.dry_run:
+            check_files(cfg)                  # shards and local model folders exist: fail before building anything
         cfg, t2i_state = inherit_t2i(cfg)
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as err:
         print(f"lumiere-train: {err}", file=sys.stderr)
