@@ -302,7 +302,7 @@ def temporal_flops_table(frames_list: list, repeats: int, threads: int) -> list:
 
 def print_temporal(rows: list) -> None:
     print(f"\nFLOPs per clip, one forward of our STUNet, clip (1, 3, T, {SHAPE[3]}, {SHAPE[4]}), with vs without "
-          f"temporal down/up-sampling (same weights' shapes otherwise)")
+          f"temporal down/up-sampling (the same network otherwise)")
     print(f"{'T':>4} {'variant':<22} {'coarsest T':>10} {'GFLOP/clip':>11} {'per frame':>10} {'vs off':>8} "
           f"{'fwd s (best)':>13} {'utils.flops':>12}")
     by_t: dict = {}
