@@ -333,7 +333,8 @@ def check_files(cfg: ExperimentConfig) -> None:
             _check_shards(key, pattern)
 
 
-_REMOTE = re.compile(r"^(pipe:|[a-zA-Z][a-zA-Z0-9+.-]+://)")    # URLs and commands: not checked here
+_LOCAL_PREFIX = re.compile(r"^file:(//)?")                        # file:x.tar, file:///abs/x.tar: local paths
+_REMOTE = re.compile(r"^(pipe:|[a-zA-Z][a-zA-Z0-9+.-]+://)")      # other URLs and pipe: commands: not checked
 
 
 def _check_shards(key: str, pattern: str) -> None:
@@ -344,10 +345,9 @@ def _check_shards(key: str, pattern: str) -> None:
         urls = expand(pattern)
     except ValueError as err:
         raise ConfigError(f"{key}={pattern!r}: {err}") from None
-    local = [u[len("file:"):] if u.startswith("file:") and not u.startswith("file://") else u
-             for u in urls if not _REMOTE.match(u) or u.startswith("file://")]
-    local = [u[len("file://"):] if u.startswith("file://") else u for u in local]
+    local = [_LOCAL_PREFIX.sub("", u) for u in urls if _LOCAL_PREFIX.match(u) or not _REMOTE.match(u)]
     missing = [u for u in local if not Path(u).is_file()]
     if missing:
-        raise ConfigError(f"{key}={pattern!r}: {len(missing)} of {len(urls)} shards do not exist (first: {missing[0]}); "
-                          f"expected existing .tar files, a brace pattern over them, or a URL / pipe: command")
+        raise ConfigError(f"{key}={pattern!r}: {len(missing)} of {len(urls)} shards do not exist "
+                          f"(first: {missing[0]}); expected existing .tar files, a brace pattern over them, "
+                          f"or a URL / pipe: command")

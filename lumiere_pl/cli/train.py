@@ -3,7 +3,9 @@
   lumiere-train --config experiments/stunet_shapes.yaml [key=value ...] [--dry-run] [--resume [PATH|last]]
 
 The config is resolved and checked before anything heavy is built; the run folder {out_dir}/{name} receives
-config.yaml, checkpoints/, tb/ (TensorBoard) and samples/ (MP4s written at each validation).
+config.yaml, checkpoints/, tb/ (TensorBoard), samples/ (MP4s written at each validation) and train_loss.csv.
+--resume (= --resume last) continues a killed or preempted run exactly (docs/ROBUSTNESS.md).
+Exit codes: 2 bad config or missing checkpoint, 3 stopped by train.max_bad_steps non-finite steps in a row.
 """
 from __future__ import annotations
 
@@ -91,7 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--config", help="experiment YAML (default: the built-in defaults)")
     ap.add_argument("--dry-run", action="store_true", help="print the model summary (parameters, FLOPs) and exit")
     ap.add_argument("--resume", nargs="?", const="last", default=None,
-                    help="resume from a checkpoint path, or 'last' (the run's checkpoints/last.ckpt)")
+                    help="resume from a checkpoint path, or 'last': the newer of the run's checkpoints/last.ckpt "
+                         "and checkpoints/on_exception.ckpt")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.max_steps=200")
     args = ap.parse_args(argv)
     try:
@@ -106,7 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.resume:
         ckpt_path = resume_path(cfg, args.resume)
         if ckpt_path is None:
-            where = f"{cfg.run_dir / 'checkpoints'}/{{last,on_exception}}.ckpt" if args.resume == "last" else args.resume
+            where = (f"{cfg.run_dir / 'checkpoints'}/{{last,on_exception}}.ckpt" if args.resume == "last"
+                     else args.resume)
             print(f"lumiere-train: --resume {args.resume}: no checkpoint at {where}", file=sys.stderr)
             return 2
 

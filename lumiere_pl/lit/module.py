@@ -43,7 +43,8 @@ class DiffusionModule(L.LightningModule):
     def is_video(self) -> bool:
         return self.cfg.model.name != "t2i"
 
-    def text_condition(self, captions: List[str], drop: float = 0.0, generator: Optional[torch.Generator] = None) -> dict:
+    def text_condition(self, captions: List[str], drop: float = 0.0,
+                       generator: Optional[torch.Generator] = None) -> dict:
         """Encode captions (replaced by "" with probability `drop`, for classifier-free guidance) and the null one."""
         if drop > 0:
             keep = torch.rand(len(captions), generator=generator).ge(drop).tolist()
@@ -87,8 +88,8 @@ class DiffusionModule(L.LightningModule):
         rng = StepRNG(torch.Generator().manual_seed(batch_idx),                       # same noise every validation
                       torch.Generator(device=self.device).manual_seed(batch_idx))
         with self.ema.apply_to(self.net):
-            loss = diffusion_loss(self.net, batch["pixels"], self.condition(batch, train=False, rng=rng), self.logsnr,
-                                  self.cfg.diffusion.prediction, generator=rng.device)
+            loss = diffusion_loss(self.net, batch["pixels"], self.condition(batch, train=False, rng=rng),
+                                  self.logsnr, self.cfg.diffusion.prediction, generator=rng.device)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["pixels"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
