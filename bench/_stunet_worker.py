@@ -25,6 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lumiere_pl.utils.flops import count_flops  # noqa: E402  (pure torch: imports in the peer venv too)
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red circle moving right", "a blue square moving down", "a green triangle moving left",
            "a yellow circle moving up"]
@@ -68,31 +71,6 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
-
-
-def _sdpa_mapping() -> dict:
-    """FLOP formulas for the CPU fused attention kernels, which torch.utils.flop_counter does not count (it counts
-    the CUDA flash/efficient/cudnn ones only): without them every F.scaled_dot_product_attention on CPU is 0 FLOPs."""
-    from torch.utils import flop_counter as fc
-
-    aten = torch.ops.aten
-    out = {}
-    fwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    bwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-    if fwd is not None:
-        out[fwd] = lambda q, k, v, *a, out_shape=None, **kw: fc.sdpa_flop_count(q, k, v)
-    if bwd is not None:
-        out[bwd] = lambda go, q, k, v, *a, out_shape=None, **kw: fc.sdpa_backward_flop_count(go, q, k, v)
-    return out
-
-
-def count_flops(fn) -> int:
-    """FLOPs (1 multiply-add = 2) of fn() by torch.utils.flop_counter, CPU attention included."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False, custom_mapping=_sdpa_mapping()) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:

@@ -286,15 +286,14 @@ def temporal_flops_table(frames_list: list, repeats: int, threads: int) -> list:
             net = build_model(cfg, enc.dim).eval()
             x = torch.randn(1, 3, frames, SHAPE[3], SHAPE[4])
             with torch.no_grad():
-                flops = W.count_flops(lambda: net(x, c_noise, cond))
-                util = forward_flops(net, x, c_noise, cond)          # the project's counter, for comparison
+                flops = forward_flops(net, x, c_noise, cond)             # CPU attention counted (utils.flops)
                 times = []
                 for _ in range(repeats):
                     t0 = time.perf_counter()
                     net(x, c_noise, cond)
                     times.append(time.perf_counter() - t0)
             rows.append({"frames": frames, "variant": label, "coarsest_frames": net.coarsest_frames(frames),
-                         "flops": flops, "forward_flops_util": util, "forward_s": min(times)})
+                         "flops": flops, "forward_s": min(times)})
             print(f"  counted {label:<22} T={frames:<3} {gi(flops):>10}  ({min(times):.2f} s)", flush=True)
             del net
     return rows
@@ -304,7 +303,7 @@ def print_temporal(rows: list) -> None:
     print(f"\nFLOPs per clip, one forward of our STUNet, clip (1, 3, T, {SHAPE[3]}, {SHAPE[4]}), with vs without "
           f"temporal down/up-sampling (the same network otherwise)")
     print(f"{'T':>4} {'variant':<22} {'coarsest T':>10} {'GFLOP/clip':>11} {'per frame':>10} {'vs off':>8} "
-          f"{'fwd s (best)':>13} {'utils.flops':>12}")
+          f"{'fwd s (best)':>13}")
     by_t: dict = {}
     for r in rows:
         by_t.setdefault(r["frames"], []).append(r)
@@ -312,14 +311,7 @@ def print_temporal(rows: list) -> None:
         off = next(r for r in rs if "off" in r["variant"])
         for r in rs:
             print(f"{frames:>4} {r['variant']:<22} {r['coarsest_frames']:>10} {r['flops'] / 1e9:>11.2f} "
-                  f"{r['flops'] / frames / 1e9:>10.3f} {r['flops'] / off['flops']:>7.2f}x {r['forward_s']:>13.2f} "
-                  f"{r['forward_flops_util'] / 1e9:>12.2f}")
-    miss = [1 - r["forward_flops_util"] / r["flops"] for r in rows]
-    if max(miss) > 0.001:
-        print(f"note: lumiere_pl.utils.flops.forward_flops (last column) misses {100 * min(miss):.1f}-"
-              f"{100 * max(miss):.1f} % of these FLOPs: torch.utils.flop_counter has no formula for the CPU "
-              f"attention kernel (aten._scaled_dot_product_flash_attention_for_cpu), so every "
-              f"F.scaled_dot_product_attention counts 0 on CPU; this bench adds that formula.")
+                  f"{r['flops'] / frames / 1e9:>10.3f} {r['flops'] / off['flops']:>7.2f}x {r['forward_s']:>13.2f}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -119,3 +119,14 @@ def test_gif_and_tensorboard_video(tmp_path):
     acc.Reload()
     (event,) = acc.Images("samples/0")
     assert event.step == 3 and Image.open(io.BytesIO(event.encoded_image_string)).n_frames == 5
+
+
+def test_flop_counter_counts_cpu_attention_and_convs():
+    import torch.nn.functional as F
+
+    from lumiere_pl.utils.flops import count_flops, forward_flops
+
+    q = k = v = torch.randn(1, 2, 8, 4)                                     # (b heads n d)
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == 2 * (2 * 2 * 8 * 8 * 4)
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1, bias=False)
+    assert forward_flops(conv, torch.randn(2, 3, 6, 6)) == 2 * (2 * 5 * 6 * 6) * (3 * 3 * 3)
