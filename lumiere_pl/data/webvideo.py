@@ -13,6 +13,12 @@ Within a rank, shards are split across DataLoader workers; samples are shuffled 
 before decoding. Bad samples are skipped, warned about and counted (lumiere_pl.data.health); if that leaves a rank
 short of its batch count the stream restarts to fill it (a warning says so), so no rank ever waits on another.
 Validation: no shuffling, centred frames and crops, all ranks capped to the same count, last batch may be partial.
+
+Exact resume: an epoch's stream is a pure function of (seed, epoch, rank, num_workers): shard order, shuffle buffer
+and resampled shard draws are seeded per (seed, epoch, rank, worker), and each sample's start frame and crop per
+its position in its worker's stream. On fit start from a checkpoint, the training loader starts at the checkpoint's
+epoch and drops the batches already trained in it (EpochLoader.start_at): it re-reads and decodes them, at most one
+epoch's worth, so the next batch is the one the uninterrupted run would have trained on.
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ from lumiere_pl.data.config import DataConfig
 from lumiere_pl.data.health import SkipCounter
 from lumiere_pl.data.sample_decode import decode_sample
 from lumiere_pl.data.tar_reader import expand, iter_shard, manifest_counts
+from lumiere_pl.utils.rng import step_seed
+from lumiere_pl.utils.sampler import resume_position
 
 log = logging.getLogger("lumiere_pl.data")
 
@@ -105,11 +113,13 @@ class WebVideoDataset(IterableDataset):
     def __iter__(self) -> Iterator[Dict[str, object]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        seed = (self.cfg.seed, self.epoch, self.rank, wid, self.train)
-        rng = random.Random(hash(seed))
-        nprng = np.random.default_rng([abs(hash(seed))]) if self.train else None
-        for raw in self._shuffled(self._raw(wid, nw, rng), rng):
-            ex = decode_sample(raw, self.cfg, nprng, self.skips)
+        rng = random.Random(hash((self.cfg.seed, self.epoch, self.rank, wid, self.train)))
+        for n, raw in enumerate(self._shuffled(self._raw(wid, nw, rng), rng)):
+            # start frame and crop: a function of the sample's position in this worker's stream, nothing else
+            view = None
+            if self.train:
+                view = np.random.default_rng(step_seed(self.cfg.seed, self.epoch, self.rank, wid, n))
+            ex = decode_sample(raw, self.cfg, view, self.skips)
             if ex is not None:
                 yield ex
 
@@ -124,12 +134,22 @@ class EpochLoader:
 
     Worker batches are re-batched in the main process, so partial batches at worker ends do not change the count.
     drop_last: whole batches only (training). When the stream runs dry early (bad data), it restarts to fill.
+    start_at(epoch, batches): the next pass is epoch `epoch` without its first `batches` batches (exact resume).
     """
 
     def __init__(self, loader: DataLoader, dataset: WebVideoDataset, batch_size: int,
                  num_samples: Callable[[int], Optional[int]], drop_last: bool):
         self.loader, self.dataset, self.batch_size = loader, dataset, batch_size
         self.num_samples_fn, self.drop_last, self.epoch = num_samples, drop_last, 0
+        self._skip = 0                          # batches to drop at the start of the next pass
+
+    def start_at(self, epoch: int, batches: int) -> None:
+        """Resume: the next pass is `epoch`, skipping the `batches` batches a checkpoint already trained on; a
+        checkpoint that closed its epoch (batches == the epoch's count) starts the next epoch."""
+        n = self.num_samples(epoch)
+        if batches and n is not None and batches >= -(-n // self.batch_size):
+            epoch, batches = epoch + 1, 0
+        self.epoch, self._skip = epoch, batches
 
     def num_samples(self, epoch: int) -> Optional[int]:
         n = self.num_samples_fn(epoch)
@@ -158,6 +178,12 @@ class EpochLoader:
             self.dataset.epoch += 1_000_003     # a different order for the refill
 
     def __iter__(self) -> Iterator[Dict[str, object]]:
+        skip, self._skip = self._skip, 0
+        for i, batch in enumerate(self._epoch()):
+            if i >= skip:                       # the batches before are the same decoded ones, already trained on
+                yield batch
+
+    def _epoch(self) -> Iterator[Dict[str, object]]:
         num, b = self.num_samples(self.epoch), self.batch_size
         self.dataset.epoch = self.epoch
         self.epoch += 1
@@ -228,7 +254,10 @@ class WebVideoDataModule(L.LightningDataModule):
         return EpochLoader(loader, ds, c.batch_size, num, drop_last=train)
 
     def train_dataloader(self) -> EpochLoader:
-        return self._loader(self.cfg.train_shards, train=True)
+        """A resumed fit starts at its checkpoint's epoch and batch (resume_position reads the restored loops)."""
+        loader = self._loader(self.cfg.train_shards, train=True)
+        loader.start_at(*resume_position(self.trainer))
+        return loader
 
     def val_dataloader(self) -> EpochLoader:
         return self._loader(self.cfg.val_shards or self.cfg.train_shards, train=False)
