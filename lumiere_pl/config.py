@@ -302,6 +302,12 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"sampler.steps={cfg.sampler.steps}: expected >= 1")
     if cfg.sampler.window and cfg.sampler.stride > cfg.sampler.window:
         raise ConfigError(f"sampler.stride={cfg.sampler.stride} > sampler.window={cfg.sampler.window}: frames would be skipped")
+    if m.name in ("stunet", "ssr") and cfg.sampler.window:
+        k = len([x for x in t.down_levels if x < levels - 1])
+        if cfg.sampler.window % 2 ** k:
+            raise ConfigError(f"sampler.window={cfg.sampler.window}: each window goes through the STUNet, which "
+                              f"halves time {k} times (model.temporal.down_levels={list(t.down_levels)}); "
+                              f"use a multiple of {2 ** k}")
     if cfg.sampler.window_batch < 1:
         raise ConfigError(f"sampler.window_batch={cfg.sampler.window_batch}: expected >= 1")
     if m.name == "ssr" and (m.upscale < 1 or d.size % m.upscale):

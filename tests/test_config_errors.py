@@ -49,6 +49,8 @@ def test_impossible_shapes():
     assert "model.temporal.down_levels=[2]" in msg and "coarsest" in msg
     msg = _error(["train.max_bad_steps=0"])
     assert "train.max_bad_steps=0" in msg and ">= 1" in msg
+    msg = _error(["model.name=stunet", "data.frames=16", "sampler.window=6", "sampler.stride=4"])
+    assert "sampler.window=6" in msg and "multiple of 4" in msg
 
 
 def test_missing_files(tmp_path):

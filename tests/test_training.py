@@ -43,11 +43,12 @@ def _fit(overrides, steps):
 
 
 def test_t2i_then_stunet_end_to_end(tiny_overrides, tmp_path):
-    """Pretrain T2I, inflate, train STUNet: the loss falls, frozen weights stay equal to the T2I's EMA weights,
+    """Pretrain T2I, inflate, train STUNet: frozen weights stay equal to the T2I's EMA weights,
     checkpoints load with weights_only and carry their config, samples and the sampling CLI write real MP4s."""
     t2i_over = tiny_overrides + ["name=t2i", "model.name=t2i", "data.images=true", "data.batch_size=16",
-                                 "train.lr=2e-3", "train.warmup_steps=5", "train.val_prompts=[a red circle]"]
-    cfg, module, trainer = _fit(t2i_over, 40)
+                                 "train.lr=2e-3", "train.warmup_steps=5", "train.val_prompts=[a red circle]",
+                                 "sampler.steps=4"]
+    cfg, module, trainer = _fit(t2i_over, 16)
     t2i_ckpt = cfg.run_dir / "checkpoints" / "last.ckpt"
     ckpt = load_checkpoint(t2i_ckpt)                                  # weights_only=True inside
     assert ckpt["hyper_parameters"]["config"]["model"]["name"] == "t2i"
@@ -55,8 +56,8 @@ def test_t2i_then_stunet_end_to_end(tiny_overrides, tmp_path):
 
     st_over = tiny_overrides + ["name=stunet", "model.name=stunet", f"model.init_from={t2i_ckpt}",
                                 "model.temporal.down_levels=[0,1]", "train.lr=2e-3", "train.warmup_steps=5",
-                                "train.val_prompts=[a red circle moving left]"]
-    cfg2, module2, trainer2 = _fit(st_over, 30)
+                                "train.val_prompts=[a red circle moving left]", "sampler.steps=4"]
+    cfg2, module2, trainer2 = _fit(st_over, 10)
     t2i_weights = net_state(ckpt, ema=True)
     for k, v in module2.net.t2i.state_dict().items():
         assert torch.equal(v, t2i_weights[k]), f"frozen T2I weight {k} changed"
@@ -98,7 +99,7 @@ def test_sampling_is_batch_independent(tiny_overrides):
 
 
 def test_short_training_lowers_the_loss(tiny_overrides):
-    """A few hundred tiny steps on the shapes set: the mean loss of the last steps is clearly below the first."""
+    """60 tiny steps on a batch of the shapes set: the mean loss of the last steps is clearly below the first."""
     from lumiere_pl.data import build_datamodule
     from lumiere_pl.diffusion import diffusion_loss
 
@@ -107,20 +108,19 @@ def test_short_training_lowers_the_loss(tiny_overrides):
     module = module_class("t2i")(to_dict(cfg))
     dm = build_datamodule(cfg.data)
     dm.setup("fit")
-    opt = torch.optim.AdamW([p for p in module.net.parameters() if p.requires_grad], lr=2e-3)
+    opt = torch.optim.AdamW([p for p in module.net.parameters() if p.requires_grad], lr=5e-3)
     g = torch.Generator().manual_seed(0)
     losses = []
-    batches = iter(dm.train_dataloader())
-    fixed = next(batches)
-    for step in range(120):
+    fixed = next(iter(dm.train_dataloader()))
+    for step in range(60):
         loss = diffusion_loss(module.net, fixed["pixels"], module.condition(fixed, train=True), module.logsnr,
                               generator=g)
         loss.backward()
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
-    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
-    assert last < 0.6 * first, (first, last)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.7 * first, (first, last)
 
 
 def test_load_module_round_trip(tiny_overrides, tmp_path):
