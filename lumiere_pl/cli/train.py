@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -125,6 +126,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     import lightning as L
 
     from lumiere_pl.data import build_datamodule
+
+    # known and harmless: the shard stream's __len__ is exact per rank and worker (docs/DATA.md); a deprecation
+    # inside Lightning itself
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     from lumiere_pl.lit import module_class
     from lumiere_pl.lit.guard import NonFiniteError
 
