@@ -157,3 +157,17 @@ def test_cli_refuses_to_start_over_an_existing_run_and_auto_resumes(tiny_overrid
     assert train_cli.main(["--resume", "auto"] + over) == 0
     assert "resuming from" in capsys.readouterr().out
     assert load_checkpoint(ckpt)["global_step"] == 2
+
+
+@pytest.mark.parametrize("extra", [[], ["model.temporal.conditional=true"], ["model.name=t2i", "data.images=true"]])
+def test_dry_run_prints_parameters_and_flops_and_builds_nothing_else(tiny_overrides, capsys, extra):
+    import re
+
+    over = tiny_overrides + extra
+    assert train_cli.main(["--dry-run"] + over) == 0
+    out = capsys.readouterr().out
+    cfg = load_config(None, over)
+    counts = module_class(cfg.model.name)(to_dict(cfg)).summary()
+    assert f"trainable {counts['trainable']:,}" in out and f"frozen {counts['frozen']:,}" in out
+    assert float(re.search(r"GFLOPs per (?:clip|image): ([0-9.]+)", out).group(1)) > 0
+    assert not cfg.run_dir.exists()                                          # nothing written

@@ -54,11 +54,7 @@ def dry_run(module, cfg: ExperimentConfig) -> None:
     d = cfg.data
     b = 1
     shape = (b, 3, d.size, d.size) if not module.is_video else (b, 3, d.frames, d.size, d.size)
-    cond = module.text_condition(["a test caption"] * b)
-    if module.is_video and cfg.model.temporal.conditional:
-        from lumiere_pl.lit.conditioning import random_video_condition
-        cond.update(random_video_condition(torch.zeros(shape)))
-    cond.update(module.example_condition(shape))
+    cond = {**module.text_condition(["a test caption"] * b), **module.example_condition(shape)}
     flops = forward_flops(module.net, torch.zeros(shape), torch.full((b,), 500.0), cond)
     s = module.summary()
     print(f"model: {s['model']}   input {tuple(shape)}   text encoder: {s['text_encoder']} ({s['text_dim']}-d)")

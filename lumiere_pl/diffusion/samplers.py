@@ -49,13 +49,3 @@ def sample_ddpm(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, eta: 
 
 
 SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm}
-
-
-def sample(name: str, denoise: DenoiseFn, shape: tuple, sigmas: Tensor, cond: dict, eta: float = 0.0,
-           generator: Optional[torch.Generator] = None, device: torch.device | str = "cpu",
-           progress: bool = False) -> Tensor:
-    """Draw x ~ N(0, sigmas[0]^2) of `shape` and run sampler `name`."""
-    if name not in SAMPLERS:
-        raise KeyError(f"unknown sampler {name!r}; known: {sorted(SAMPLERS)}")
-    x = torch.randn(shape, generator=generator, device=device) * sigmas[0]
-    return SAMPLERS[name](denoise, x, sigmas, cond, eta=eta, generator=generator, progress=progress)

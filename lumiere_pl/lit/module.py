@@ -152,6 +152,8 @@ class DiffusionModule(L.LightningModule):
 
     def example_condition(self, shape: tuple) -> dict:
         """Extra conditioning a forward pass on zeros of `shape` needs (dry-run FLOPs); subclasses add theirs."""
+        if self.is_video and self.cfg.model.temporal.conditional:
+            return random_video_condition(torch.zeros(shape))
         return {}
 
     # --- summaries ----------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ class SSRModule(DiffusionModule):
     def example_condition(self, shape: tuple) -> dict:
         b, _, t, _, _ = shape
         low = torch.zeros(b, 3, t, self.low_size, self.low_size)
-        return self.lowres_condition(low, torch.zeros(b))
+        return {**super().example_condition(shape), **self.lowres_condition(low, torch.zeros(b))}
 
     # --- sampling -----------------------------------------------------------------------------------------------
     @torch.no_grad()

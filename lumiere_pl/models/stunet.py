@@ -12,7 +12,7 @@ Features flow folded, ((b t) c h w), so the T2I layers run unchanged; temporal m
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import List
 
 import torch
 from torch import Tensor, nn
@@ -106,11 +106,6 @@ class STUNet(nn.Module):
 
     def coarsest_frames(self, t: int) -> int:
         return t // 2 ** self.temporal_halvings
-
-    def parameter_groups(self) -> Dict[str, int]:
-        """Parameter counts: trainable / frozen."""
-        tr = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return {"trainable": tr, "frozen": sum(p.numel() for p in self.parameters()) - tr}
 
 
 def _he_init_(modules: nn.Module) -> None:
