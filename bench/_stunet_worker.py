@@ -38,7 +38,7 @@ PROMPTS = ["a red circle moving right", "a blue square moving down", "a green tr
 # down/upsamplings (T -> T/4 at the coarsest level), one temporal attention layer (2 heads of 32) at the middle.
 PEER_UNET = dict(image_size=64, dim=32, dim_max=64, channels=3, num_downsamples=2, num_blocks_per_stage=1,
                  attn_res=(16,), attn_dim_head=32, dropout=0.0)
-OURS_OVERRIDES = ["data.size=64", "data.frames=16", "data.batch_size=2", "model.unet.dropout=0.0"]
+OURS_OVERRIDES = ["data.size=64", "data.frames=16", "data.batch_size=2", "model.unet.dropout=0.0", "text.max_length=16"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
