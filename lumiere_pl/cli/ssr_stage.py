@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lumiere_pl.utils.tensors import fold_time, unfold_time
+
 
 def add_ssr_args(ap: argparse.ArgumentParser) -> None:
     g = ap.add_argument_group("spatial super-resolution (SSR) stage")
@@ -45,11 +47,11 @@ def fit_lowres(video: Tensor, size: int) -> Tensor:
     """(b c t h w) in [-1, 1] -> (b c t size size): the SSR's expected low-res input (area down, bilinear up)."""
     if video.shape[-2:] == (size, size):
         return video
-    b, c, t, h, w = video.shape
-    frames = video.transpose(1, 2).reshape(b * t, c, h, w)
+    t, h, w = video.shape[2:]
     mode = "area" if h >= size and w >= size else "bilinear"
-    frames = F.interpolate(frames, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
-    return frames.reshape(b, t, c, size, size).transpose(1, 2).clamp(-1.0, 1.0)
+    frames = F.interpolate(fold_time(video), size=(size, size), mode=mode,
+                           **({} if mode == "area" else {"align_corners": False}))
+    return unfold_time(frames, t).clamp(-1.0, 1.0)
 
 
 def upscale(ssr, videos: Tensor, prompts: List[str], args: argparse.Namespace, seeds: List[int]) -> Tensor:
@@ -70,20 +72,18 @@ def ssr_path(base: Path, out_dir: Optional[Path]) -> Path:
 
 def read_video(path: Path, frames: Optional[int] = None) -> tuple[Tensor, float]:
     """A video file -> ((1 3 t h w) in [-1, 1] centre-cropped to a square, fps); frames: keep the first ones."""
-    import numpy as np
-
     from lumiere_pl.data.video_io import crop, decode, probe
+    from lumiere_pl.utils.video import from_uint8
 
     if not path.is_file():
         raise FileNotFoundError(f"--input-video: no such file: {path}")
     data = path.read_bytes()
     fps = probe(data).fps
-    x: np.ndarray = decode(data)                                                   # t h w 3 uint8
+    x = decode(data)                                                               # t h w 3 uint8
     if frames:
         x = x[:frames]
     x = crop(x, min(x.shape[1], x.shape[2]))
-    video = torch.from_numpy(np.ascontiguousarray(x)).permute(3, 0, 1, 2).float() / 127.5 - 1.0   # 3 t h w
-    return video[None], fps
+    return from_uint8(x)[None], fps                                                # (1 3 t h w)
 
 
 def run_input_video(args: argparse.Namespace) -> int:

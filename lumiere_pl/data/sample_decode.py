@@ -9,11 +9,11 @@ import json
 from typing import Dict, Optional
 
 import numpy as np
-import torch
 
 from lumiere_pl.data.config import DataConfig
 from lumiere_pl.data.health import SkipCounter
 from lumiere_pl.data.video_io import VIDEO_EXTS, VideoError, crop, decode, probe, resampled_indices
+from lumiere_pl.utils.video import from_uint8
 
 
 def _video_member(raw: Dict[str, object]) -> Optional[str]:
@@ -73,7 +73,7 @@ def decode_sample(raw: Dict[str, object], cfg: DataConfig, rng: Optional[np.rand
         reason = "short_clip" if "too short" in str(err) else "corrupt_video"
         skips.add(reason, url, key, str(err))
         return None
-    pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
+    pixels = from_uint8(frames)                                         # (c t h w) in [-1, 1]
     if cfg.images:
         pixels = pixels[:, 0]                                               # (c h w)
     label = meta.get("label", -1)

@@ -8,19 +8,13 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lumiere_pl.data.config import DataConfig
 from lumiere_pl.data.synthetic import render_clip, sample_clip
+from lumiere_pl.utils.video import from_uint8
 from lumiere_pl.utils.sampler import ResumableSampler, resume_position
-
-
-def to_pixels(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (t h w c) -> float32 in [-1, 1], (c t h w)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)     # (c t h w)
-    return x.float().div_(127.5).sub_(1.0)
 
 
 class ShapesDataset(Dataset):
@@ -38,7 +32,7 @@ class ShapesDataset(Dataset):
         idx = i % self.num_videos
         clip = sample_clip(s.seed, idx, self.split, s.speed_word_prob)
         frames = 1 if self.cfg.images else self.cfg.frames
-        x = to_pixels(render_clip(clip, frames, self.cfg.size, s.shape_scale, s.background))   # (c t h w)
+        x = from_uint8(render_clip(clip, frames, self.cfg.size, s.shape_scale, s.background))   # (c t h w)
         if self.cfg.images:
             x = x[:, 0]                                                                         # (c h w)
         return {"pixels": x, "caption": clip.caption, "key": f"shapes-{self.split}-{idx:06d}", "label": clip.label}

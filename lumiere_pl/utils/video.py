@@ -12,6 +12,11 @@ from PIL import Image
 from torch import Tensor
 
 
+def from_uint8(frames: np.ndarray) -> Tensor:
+    """(t h w c) uint8 -> (c t h w) float32 in [-1, 1]: the batch contract's pixels (inverse of to_uint8)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
+
+
 def to_uint8(video: Tensor) -> np.ndarray:
     """(c t h w) or (c h w) float in [-1, 1] -> (t h w c) uint8."""
     if video.ndim == 3:
