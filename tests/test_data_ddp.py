@@ -9,6 +9,7 @@ from lumiere_pl.data import DataConfig, DataHealthCallback, WebVideoDataModule
 from lumiere_pl.data.shards import Sample, ShardWriter, write_manifest
 from lumiere_pl.data.synthetic import render_clip, sample_clip
 from lumiere_pl.data.video_io import encode
+from lumiere_pl.lit.callbacks import ReleaseProcessGroup
 
 
 class KeyRecorder(L.LightningModule):
@@ -51,7 +52,7 @@ def test_ddp_two_ranks_odd_shards(tmp_path):
                      batch_size=2, num_workers=0)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, callbacks=[DataHealthCallback()])
+                        num_sanity_val_steps=0, callbacks=[DataHealthCallback(), ReleaseProcessGroup()])
     trainer.fit(KeyRecorder(str(tmp_path)), datamodule=WebVideoDataModule(cfg))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     per_epoch = [len(r["train"]) // 2 for r in ranks]
