@@ -23,6 +23,7 @@ epoch's worth, so the next batch is the one the uninterrupted run would have tra
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import random
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -74,7 +75,16 @@ class WebVideoDataset(IterableDataset):
                  rank: int = 0, world: int = 1, resampled: bool = False):
         self.urls, self.cfg, self.train, self.skips = urls, cfg, train, skips
         self.rank, self.world, self.resampled = rank, world, resampled
-        self.epoch = 0                      # set by EpochLoader before each pass (workers get a fresh copy)
+        # set by EpochLoader before each pass; shared memory, so persistent workers read the current pass
+        self._epoch = multiprocessing.Value("q", 0, lock=False)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.value
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.value = value
 
     @staticmethod
     def order_seed_for(cfg: DataConfig, train: bool, epoch: int) -> Optional[int]:
@@ -249,8 +259,8 @@ class WebVideoDataModule(L.LightningDataModule):
             if counts is None:
                 return None
             return samples_per_rank(urls, counts, world, WebVideoDataset.order_seed_for(c, train, epoch))
-        loader = DataLoader(ds, batch_size=c.batch_size, num_workers=c.num_workers,
-                            persistent_workers=False, prefetch_factor=4 if c.num_workers > 0 else None)
+        loader = DataLoader(ds, batch_size=c.batch_size, num_workers=c.num_workers,  # workers kept across passes
+                            persistent_workers=c.num_workers > 0, prefetch_factor=4 if c.num_workers > 0 else None)
         return EpochLoader(loader, ds, c.batch_size, num, drop_last=train)
 
     def train_dataloader(self) -> EpochLoader:
