@@ -123,9 +123,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from lumiere_pl.data import build_datamodule
 
-    # known and harmless: the shard stream's __len__ is exact per rank and worker (docs/DATA.md); a deprecation
-    # inside Lightning itself
+    # known and harmless: the shard stream's __len__ is exact per rank and worker (docs/DATA.md); our loaders resume
+    # mid-epoch from the restored loop counters (resume_position), which Lightning's check does not know; a
+    # deprecation inside Lightning itself
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     from lumiere_pl.lit import module_class
     from lumiere_pl.lit.guard import NonFiniteError
