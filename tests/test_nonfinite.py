@@ -11,6 +11,7 @@ from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import load_config, to_dict
 from lumiere_pl.data import build_datamodule
 from lumiere_pl.lit import module_class
+from lumiere_pl.lit.callbacks import GuardState
 from lumiere_pl.lit.guard import NonFiniteError
 
 
@@ -93,3 +94,22 @@ def test_consecutive_nonfinite_steps_stop_the_run(tiny_overrides, single_thread,
     assert f"last good checkpoint: {ckpt_dir / 'last.ckpt'} (step 4)" in msg, msg
     state = load_checkpoint(ckpt_dir / "on_exception.ckpt")["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_skipped_count_survives_a_resume(tiny_overrides, single_thread, tmp_path):
+    """One bad step before the checkpoint, one after the resume: the resumed run's counter says 2, not 1."""
+    import lightning as L
+
+    def fit(max_steps, bad, ckpt_path=None):
+        cfg, module, dm = _setup(tiny_overrides, [f"train.max_steps={max_steps}"])
+        trainer = L.Trainer(max_steps=max_steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            callbacks=[GuardState()], limit_val_batches=0)
+        trainer.fit(module, train_dataloaders=Poisoned(dm.train_dataloader(), bad), ckpt_path=ckpt_path)
+        return trainer, module
+
+    trainer, module = fit(3, {1})
+    assert module.guard.skipped == 1
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    trainer, module = fit(5, {0}, ckpt_path=tmp_path / "mid.ckpt")     # the resumed run's first batch is bad
+    assert trainer.global_step == 5
+    assert module.guard.skipped == 2 and float(trainer.callback_metrics["train/skipped_nonfinite"]) == 2.0

@@ -70,6 +70,23 @@ class RngStateCallback(Callback):
             self._loaded = None
 
 
+class GuardState(Callback):
+    """Carries the module's non-finite step counters (lumiere_pl.lit.guard) through checkpoints, so a resumed run
+    keeps counting `train/skipped_nonfinite` (and a run of bad steps) where the checkpoint left off."""
+
+    KEY = "nonfinite_guard"
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        guard = getattr(pl_module, "guard", None)
+        if guard is not None:
+            checkpoint[self.KEY] = guard.state_dict()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        guard = getattr(pl_module, "guard", None)
+        if guard is not None and self.KEY in checkpoint:
+            guard.load_state_dict(checkpoint[self.KEY])
+
+
 class LossCSV(Callback):
     """Appends `step,epoch,batch,loss` for every training batch to a CSV (rank 0's loss; `nan` for a skipped step).
     A resumed run appends too: a step re-run after a kill appears twice, the later row is the resumed run's."""
@@ -114,5 +131,5 @@ def training_callbacks(cfg: ExperimentConfig) -> List[Callback]:
                           auto_insert_metric_name=False, every_n_train_steps=cfg.train.ckpt_every_n_steps,
                           save_last=True, save_top_k=1, monitor=None,
                           enable_version_counter=False)   # one last.ckpt per run folder, also after a resume
-    return [ckpt, ExceptionCheckpoint(ckpt_dir), RngStateCallback(), LossCSV(cfg.run_dir / "train_loss.csv"),
-            DataHealthCallback(), ReleaseProcessGroup()]
+    return [ckpt, ExceptionCheckpoint(ckpt_dir), RngStateCallback(), GuardState(),
+            LossCSV(cfg.run_dir / "train_loss.csv"), DataHealthCallback(), ReleaseProcessGroup()]

@@ -40,9 +40,15 @@ class NonFiniteGuard:
 
     def __init__(self, max_bad_steps: int):
         self.max_bad_steps = max_bad_steps
-        self.skipped = 0                 # steps skipped since this process started (logged: train/skipped_nonfinite)
+        self.skipped = 0                 # steps skipped in the run, across resumes (logged: train/skipped_nonfinite)
         self.consecutive = 0
         self._bad_loss = self._bad_grads = False
+
+    def state_dict(self) -> dict:
+        return {"skipped": self.skipped, "consecutive": self.consecutive}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skipped, self.consecutive = int(state["skipped"]), int(state["consecutive"])
 
     def loss_ok(self, loss: Tensor, strategy=None) -> bool:
         """False (on every rank) when any rank's loss is NaN or inf: training_step then returns None."""
