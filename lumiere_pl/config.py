@@ -51,6 +51,9 @@ class TemporalConfig:
     freeze_spatial: bool = True     # keep the pretrained T2I weights frozen (paper); False fine-tunes everything
     conditional: bool = False       # <noisy video, masked conditioning video, mask> input (image-to-video, inpainting)
     init: str = "identity"          # identity (paper: identity / nearest-neighbour) | random (He init, the ablation)
+    tasks: List[str] = field(default_factory=lambda: ["none", "first", "box"])  # conditional: training task mix
+                                    # (lit/conditioning.py: none | first | box | keyframes), one drawn per clip
+    keyframe_stride: int = 4        # keyframes task: M marks frames 0, k, 2k, ... (temporal super-resolution, k = 4)
 
 
 @dataclass
@@ -263,6 +266,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _choice("data.name", d.name, DATAMODULES)
     _choice("model.temporal.init", t.init, ("identity", "random"))
 
+    _check_tasks(cfg)
     levels = len(u.channel_mults)
     if levels < 1:
         raise ConfigError("model.unet.channel_mults must list at least one level, e.g. [1, 2, 2]")
@@ -323,6 +327,31 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("max_steps", "ckpt_every_n_steps", "val_every_n_steps", "max_bad_steps"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
+
+
+def _check_tasks(cfg: ExperimentConfig) -> None:
+    """model.temporal.tasks / keyframe_stride, and data.synthetic.frame_step."""
+    from lumiere_pl.lit.conditioning import TASKS
+
+    t, d = cfg.model.temporal, cfg.data
+    if not t.tasks:
+        raise ConfigError(f"model.temporal.tasks=[]: list at least one conditioning task; valid tasks: {list(TASKS)}")
+    for task in t.tasks:
+        if task not in TASKS:
+            close = difflib.get_close_matches(task, list(TASKS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"model.temporal.tasks={list(t.tasks)}: unknown task {task!r}{hint} "
+                              f"(valid tasks: {list(TASKS)})")
+    if t.keyframe_stride < 1:
+        raise ConfigError(f"model.temporal.keyframe_stride={t.keyframe_stride}: expected >= 1")
+    if t.conditional and "keyframes" in t.tasks and not d.images and d.frames % t.keyframe_stride:
+        # the TSR fills T frames from the T/k keyframes 0, k, ..., T-k that a keyframe model of T/k frames generates
+        raise ConfigError(
+            f"data.frames={d.frames}: the keyframes task (model.temporal.tasks) marks every "
+            f"model.temporal.keyframe_stride={t.keyframe_stride}-th frame, so the frame count must be divisible by "
+            f"{t.keyframe_stride} (e.g. {d.frames - d.frames % t.keyframe_stride or t.keyframe_stride})")
+    if d.synthetic.frame_step < 1:
+        raise ConfigError(f"data.synthetic.frame_step={d.synthetic.frame_step}: expected >= 1")
 
 
 def check_files(cfg: ExperimentConfig) -> None:

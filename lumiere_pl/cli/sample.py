@@ -6,6 +6,9 @@
 With --prompts the work is batched, resumable (finished videos are skipped) and split across processes: under
 torchrun (RANK / WORLD_SIZE set) process r renders the lines with index % WORLD_SIZE == r. Video i starts from noise
 seeded by seed + index, so a video does not depend on its batch or on the number of processes.
+
+  lumiere-sample --keyframes-ckpt KF.ckpt --ckpt TSR.ckpt ...       # the cascade baseline (lumiere_pl/cascade.py):
+                                                                    # keyframes, then temporal super-resolution
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -58,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--fps", type=float, help="MP4 frame rate (default: data.fps)")
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
     ap.add_argument("--no-ema", action="store_true", help="sample with the live weights instead of the EMA")
+    ap.add_argument("--keyframes-ckpt", help="cascade baseline: this keyframe model, then --ckpt as the temporal "
+                                             "super-resolution model (docs/ABLATIONS.md)")
     add_ssr_args(ap)
     return ap
 
@@ -75,13 +81,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.prompts is not None and args.out_dir is None:
         print("lumiere-sample: --prompts needs --out-dir DIR", file=sys.stderr)
         return 2
-    ssr = None
+    ssr, keyframes = None, None
     try:
         if args.input_video is not None:
             return run_input_video(args)
         rows = read_prompts(args.prompts) if args.prompts else [{"index": 0, "prompt": args.prompt}]
         from lumiere_pl.checkpoint import load_module
         module = load_module(args.ckpt, args.device)
+        keyframes = load_module(args.keyframes_ckpt, args.device) if args.keyframes_ckpt else None
+        if keyframes is not None:
+            from lumiere_pl.cascade import check_pair
+            check_pair(keyframes, module)
+            if args.frames is not None and args.frames != module.cfg.data.frames:
+                raise ValueError(f"--frames {args.frames}: the cascade makes the TSR's {module.cfg.data.frames} frames")
         ssr = load_ssr(args.ssr_ckpt, args) if args.ssr_ckpt else None
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         print(f"lumiere-sample: {err}", file=sys.stderr)
@@ -91,6 +103,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.sampler:
         module.cfg.sampler.name = args.sampler
+        if keyframes is not None:
+            keyframes.cfg.sampler.name = args.sampler
     fps = args.fps or module.cfg.data.fps
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
@@ -107,13 +121,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     bar = tqdm(total=len(todo), desc=f"rendering (rank {rank}/{world})", unit="video")
     for start in range(0, len(todo), args.batch_size):
         batch = todo[start:start + args.batch_size]
-        videos = module.generate([r["prompt"] for r in batch], frames=args.frames, steps=args.steps,
-                                 guidance=args.guidance, seeds=[args.seed + int(r["index"]) for r in batch],
-                                 use_ema=not args.no_ema, progress=len(todo) == 1)
+        opts = dict(steps=args.steps, guidance=args.guidance, seeds=[args.seed + int(r["index"]) for r in batch],
+                    use_ema=not args.no_ema, progress=len(todo) == 1)
+        start_time = time.perf_counter()
+        if keyframes is not None:
+            from lumiere_pl.cascade import sample_cascade
+            videos = sample_cascade(keyframes, module, [r["prompt"] for r in batch], **opts)
+        else:
+            videos = module.generate([r["prompt"] for r in batch], frames=args.frames, **opts)
+        seconds = (time.perf_counter() - start_time) / len(batch)       # sampling time per video, this batch
         for row, video in zip(batch, videos):
             path = target(row)
             if args.prompts is not None:   # metadata first: an MP4 that exists always has its JSON
-                meta = {**row, "seed": args.seed + int(row["index"]), "ckpt": str(args.ckpt), "fps": fps}
+                meta = {**row, "seed": args.seed + int(row["index"]), "ckpt": str(args.ckpt), "fps": fps,
+                        "sample_seconds": seconds, "batch_size": len(batch)}
+                if keyframes is not None:
+                    meta["keyframes_ckpt"] = str(args.keyframes_ckpt)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.with_suffix(".json").write_text(json.dumps(meta))
             write_mp4(path, to_uint8(video), fps=fps)

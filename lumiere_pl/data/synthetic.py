@@ -77,10 +77,13 @@ def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
 
 
 def render_clip(clip: ShapeClip, frames: int, size: int, shape_scale: float = 0.2,
-                background: Sequence[int] = (0, 0, 0), height: int = 0) -> np.ndarray:
-    """Pixels of a clip: uint8 array (t h w c), c = RGB. `height` 0 means square (size x size)."""
+                background: Sequence[int] = (0, 0, 0), height: int = 0, frame_step: int = 1) -> np.ndarray:
+    """Pixels of a clip: uint8 array (t h w c), c = RGB. `height` 0 means square (size x size).
+
+    frame_step k: clip frame i is motion frame i * k, i.e. the same motion at 1/k the frame rate (the frames of
+    render_clip(clip, frames * k, ...)[::k]); speeds stay per motion frame."""
     h, w = height or size, size
-    t = np.arange(frames, dtype=np.float64)[:, None, None]                      # (t 1 1)
+    t = np.arange(frames, dtype=np.float64)[:, None, None] * frame_step         # (t 1 1) motion frame index
     ux, uy = DIRECTIONS[clip.direction]
     step = SPEEDS[clip.speed] * min(h, w)                                       # pixels per frame
     cx = clip.x0 * w + ux * step * t                                            # (t 1 1)

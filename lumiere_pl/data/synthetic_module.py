@@ -32,7 +32,8 @@ class ShapesDataset(Dataset):
         idx = i % self.num_videos
         clip = sample_clip(s.seed, idx, self.split, s.speed_word_prob)
         frames = 1 if self.cfg.images else self.cfg.frames
-        x = from_uint8(render_clip(clip, frames, self.cfg.size, s.shape_scale, s.background))   # (c t h w)
+        x = from_uint8(render_clip(clip, frames, self.cfg.size, s.shape_scale, s.background,
+                                  frame_step=s.frame_step))   # (c t h w)
         if self.cfg.images:
             x = x[:, 0]                                                                         # (c h w)
         return {"pixels": x, "caption": clip.caption, "key": f"shapes-{self.split}-{idx:06d}", "label": clip.label}

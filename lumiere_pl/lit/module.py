@@ -59,7 +59,8 @@ class DiffusionModule(L.LightningModule):
         host = rng.host if rng is not None else None
         cond = self.text_condition(batch["caption"], self.cfg.diffusion.cond_drop if train else 0.0, host)
         if self.is_video and self.cfg.model.temporal.conditional:
-            cond.update(random_video_condition(batch["pixels"], host))
+            t = self.cfg.model.temporal
+            cond.update(random_video_condition(batch["pixels"], host, t.tasks, t.keyframe_stride))
         return cond
 
     # --- training -----------------------------------------------------------------------------------------------
@@ -153,7 +154,8 @@ class DiffusionModule(L.LightningModule):
     def example_condition(self, shape: tuple) -> dict:
         """Extra conditioning a forward pass on zeros of `shape` needs (dry-run FLOPs); subclasses add theirs."""
         if self.is_video and self.cfg.model.temporal.conditional:
-            return random_video_condition(torch.zeros(shape))
+            t = self.cfg.model.temporal
+            return random_video_condition(torch.zeros(shape), None, t.tasks, t.keyframe_stride)
         return {}
 
     # --- summaries ----------------------------------------------------------------------------------------------
