@@ -15,7 +15,7 @@ from torch import Tensor
 from lumiere_pl.config import ExperimentConfig, from_dict, to_dict
 from lumiere_pl.diffusion import SAMPLERS, Denoiser, diffusion_loss, get_sigmas, guided, make_schedule
 from lumiere_pl.diffusion.multidiffusion import multidiffusion
-from lumiere_pl.lit.conditioning import random_video_condition
+from lumiere_pl.lit.conditioning import condition_from, random_video_condition
 from lumiere_pl.lit.guard import NonFiniteGuard
 from lumiere_pl.models import build_model, count_parameters
 from lumiere_pl.text import build_text_encoder
@@ -127,6 +127,8 @@ class DiffusionModule(L.LightningModule):
         """Sample one clip per prompt: (b 3 t h w) videos (or (b 3 h w) images for t2i) in [-1, 1].
 
         Clip i starts from noise seeded by seeds[i] (default seed + i), so a clip does not depend on its batch.
+        A conditional STUNet without extra_cond samples the task none (C = 0, M = 0: plain text-to-video; the
+        validation samples of a keyframes-only TSR are therefore out of its training tasks, a preview only).
         """
         s, d = self.cfg.sampler, self.cfg.data
         size = d.size
@@ -136,6 +138,8 @@ class DiffusionModule(L.LightningModule):
         x = torch.stack([torch.randn(item, generator=torch.Generator().manual_seed(int(k))) for k in seeds])
         x = x.to(self.device) * sigmas[0]
         cond = {**self.text_condition(prompts), **(extra_cond or {})}
+        if self.is_video and self.cfg.model.temporal.conditional and "cond_video" not in cond:
+            cond.update(condition_from(x.new_zeros(x.shape), x.new_zeros(x[:, :1].shape)))   # task none: M = 0
         denoise = self.wrap_denoiser(guided(self.denoiser, s.guidance if guidance is None else guidance))
         g = torch.Generator(device=self.device).manual_seed(seeds[0] if seeds else seed)  # eta > 0 noise
         was_training = self.net.training

@@ -1,0 +1,131 @@
+"""`make ablation`'s two steps around training, sampling and FVD: STUNet versus the keyframes + TSR cascade.
+
+  python -m lumiere_pl.cli.ablation prepare --out runs/ablation [--n 16 --real 64]
+      prompts.jsonl: the captions of N test clips of the moving-shapes set (fixed: split "test", data seed)
+      real/NNNNNN.mp4: the first `--real` test clips, rendered like the STUNet's training clips (16 frames, 8 fps)
+  python -m lumiere_pl.cli.ablation report --out runs/ablation --stunet CKPT --keyframes CKPT --tsr CKPT
+      table.md + table.json: per pipeline FVD (from {pipeline}/fvd.json, written by `lumiere-eval fvd`), training
+      steps, sampling time per video, forward GFLOPs per generated video, motion coherence (data/shapes_motion.py)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+PIPELINES = ("stunet", "cascade")
+
+
+def prepare(out: Path, config: str, n: int, n_real: int) -> None:
+    from lumiere_pl.config import load_config
+    from lumiere_pl.data.synthetic import render_clip, sample_clip
+    from lumiere_pl.utils.video import write_mp4
+
+    d = load_config(config).data
+    s = d.synthetic
+    clips = [sample_clip(s.seed, i, "test", s.speed_word_prob) for i in range(max(n, n_real))]
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"index": i, "prompt": c.caption} for i, c in enumerate(clips[:n])]
+    (out / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for i, c in enumerate(clips[:n_real]):
+        path = out / "real" / f"{i:06d}.mp4"
+        if not path.exists():
+            write_mp4(path, render_clip(c, d.frames, d.size, s.shape_scale, s.background), fps=d.fps)
+    print(f"wrote {out / 'prompts.jsonl'} ({n} prompts) and {n_real} real clips under {out / 'real'}")
+
+
+def _read_videos(folder: Path, n: int) -> List[np.ndarray]:
+    from lumiere_pl.data.video_io import decode
+
+    return [decode((folder / f"{i:06d}.mp4").read_bytes()) for i in range(n)]       # each (t h w 3) uint8
+
+
+def gflops_per_video(module) -> float:
+    """Forward GFLOPs of one generated clip: sampler steps x network calls per step (2 with guidance) x one call."""
+    import torch
+
+    from lumiere_pl.utils.flops import forward_flops
+
+    d, s = module.cfg.data, module.cfg.sampler
+    shape = (1, 3, d.frames, d.size, d.size)
+    cond = {**module.text_condition(["a red circle moving left"]), **module.example_condition(shape)}
+    one = forward_flops(module.net, torch.zeros(shape), torch.full((1,), 500.0), cond)
+    return one * s.steps * (1 if s.guidance == 1.0 else 2) / 1e9
+
+
+def _row(out: Path, name: str, ckpts: List[str], rows: List[dict], background) -> dict:
+    from lumiere_pl.checkpoint import load_checkpoint, load_module
+    from lumiere_pl.data.shapes_motion import summarise
+
+    folder = out / name / "videos"
+    metas = [json.loads((folder / f"{r['index']:06d}.json").read_text()) for r in rows]
+    fvd = json.loads((out / name / "fvd.json").read_text())
+    motion = summarise(_read_videos(folder, len(rows)), [r["prompt"] for r in rows], background)
+    return {"pipeline": name, "fvd": fvd["value"], "n_fake": fvd["n_fake"], "n_real": fvd["n_real"],
+            "train_steps": sum(int(load_checkpoint(c)["global_step"]) for c in ckpts),
+            "sample_s_per_video": float(np.mean([m["sample_seconds"] for m in metas])),
+            "gflops_per_video": sum(gflops_per_video(load_module(c)) for c in ckpts), **motion}
+
+
+def report(out: Path, stunet: str, keyframes: str, tsr: str, background=(0, 0, 0)) -> List[dict]:
+    from lumiere_pl.data.shapes_motion import summarise
+
+    rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines() if line.strip()]
+    table = [_row(out, "stunet", [stunet], rows, background), _row(out, "cascade", [keyframes, tsr], rows, background)]
+    real = summarise(_read_videos(out / "real", len(rows)), [r["prompt"] for r in rows], background)
+    table.append({"pipeline": "real clips (reference)", "fvd": math.nan, **real})
+    (out / "table.json").write_text(json.dumps(table, indent=2))
+    (out / "table.md").write_text(markdown(table))
+    return table
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def markdown(table: List[dict]) -> str:
+    head = ("| pipeline | FVD | train steps | sample s / video | GFLOPs / video | direction match | jump | jerk "
+            "| shape found |\n|---|---|---|---|---|---|---|---|---|\n")
+    lines = [f"| {r['pipeline']} | {_fmt(r.get('fvd'), '.1f')} | {_fmt(r.get('train_steps'), 'd')} "
+             f"| {_fmt(r.get('sample_s_per_video'), '.2f')} | {_fmt(r.get('gflops_per_video'), '.1f')} "
+             f"| {_fmt(r['direction_match'], '.0%')} | {_fmt(r['jump'], '.3f')} | {_fmt(r['jerk'], '.3f')} "
+             f"| {_fmt(r['detected'], '.0%')} |" for r in table]
+    n = next((r["n_fake"] for r in table if "n_fake" in r), "?")
+    return head + "\n".join(lines) + (f"\n\nN = {n} prompts per pipeline. FVD: I3D (TF-Hub) logits against the real "
+                                      f"clips. jump / jerk: mean |centroid step| and |change of step| per frame, in "
+                                      f"frame sides (lumiere_pl/data/shapes_motion.py).\n")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lumiere_pl.cli.ablation", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="prompts and real clips")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--config", default="experiments/stunet_shapes.yaml", help="experiment whose data the clips follow")
+    p.add_argument("--n", type=int, default=16, help="prompts (videos per pipeline)")
+    p.add_argument("--real", type=int, default=64, help="real clips")
+    p = sub.add_parser("report", help="the comparison table (md + json)")
+    p.add_argument("--out", type=Path, required=True)
+    for name in ("stunet", "keyframes", "tsr"):
+        p.add_argument(f"--{name}", required=True, help=f"{name} checkpoint")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            prepare(args.out, args.config, args.n, args.real)
+        else:
+            report(args.out, args.stunet, args.keyframes, args.tsr)
+            print((args.out / "table.md").read_text())
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"ablation: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
