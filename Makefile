@@ -73,7 +73,7 @@ eval: install
 # trained for the same steps on the moving-shapes set (reusing runs/t2i_shapes, runs/stunet_shapes of
 # `make train DATASET=shapes`). Then the same ABL_N prompts (seeds 0..N-1) through both pipelines, FVD (I3D) against
 # ABL_REAL real clips, motion coherence, and the table: $(RUNS)/ablation/table.md and table.json.
-# Sampling and FVD skip finished files: `rm -rf $(RUNS)/ablation` after retraining.
+# Sampling skips finished videos; when a checkpoint changed since the last run, `ablation prepare` clears them.
 ABL_N    ?= 16
 ABL_REAL ?= 64
 ABL      := $(RUNS)/ablation
@@ -85,7 +85,8 @@ ablation: install
 	for exp in stunet_shapes cascade_keyframes_shapes cascade_tsr_shapes; do \
 		$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/$$exp.yaml out_dir=$(RUNS) \
 			model.init_from=$(ABL_T2I) $(ARGS) || exit 1; done
-	$(PY) -m lumiere_pl.cli.ablation prepare --out $(ABL) --n $(ABL_N) --real $(ABL_REAL)
+	$(PY) -m lumiere_pl.cli.ablation prepare --out $(ABL) --n $(ABL_N) --real $(ABL_REAL) --ckpts \
+		$(foreach e,stunet_shapes cascade_keyframes_shapes cascade_tsr_shapes,$(call ABL_CKPT,$(e)))
 	$(PY) -m lumiere_pl.cli.sample --ckpt $(call ABL_CKPT,stunet_shapes) --prompts $(ABL)/prompts.jsonl \
 		--out-dir $(ABL)/stunet/videos
 	$(PY) -m lumiere_pl.cli.sample --keyframes-ckpt $(call ABL_CKPT,cascade_keyframes_shapes) \

@@ -1,8 +1,10 @@
 """`make ablation`'s two steps around training, sampling and FVD: STUNet versus the keyframes + TSR cascade.
 
-  python -m lumiere_pl.cli.ablation prepare --out runs/ablation [--n 16 --real 64]
+  python -m lumiere_pl.cli.ablation prepare --out runs/ablation [--n 16 --real 64] [--ckpts CKPT ...]
       prompts.jsonl: the captions of N test clips of the moving-shapes set (fixed: split "test", data seed)
       real/NNNNNN.mp4: the first `--real` test clips, rendered like the STUNet's training clips (16 frames, 8 fps)
+      checkpoints.json: the --ckpts files (size, mtime); when one changed since the last run, the pipelines' videos
+      and FVDs are deleted, so sampling (which skips finished files) does not reuse a retrained model's old videos
   python -m lumiere_pl.cli.ablation report --out runs/ablation --stunet CKPT --keyframes CKPT --tsr CKPT
       table.md + table.json: per pipeline FVD (from {pipeline}/fvd.json, written by `lumiere-eval fvd`), training
       steps, sampling time per video, forward GFLOPs per generated video, motion coherence (data/shapes_motion.py)
@@ -21,7 +23,23 @@ import numpy as np
 PIPELINES = ("stunet", "cascade")
 
 
-def prepare(out: Path, config: str, n: int, n_real: int) -> None:
+def _stale_outputs(out: Path, ckpts: List[str]) -> None:
+    """Delete {pipeline}/ when the checkpoints differ from those recorded at the last prepare (retrained models)."""
+    import shutil
+
+    now = {c: [Path(c).stat().st_size, Path(c).stat().st_mtime_ns] for c in ckpts}
+    record = out / "checkpoints.json"
+    before = json.loads(record.read_text()) if record.exists() else None
+    if before != now:
+        for name in PIPELINES:
+            if (out / name).exists():
+                print(f"checkpoints changed since the last run: removing {out / name}")
+                shutil.rmtree(out / name)
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(now, indent=2))
+
+
+def prepare(out: Path, config: str, n: int, n_real: int, ckpts: Optional[List[str]] = None) -> None:
     from lumiere_pl.config import load_config
     from lumiere_pl.data.synthetic import render_clip, sample_clip
     from lumiere_pl.utils.video import write_mp4
@@ -30,6 +48,8 @@ def prepare(out: Path, config: str, n: int, n_real: int) -> None:
     s = d.synthetic
     clips = [sample_clip(s.seed, i, "test", s.speed_word_prob) for i in range(max(n, n_real))]
     out.mkdir(parents=True, exist_ok=True)
+    if ckpts:
+        _stale_outputs(out, ckpts)
     rows = [{"index": i, "prompt": c.caption} for i, c in enumerate(clips[:n])]
     (out / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for i, c in enumerate(clips[:n_real]):
@@ -110,6 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--config", default="experiments/stunet_shapes.yaml", help="experiment whose data the clips follow")
     p.add_argument("--n", type=int, default=16, help="prompts (videos per pipeline)")
     p.add_argument("--real", type=int, default=64, help="real clips")
+    p.add_argument("--ckpts", nargs="*", default=[], help="the checkpoints sampled next: a change clears old videos")
     p = sub.add_parser("report", help="the comparison table (md + json)")
     p.add_argument("--out", type=Path, required=True)
     for name in ("stunet", "keyframes", "tsr"):
@@ -117,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.command == "prepare":
-            prepare(args.out, args.config, args.n, args.real)
+            prepare(args.out, args.config, args.n, args.real, args.ckpts)
         else:
             report(args.out, args.stunet, args.keyframes, args.tsr)
             print((args.out / "table.md").read_text())
