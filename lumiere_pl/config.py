@@ -61,7 +61,7 @@ class ModelConfig:
     name: str = "stunet"            # registry key in lumiere_pl.models.MODELS: t2i | stunet | ssr
     unet: UNetConfig = field(default_factory=UNetConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
-    init_from: Optional[str] = None # T2I checkpoint to inflate (stunet, ssr); None: random T2I weights
+    init_from: Optional[str] = None # T2I checkpoint to inflate (stunet, ssr) or fine-tune (t2i); None: random
     upscale: int = 4                # ssr only: spatial factor; the low-res input is data.size / upscale pixels
 
 

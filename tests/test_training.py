@@ -54,6 +54,17 @@ def test_t2i_then_stunet_end_to_end(tiny_overrides, tmp_path):
     assert ckpt["hyper_parameters"]["config"]["model"]["name"] == "t2i"
     assert len(list((cfg.run_dir / "samples").glob("step_*/*.mp4"))) == 1
 
+    # a T2I with model.init_from starts from the pretrained (EMA) weights, live and EMA alike: fine-tuning (a style)
+    ft_cfg, ft_state = train_cli.inherit_t2i(load_config(None, t2i_over + ["name=t2i_ft",
+                                                                           f"model.init_from={t2i_ckpt}"]))
+    ft = module_class("t2i")(to_dict(ft_cfg), ft_state)
+    fresh = module_class("t2i")(to_dict(ft_cfg))
+    with ft.ema.apply_to(ft.net):
+        ema_weights = {k: v.clone() for k, v in ft.net.state_dict().items()}
+    for k, v in net_state(ckpt, ema=True).items():
+        assert torch.equal(ft.net.state_dict()[k], v) and torch.equal(ema_weights[k], v), k
+    assert any(not torch.equal(fresh.net.state_dict()[k], v) for k, v in net_state(ckpt, ema=True).items())
+
     st_over = tiny_overrides + ["name=stunet", "model.name=stunet", f"model.init_from={t2i_ckpt}",
                                 "model.temporal.down_levels=[0,1]", "train.lr=2e-3", "train.warmup_steps=5",
                                 "train.val_prompts=[a red circle moving left]", "sampler.steps=4"]

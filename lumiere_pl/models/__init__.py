@@ -11,8 +11,12 @@ from lumiere_pl.models.stunet import STUNet
 from lumiere_pl.models.unet import UNet
 
 
-def build_t2i(cfg: ExperimentConfig, text_dim: int) -> UNet:
-    return UNet(cfg.model.unet, text_dim)
+def build_t2i(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict] = None) -> UNet:
+    """A T2I U-Net; t2i_state (model.init_from) starts it from a pretrained one: fine-tuning, e.g. on a style."""
+    net = UNet(cfg.model.unet, text_dim)
+    if t2i_state is not None:
+        net.load_state_dict(t2i_state)
+    return net
 
 
 def build_stunet(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict] = None) -> STUNet:
@@ -33,8 +37,6 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 def build_model(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict] = None) -> nn.Module:
     if cfg.model.name not in MODELS:
         raise KeyError(f"model.name={cfg.model.name!r}: known models are {sorted(MODELS)}")
-    if cfg.model.name == "t2i":
-        return MODELS["t2i"](cfg, text_dim)
     return MODELS[cfg.model.name](cfg, text_dim, t2i_state)
 
 
