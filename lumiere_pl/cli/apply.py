@@ -148,11 +148,10 @@ def read_inputs(args: argparse.Namespace) -> Inputs:
 
 def load(args: argparse.Namespace):
     """The STUNet of --ckpt (EMA weights baked in unless --no-ema), stylized for `stylize`."""
-    from lumiere_pl.checkpoint import config_of, load_checkpoint
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.checkpoint import load_module
 
-    ckpt = load_checkpoint(args.ckpt)
-    cfg = config_of(ckpt)
+    module = load_module(args.ckpt, args.device)                              # weights_only=True inside
+    cfg = module.cfg
     if cfg.model.name != "stunet":
         raise ValueError(f"{args.ckpt}: expected a STUNet checkpoint, found model.name={cfg.model.name!r}")
     if args.command in NEEDS_TASK:
@@ -162,10 +161,6 @@ def load(args: argparse.Namespace):
         if NEEDS_TASK[args.command] not in cfg.model.temporal.tasks:
             print(f"lumiere-apply: note: {args.ckpt} was trained on the tasks {list(cfg.model.temporal.tasks)}, "
                   f"without {NEEDS_TASK[args.command]!r} that {args.command} relies on", file=sys.stderr)
-    config = ckpt["hyper_parameters"]["config"]
-    module = module_class(cfg.model.name)(config)
-    module.load_state_dict(ckpt["state_dict"])
-    module = module.to(args.device).eval()
     if not args.no_ema:                      # bake the EMA in, so stylize_ interpolates the weights that sample
         module.net.load_state_dict(module.ema.averaged_state_dict(module.net))
     if args.command == "stylize":
