@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from lumiere_pl.data import DataConfig, DataHealthCallback, WebVideoDataModule
@@ -45,11 +46,12 @@ def _shards(root: Path, counts) -> None:
     write_manifest(root, stats, [], {})
 
 
-def test_ddp_two_ranks_odd_shards(tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])         # 1: persistent worker processes in each rank
+def test_ddp_two_ranks_odd_shards(tmp_path, workers):
     _shards(tmp_path, [5, 6, 4])                      # 3 shards, 15 samples
     pattern = str(tmp_path / "part{0,1,2}-000000.tar")
     cfg = DataConfig(name="webdataset", train_shards=pattern, val_shards=pattern, frames=4, size=16, fps=8.0,
-                     batch_size=2, num_workers=0)
+                     batch_size=2, num_workers=workers)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, callbacks=[DataHealthCallback(), ReleaseProcessGroup()])
@@ -61,5 +63,7 @@ def test_ddp_two_ranks_odd_shards(tmp_path):
     for epoch in range(2):                            # no sample twice within an epoch, across both ranks
         keys = [k for r, n in zip(ranks, per_epoch) for b in r["train"][epoch * n:(epoch + 1) * n] for k in b]
         assert len(keys) == len(set(keys)) >= 12, keys
+    for r, n in zip(ranks, per_epoch):                # each epoch is its own order (workers see the new epoch)
+        assert r["train"][:n] != r["train"][n:2 * n]
     val = [k for r in ranks for b in r["val"][:len(r["val"]) // 2] for k in b]     # first epoch's validation
     assert len(val) == len(set(val)) >= 12
