@@ -237,21 +237,6 @@ def generate(args: argparse.Namespace, module, video, known):
     return out
 
 
-def write(path: Path, frames: np.ndarray, fps: float, lossless: bool) -> None:
-    """(t h w 3) uint8 -> MP4: H.264 yuv420p CRF 18, or RGB H.264 qp 0 (bit-exact) with lossless."""
-    from lumiere_pl.utils.video import write_mp4
-
-    if not lossless:
-        write_mp4(path, frames, fps=fps)
-        return
-    from lumiere_pl.data.video_io import encode
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(encode(frames, fps, lossless=True))
-    tmp.replace(path)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Command line
 
@@ -319,9 +304,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as err:                      # e.g. --frames the STUNet cannot halve
         print(f"{name}: {err}", file=sys.stderr)
         return 2
-    from lumiere_pl.utils.video import to_uint8
+    from lumiere_pl.utils.video import to_uint8, write_mp4
 
-    write(args.out, to_uint8(out[0]), args.fps or module.cfg.data.fps, args.lossless)
+    write_mp4(args.out, to_uint8(out[0]), args.fps or module.cfg.data.fps, lossless=args.lossless)
     print(f"wrote {args.out}")
     return 0
 

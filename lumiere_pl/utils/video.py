@@ -5,7 +5,6 @@ import io
 from pathlib import Path
 from typing import Sequence
 
-import av
 import numpy as np
 import torch
 from PIL import Image
@@ -25,23 +24,18 @@ def to_uint8(video: Tensor) -> np.ndarray:
     return x.permute(1, 2, 3, 0).cpu().numpy()
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 18) -> Path:
-    """frames (t h w 3) uint8 -> H.264 MP4 (yuv420p; odd sizes are padded by one pixel). Written to a temporary name
-    and renamed, so a reader never sees half a file."""
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 18, lossless: bool = False) -> Path:
+    """frames (t h w 3) uint8 -> H.264 MP4 (yuv420p at `crf`; lossless: RGB qp 0, bit-exact; odd sizes are padded by
+    one pixel): lumiere_pl.data.video_io.encode, written to a temporary name and renamed, so a reader never sees half
+    a file."""
+    from lumiere_pl.data.video_io import encode
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"write_mp4 expects uint8 frames (t h w 3), got {frames.dtype} {frames.shape}")
-    t, h, w, _ = frames.shape
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with av.open(str(tmp), mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=max(1, round(fps)))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for f in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        out.mux(stream.encode(None))
+    tmp.write_bytes(encode(frames, fps, crf=crf, lossless=lossless))
     tmp.replace(path)
     return path
 
