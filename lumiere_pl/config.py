@@ -54,6 +54,14 @@ class TemporalConfig:
     tasks: List[str] = field(default_factory=lambda: ["none", "first", "box"])  # conditional: training task mix
                                     # (lit/conditioning.py: none | first | box | keyframes), one drawn per clip
     keyframe_stride: int = 4        # keyframes task: M marks frames 0, k, 2k, ... (temporal super-resolution, k = 4)
+    # What the temporal modules see (docs/MOTION.md measures each). All keep the init property: identity at init.
+    emb_cond: bool = False          # scale-shift every TemporalConv by the U-Net's noise-level (+ pooled text)
+                                    # embedding, as Video LDM's time-conditioned temporal ResBlocks
+    text_attn: bool = False         # cross-attention to the text tokens in every TemporalAttention
+    attn_levels: List[int] = field(default_factory=list)   # levels whose ResBlocks are each followed by a
+                                    # TemporalAttention too (the coarsest level always has attn_layers of them)
+    unfreeze: List[str] = field(default_factory=list)      # spatial groups trained despite freeze_spatial:
+                                    # text (the T2I's text projection, pooling and cross-attention layers)
 
 
 @dataclass
@@ -267,10 +275,13 @@ def validate(cfg: ExperimentConfig) -> None:
     _choice("model.temporal.init", t.init, ("identity", "random"))
 
     _check_tasks(cfg)
+    for group in t.unfreeze:
+        _choice("model.temporal.unfreeze", group, ("text",))
     levels = len(u.channel_mults)
     if levels < 1:
         raise ConfigError("model.unet.channel_mults must list at least one level, e.g. [1, 2, 2]")
-    for key, lv in [("model.unet.attn_levels", u.attn_levels), ("model.temporal.down_levels", t.down_levels)]:
+    for key, lv in [("model.unet.attn_levels", u.attn_levels), ("model.temporal.down_levels", t.down_levels),
+                    ("model.temporal.attn_levels", t.attn_levels)]:
         bad = [x for x in lv if not 0 <= x < levels]
         if bad:
             raise ConfigError(f"{key}={list(lv)}: levels {bad} do not exist; levels are 0..{levels - 1}")

@@ -44,6 +44,78 @@ def test_inflated_stunet_equals_t2i_on_a_still_video(down_levels, frames):
     assert (out - ref[:, :, None]).abs().max() <= 1e-5
 
 
+OPTIONS = {"emb_cond": dict(emb_cond=True), "text_attn": dict(text_attn=True), "attn_levels": dict(attn_levels=[0, 1]),
+           "unfreeze_text": dict(unfreeze=["text"]), "all": dict(emb_cond=True, text_attn=True, attn_levels=[0, 1, 2],
+                                                                 unfreeze=["text"], attn_layers=2)}
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_every_temporal_option_keeps_the_init_property(option):
+    """Each option of what the temporal modules see (noise embedding, text, more attention) starts as the identity."""
+    t2i = make_t2i()
+    net = STUNet(t2i, TemporalConfig(down_levels=[0, 1], **OPTIONS[option]))
+    img, c_noise = torch.randn(2, 3, 16, 16), torch.tensor([50.0, 700.0])
+    ref = t2i(img, c_noise, cond(2))
+    out = net(img[:, :, None].expand(-1, -1, 8, -1, -1), c_noise, cond(2))
+    assert (out - ref[:, :, None]).abs().max() <= 1e-5
+    with torch.no_grad():               # and the options are live: perturbing their weights changes the output
+        for p in net.temporal.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    assert (net(img[:, :, None].expand(-1, -1, 8, -1, -1), c_noise, cond(2)) - ref[:, :, None]).abs().max() > 1e-3
+
+
+def test_temporal_modules_see_noise_level_and_text_when_asked():
+    """With emb_cond / text_attn a trained temporal module's output depends on c_noise / the caption; without, the
+    temporal modules alone cannot tell two noise levels or captions apart (only frozen T2I features carry them)."""
+    from lumiere_pl.models.temporal import TemporalContext
+
+    for opts, key, ch in ((dict(emb_cond=True), "in0_0", 16), (dict(text_attn=True), "mid_1", 32)):
+        t2i = make_t2i()
+        net = STUNet(t2i, TemporalConfig(down_levels=[0], **opts))
+        with torch.no_grad():
+            for p in net.temporal.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        x = torch.randn(2, ch, 4, 4, 4)                                 # (b c t h w)
+        a = TemporalContext(emb=torch.randn(2, t2i.emb_dim), text=torch.randn(2, 5, TEXT_DIM))
+        b = TemporalContext(emb=torch.randn(2, t2i.emb_dim), text=torch.randn(2, 5, TEXT_DIM))
+        assert (net.temporal[key](x, a) - net.temporal[key](x, b)).abs().max() > 1e-4, opts
+        plain = STUNet(make_t2i(), TemporalConfig(down_levels=[0]))
+        assert torch.equal(plain.temporal[key](x, a), plain.temporal[key](x, b))
+
+
+def test_attn_levels_add_temporal_attention_after_each_resblock_of_those_levels():
+    t2i = make_t2i()
+    net = STUNet(t2i, TemporalConfig(down_levels=[0, 1], attn_levels=[1]))
+    attn_keys = sorted(k for k in net.temporal if k.endswith("_attn"))
+    # level 1: one ResBlock on the way down (in2), two on the way up (out2, out3)
+    assert attn_keys == ["in2_0_attn", "out2_0_attn", "out3_0_attn"]
+    seen = []
+    for k in attn_keys:
+        net.temporal[k].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[2:]))
+    net(torch.randn(1, 3, 8, 16, 16), torch.tensor([10.0]), cond(1))
+    assert seen == [(4, 8, 8)] * 3                      # level 1: T/2 frames at 8x8
+
+
+def test_unfreeze_text_trains_only_temporal_and_text_layers():
+    t2i = make_t2i()
+    net = STUNet(t2i, TemporalConfig(down_levels=[0], unfreeze=["text"]))
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad and n.startswith("t2i.")}
+    assert {"t2i.text_proj.weight", "t2i.text_pool.weight"} <= trainable
+    assert trainable and all(n.startswith(("t2i.text_", "t2i.middle_block.1.norm2", "t2i.middle_block.1.cross_attn"))
+                             or ".cross_attn." in n or ".norm2." in n for n in trainable)
+    assert not any(".conv" in n or "self_attn" in n for n in trainable)
+
+
+def test_no_temporal_down_equals_the_per_frame_t2i_on_any_video():
+    """down_levels=[] at init: every temporal module is the identity, so any video (not only a still one) goes
+    through the STUNet exactly as its frames through the T2I U-Net one by one."""
+    t2i = make_t2i()
+    net = STUNet(t2i, TemporalConfig(down_levels=[], attn_layers=2))
+    video, c_noise = torch.randn(2, 3, 5, 16, 16), torch.tensor([50.0, 700.0])
+    per_frame = torch.stack([t2i(video[:, :, i], c_noise, cond(2)) for i in range(5)], dim=2)
+    assert (net(video, c_noise, cond(2)) - per_frame).abs().max() <= 1e-5
+
+
 def test_random_init_ablation_is_not_the_identity():
     t2i = make_t2i()
     net = STUNet(t2i, TemporalConfig(down_levels=[0], init="random"))

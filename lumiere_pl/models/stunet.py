@@ -7,19 +7,21 @@ live in `self.temporal`, keyed by where they run:
 - after every ResBlock: a TemporalConv (with the pretrained 2D conv: a factorized space-time conv), at every level;
 - after each spatial Downsample of a level in `down_levels`: a TemporalDownsample, and the mirror TemporalUpsample
   after the matching spatial Upsample, so the network works on a compact space-time representation;
-- after the middle attention (the coarsest level): `attn_layers` stacked TemporalAttention.
-Features flow folded, ((b t) c h w), so the T2I layers run unchanged; temporal modules unfold to (b c t h w).
+- after the middle attention (the coarsest level): `attn_layers` stacked TemporalAttention;
+- after every ResBlock of a level in `attn_levels`: one more TemporalAttention, keyed "{where}_attn".
+Features flow folded, ((b t) c h w), so the T2I layers run unchanged; temporal modules unfold to (b c t h w) and
+see a TemporalContext: the T2I's embedding (noise level + pooled text) and the text encoder's tokens.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, Dict, Iterator, List, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from lumiere_pl.config import TemporalConfig
 from lumiere_pl.models.layers import AttentionBlock, Block, Downsample, FrameContexts, ResBlock, Upsample, zero_
-from lumiere_pl.models.temporal import TemporalAttention, TemporalConv, TemporalDownsample, TemporalUpsample
+from lumiere_pl.models.temporal import TemporalContext, TemporalDownsample, TemporalModules
 from lumiere_pl.models.unet import UNet, check_resolution
 from lumiere_pl.utils.tensors import fold_time, unfold_time
 
@@ -35,32 +37,33 @@ class STUNet(nn.Module):
         super().__init__()
         self.cfg, self.t2i = cfg, t2i
         ucfg = t2i.cfg
+        make = TemporalModules(cfg, t2i.emb_dim, t2i.text_dim, ucfg.head_dim)
         self.temporal = nn.ModuleDict()
-        down = set(cfg.down_levels)
+        down, attn_levels = set(cfg.down_levels), set(cfg.attn_levels)
 
-        def after_layers(prefix: str, block: Block) -> None:
+        def after_layers(prefix: str, block: Block, level: int) -> None:
             for j, layer in enumerate(block):
-                ch = _out_channels(layer)
+                ch, key = _out_channels(layer), f"{prefix}_{j}"
                 if isinstance(layer, ResBlock):
-                    self.temporal[f"{prefix}_{j}"] = TemporalConv(ch, cfg.kernel)
+                    self.temporal[key] = make.conv(ch)
+                    if level in attn_levels:
+                        self.temporal[key + "_attn"] = make.attn(ch)
                 elif isinstance(layer, Downsample) and layer.level in down:
-                    self.temporal[f"{prefix}_{j}"] = TemporalDownsample(ch, cfg.kernel)
+                    self.temporal[key] = make.down(ch)
                 elif isinstance(layer, Upsample) and layer.level in down:
-                    self.temporal[f"{prefix}_{j}"] = TemporalUpsample(ch, cfg.kernel)
+                    self.temporal[key] = make.up(ch)
                 elif isinstance(layer, AttentionBlock) and prefix == "mid" and cfg.attn_layers:
-                    self.temporal[f"{prefix}_{j}"] = nn.Sequential(*[
-                        TemporalAttention(ch, ucfg.head_dim, cfg.max_frames) for _ in range(cfg.attn_layers)])
+                    self.temporal[key] = make.attn(ch, cfg.attn_layers)
 
-        for i, block in enumerate(t2i.input_blocks):
-            after_layers(f"in{i}", block)
-        after_layers("mid", t2i.middle_block)
-        for i, block in enumerate(t2i.output_blocks):
-            after_layers(f"out{i}", block)
+        for prefix, block, level in _walk(t2i):
+            after_layers(prefix, block, level)
         self.cond_in = (zero_(nn.Conv2d(4, ucfg.channels, 3, padding=1)) if cfg.conditional else None)
-        if cfg.init == "random":
-            _he_init_(self.temporal)
+        make.finish(self.temporal)
         if cfg.freeze_spatial:
             self.t2i.requires_grad_(False)
+            for group in cfg.unfreeze:
+                for m in SPATIAL_GROUPS[group](self.t2i):
+                    m.requires_grad_(True)
 
     @property
     def temporal_halvings(self) -> int:
@@ -72,13 +75,14 @@ class STUNet(nn.Module):
             raise ValueError(f"{t} frames cannot be halved {k} times (model.temporal.down_levels="
                              f"{list(self.cfg.down_levels)}); use a multiple of {2 ** k}")
 
-    def _run(self, prefix: str, block: Block, h: Tensor, t: int, ctxs: FrameContexts) -> tuple[Tensor, int]:
+    def _run(self, prefix: str, block: Block, h: Tensor, t: int, ctxs: FrameContexts,
+             tctx: TemporalContext) -> tuple[Tensor, int]:
         for j, layer in enumerate(block):
             h = layer(h, ctxs[t])                                  # ((b t) c h w), pretrained 2D layer
-            key = f"{prefix}_{j}"
-            if key in self.temporal:
-                v = self.temporal[key](unfold_time(h, t))         # (b c t' h w)
-                h, t = fold_time(v), v.shape[2]
+            for key in (f"{prefix}_{j}", f"{prefix}_{j}_attn"):
+                if key in self.temporal:
+                    v = self.temporal[key](unfold_time(h, t), tctx)   # (b c t' h w)
+                    h, t = fold_time(v), v.shape[2]
         return h, t
 
     def forward(self, x: Tensor, c_noise: Tensor, cond: dict) -> Tensor:
@@ -87,7 +91,9 @@ class STUNet(nn.Module):
         b, _, t, hh, ww = x.shape
         self.check_frames(t)
         check_resolution(self.t2i, hh, ww)
-        ctxs = FrameContexts(self.t2i.context(c_noise, cond))
+        ctx = self.t2i.context(c_noise, cond)
+        ctxs = FrameContexts(ctx)
+        tctx = TemporalContext(emb=ctx.emb, text=cond["text"], text_mask=cond.get("text_mask"))
         frames_cond = {k: fold_time(v) if isinstance(v, Tensor) and v.ndim == 5 else v for k, v in cond.items()}
         h = self.t2i.conv_in(self.t2i.input(fold_time(x), frames_cond))          # ((b t) ch h w)
         if self.cond_in is not None:
@@ -95,26 +101,40 @@ class STUNet(nn.Module):
             h = h + self.cond_in(fold_time(cm.to(h.dtype)))
         skips: List[tuple[Tensor, int]] = [(h, t)]
         for i, block in enumerate(self.t2i.input_blocks):
-            h, t = self._run(f"in{i}", block, h, t, ctxs)
+            h, t = self._run(f"in{i}", block, h, t, ctxs, tctx)
             skips.append((h, t))
-        h, t = self._run("mid", self.t2i.middle_block, h, t, ctxs)             # coarsest: (b*T/2^k, C, ...)
+        h, t = self._run("mid", self.t2i.middle_block, h, t, ctxs, tctx)       # coarsest: (b*T/2^k, C, ...)
         for i, block in enumerate(self.t2i.output_blocks):
             skip, t_skip = skips.pop()
             assert t_skip == t, f"skip at {t_skip} frames meets features at {t} frames"
-            h, t = self._run(f"out{i}", block, torch.cat([h, skip], dim=1), t, ctxs)
+            h, t = self._run(f"out{i}", block, torch.cat([h, skip], dim=1), t, ctxs, tctx)
         return unfold_time(self.t2i.out(h), t)                                  # (b out t h w)
 
     def coarsest_frames(self, t: int) -> int:
         return t // 2 ** self.temporal_halvings
 
 
-def _he_init_(modules: nn.Module) -> None:
-    """The paper's ablation baseline: He (Kaiming) init of every new conv / linear, no identity, no zero outputs."""
-    for m in modules.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+def _walk(t2i: UNet) -> Iterator[Tuple[str, Block, int]]:
+    """(key prefix, block, resolution level) for every block of the U-Net, in forward order."""
+    level = 0
+    for i, block in enumerate(t2i.input_blocks):
+        yield f"in{i}", block, level
+        level += any(isinstance(layer, Downsample) for layer in block)
+    yield "mid", t2i.middle_block, level
+    for i, block in enumerate(t2i.output_blocks):
+        yield f"out{i}", block, level
+        level -= any(isinstance(layer, Upsample) for layer in block)
+
+
+def _text_layers(t2i: UNet) -> List[nn.Module]:
+    """The layers that carry the caption into the T2I: text projection and pooling, every cross-attention."""
+    blocks = [m for m in t2i.modules() if isinstance(m, AttentionBlock)]
+    return [t2i.text_proj, t2i.text_pool] + [m for b in blocks for m in (b.norm2, b.cross_attn)]
+
+
+SPATIAL_GROUPS: Dict[str, Callable[[UNet], List[nn.Module]]] = {
+    "text": _text_layers,        # model.temporal.unfreeze=[text]: the T2I's text conditioning trains too
+}
 
 
 def _out_channels(layer: nn.Module) -> int:

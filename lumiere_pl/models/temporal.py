@@ -1,15 +1,32 @@
 """The new temporal modules Lumiere interleaves into a pretrained T2I U-Net (Sec. 3.1 and appendix).
 
-All work on (b c t h w) and are the identity at initialisation, so an inflated STUNet given a video whose frames
-are all one image returns the T2I U-Net's output on that image, on every frame.
+Every module is called as module(x, ctx): x is (b c t h w), ctx a TemporalContext holding what the module may
+condition on (the backbone's noise-level embedding, the text tokens). All are the identity at initialisation, whatever
+their options, so an inflated STUNet given a video whose frames are all one image returns the T2I U-Net's output on
+that image, on every frame.
+
+TemporalModules builds them from model.temporal for any backbone (our U-Net, diffusers' U-Nets): one place decides
+what an option means.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lumiere_pl.config import TemporalConfig
 from lumiere_pl.models.layers import Attention, norm, zero_
+
+
+@dataclass
+class TemporalContext:
+    """Per-clip conditioning of the temporal modules; each module uses what its options ask for."""
+    emb: Optional[Tensor] = None         # (b, emb_dim) the backbone's noise-level embedding (+ pooled text, ours)
+    text: Optional[Tensor] = None        # (b, L, text_dim) the text encoder's tokens
+    text_mask: Optional[Tensor] = None   # (b, L) bool, True = real token
 
 
 class TimeConv(nn.Conv2d):
@@ -37,17 +54,23 @@ def _identity_(conv: TimeConv) -> TimeConv:
 class TemporalConv(nn.Module):
     """Residual 1D temporal conv block; zero-initialised output projection (identity at init).
 
-    With the pretrained 2D conv that precedes it, a factorized space-time convolution.
+    With the pretrained 2D conv that precedes it, a factorized space-time convolution. emb_dim > 0: the second
+    norm is scaled and shifted by the backbone's embedding (noise level), as Video LDM's time-conditioned
+    temporal ResBlocks; the block stays the identity at init because its output conv is zero.
     """
 
-    def __init__(self, ch: int, kernel: int = 3):
+    def __init__(self, ch: int, kernel: int = 3, emb_dim: int = 0):
         super().__init__()
         self.norm1, self.conv1 = norm(ch), TimeConv(ch, kernel)
+        self.emb_proj = nn.Linear(emb_dim, 2 * ch) if emb_dim else None
         self.norm2, self.conv2 = norm(ch), zero_(TimeConv(ch, kernel))
 
-    def forward(self, x: Tensor) -> Tensor:                        # (b c t h w)
-        h = self.conv1(F.silu(self.norm1(x)))
-        return x + self.conv2(F.silu(self.norm2(h)))
+    def forward(self, x: Tensor, ctx: TemporalContext) -> Tensor:   # (b c t h w)
+        h = self.norm2(self.conv1(F.silu(self.norm1(x))))
+        if self.emb_proj is not None:
+            scale, shift = self.emb_proj(F.silu(ctx.emb))[:, :, None, None, None].chunk(2, dim=1)   # (b c 1 1 1)
+            h = h * (1 + scale) + shift
+        return x + self.conv2(F.silu(h))
 
 
 class TemporalDownsample(nn.Module):
@@ -57,7 +80,7 @@ class TemporalDownsample(nn.Module):
         super().__init__()
         self.conv = _identity_(TimeConv(ch, kernel, stride=2))
 
-    def forward(self, x: Tensor) -> Tensor:                        # (b c t h w) -> (b c t/2 h w)
+    def forward(self, x: Tensor, ctx: Optional[TemporalContext] = None) -> Tensor:   # (b c t h w) -> (b c t/2 h w)
         if x.shape[2] % 2:
             raise ValueError(f"temporal downsampling needs an even frame count, got {x.shape[2]}")
         return self.conv(x)
@@ -70,26 +93,74 @@ class TemporalUpsample(nn.Module):
         super().__init__()
         self.conv = _identity_(TimeConv(ch, kernel))
 
-    def forward(self, x: Tensor) -> Tensor:                        # (b c t h w) -> (b c 2t h w)
+    def forward(self, x: Tensor, ctx: Optional[TemporalContext] = None) -> Tensor:   # (b c t h w) -> (b c 2t h w)
         return self.conv(x.repeat_interleave(2, dim=2))
 
 
 class TemporalAttention(nn.Module):
-    """Self-attention over time at each spatial position, with a learned frame-position embedding; residual,
-    zero-initialised output (identity at init). Stacked at the coarsest level of the STUNet."""
+    """Self-attention over time at each spatial position, with a learned frame-position embedding, then (text_dim
+    > 0) cross-attention of every position and frame to the text tokens, then an MLP. Residual, zero-initialised
+    outputs (identity at init). Stacked at the coarsest level of the STUNet, optionally at other levels."""
 
-    def __init__(self, ch: int, head_dim: int, max_frames: int):
+    def __init__(self, ch: int, head_dim: int, max_frames: int, text_dim: int = 0):
         super().__init__()
         self.norm, self.attn = nn.LayerNorm(ch), Attention(ch, head_dim)
         self.pos = nn.Parameter(torch.randn(max_frames, ch) * 0.02)
+        self.text_norm = nn.LayerNorm(ch) if text_dim else None
+        self.text_attn = Attention(ch, head_dim, kv_dim=text_dim) if text_dim else None
         self.norm2 = nn.LayerNorm(ch)
         self.mlp = nn.Sequential(nn.Linear(ch, 4 * ch), nn.GELU(), zero_(nn.Linear(4 * ch, ch)))
 
-    def forward(self, x: Tensor) -> Tensor:                        # (b c t h w)
+    def forward(self, x: Tensor, ctx: Optional[TemporalContext] = None) -> Tensor:   # (b c t h w)
         b, c, t, h, w = x.shape
         if t > self.pos.shape[0]:
-            raise ValueError(f"{t} frames at the coarsest level > model.temporal.max_frames={self.pos.shape[0]}")
+            raise ValueError(f"{t} frames at a temporal attention > model.temporal.max_frames={self.pos.shape[0]}")
         tok = x.permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)    # ((b h w) t c)
         tok = tok + self.attn(self.norm(tok) + self.pos[:t])
+        if self.text_attn is not None:                              # every (position, frame) of a clip: its text
+            q = (self.text_norm(tok) + self.pos[:t]).reshape(b, h * w * t, c)              # (b (h w t) c)
+            tok = tok + self.text_attn(q, ctx.text, ctx.text_mask).reshape(b * h * w, t, c)
         tok = tok + self.mlp(self.norm2(tok))
         return tok.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+
+
+class TemporalStack(nn.ModuleList):
+    """Temporal modules applied in order, each as module(x, ctx)."""
+
+    def forward(self, x: Tensor, ctx: TemporalContext) -> Tensor:  # type: ignore[override]
+        for m in self:
+            x = m(x, ctx)
+        return x
+
+
+class TemporalModules:
+    """Builds the temporal modules of an inflation from model.temporal, for a backbone whose noise-level embedding
+    has emb_dim channels and whose text tokens have text_dim (our U-Net and diffusers' share this)."""
+
+    def __init__(self, cfg: TemporalConfig, emb_dim: int, text_dim: int, head_dim: int):
+        self.cfg, self.head_dim = cfg, head_dim
+        self.emb_dim = emb_dim if cfg.emb_cond else 0
+        self.text_dim = text_dim if cfg.text_attn else 0
+
+    def conv(self, ch: int) -> TemporalConv:
+        return TemporalConv(ch, self.cfg.kernel, self.emb_dim)
+
+    def down(self, ch: int) -> TemporalDownsample:
+        return TemporalDownsample(ch, self.cfg.kernel)
+
+    def up(self, ch: int) -> TemporalUpsample:
+        return TemporalUpsample(ch, self.cfg.kernel)
+
+    def attn(self, ch: int, layers: int = 1) -> TemporalStack:
+        return TemporalStack([TemporalAttention(ch, self.head_dim, self.cfg.max_frames, self.text_dim)
+                              for _ in range(layers)])
+
+    def finish(self, modules: nn.Module) -> nn.Module:
+        """model.temporal.init=random: He init of every new conv / linear (the paper's ablation baseline)."""
+        if self.cfg.init == "random":
+            for m in modules.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+        return modules
