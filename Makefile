@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 RUNS   ?= runs
 ARGS   ?=
 
-.PHONY: install train train-t2i train-stunet train-ssr shards test bench eval ablation clean help
+.PHONY: install train train-t2i train-stunet train-ssr shards test bench eval sweep ablation clean help
 
 help:
-	@echo "make install | train | test | eval | ablation | bench | shards | train-ssr | clean"
+	@echo "make install | train | test | eval | sweep | ablation | bench | shards | train-ssr | clean"
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -68,35 +68,20 @@ eval: install
 		--prompts $(EVAL_DIR)/prompts.jsonl --frames $(EVAL_FRAMES) --cache-dir $(EVAL_DIR)/cache \
 		--out $(EVAL_DIR)/ucf101_metrics.json --report-dir $(EVAL_DIR) $(EVAL_ARGS)
 
-# The paper's ablation baseline (docs/ABLATIONS.md): STUNet versus a cascade of a keyframe model (4 frames at 2 fps)
-# and a temporal super-resolution model (16 frames at 8 fps), all three inflated from the same T2I checkpoint and
-# trained for the same steps on the moving-shapes set (reusing runs/t2i_shapes, runs/stunet_shapes of
-# `make train DATASET=shapes`). Then the same ABL_N prompts (seeds 0..N-1) through both pipelines, FVD (I3D) against
-# ABL_REAL real clips, motion coherence, and the table: $(RUNS)/ablation/table.md and table.json.
-# Sampling skips finished videos; when a checkpoint changed since the last run, `ablation prepare` clears them.
-ABL_N    ?= 16
-ABL_REAL ?= 64
-ABL      := $(RUNS)/ablation
-ABL_T2I  := $(RUNS)/t2i_shapes/checkpoints/last.ckpt
-ABL_CKPT  = $(RUNS)/$(1)/checkpoints/last.ckpt
-ABL_START := $(shell date +%s)
+# Sweeps (docs/SWEEPS.md): a spec names a grid of config overrides x training seeds, the sampling and the scoring;
+# lumiere-sweep trains each run (resumable), samples the same prompts from the same noise, scores and writes one
+# table (mean and 95% interval over seeds): {out_dir}/{name}/table.md, table.json, table.png.
+#   make sweep SPEC=experiments/sweeps/motion_recipe.yaml [SWEEP_ARGS="--set seeds=[0]"]
+SPEC       ?= experiments/sweeps/motion_recipe.yaml
+SWEEP_ARGS ?=
+sweep: install
+	$(PY) -m lumiere_pl.cli.sweep $(SPEC) --set out_dir=$(RUNS)/sweeps $(SWEEP_ARGS)
+
+# The paper's ablations as one sweep (docs/ABLATIONS.md): the STUNet against the keyframes + temporal
+# super-resolution cascade at equal training compute, without temporal down/up-sampling, with random temporal init;
+# 3 training seeds, N = 64 unseen prompts, FVD and motion coherence.
 ablation: install
-	$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/t2i_shapes.yaml out_dir=$(RUNS) $(ARGS)
-	for exp in stunet_shapes cascade_keyframes_shapes cascade_tsr_shapes; do \
-		$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/$$exp.yaml out_dir=$(RUNS) \
-			model.init_from=$(ABL_T2I) $(ARGS) || exit 1; done
-	$(PY) -m lumiere_pl.cli.ablation prepare --out $(ABL) --n $(ABL_N) --real $(ABL_REAL) --ckpts \
-		$(foreach e,stunet_shapes cascade_keyframes_shapes cascade_tsr_shapes,$(call ABL_CKPT,$(e)))
-	$(PY) -m lumiere_pl.cli.sample --ckpt $(call ABL_CKPT,stunet_shapes) --prompts $(ABL)/prompts.jsonl \
-		--out-dir $(ABL)/stunet/videos
-	$(PY) -m lumiere_pl.cli.sample --keyframes-ckpt $(call ABL_CKPT,cascade_keyframes_shapes) \
-		--ckpt $(call ABL_CKPT,cascade_tsr_shapes) --prompts $(ABL)/prompts.jsonl --out-dir $(ABL)/cascade/videos
-	for p in stunet cascade; do \
-		$(PY) -m eval.cli fvd --real $(ABL)/real --fake $(ABL)/$$p/videos --frames 16 --cache-dir $(ABL)/cache \
-			--out $(ABL)/$$p/fvd.json || exit 1; done
-	$(PY) -m lumiere_pl.cli.ablation report --out $(ABL) --stunet $(call ABL_CKPT,stunet_shapes) \
-		--keyframes $(call ABL_CKPT,cascade_keyframes_shapes) --tsr $(call ABL_CKPT,cascade_tsr_shapes)
-	@echo "make ablation: $$(( $$(date +%s) - $(ABL_START) )) s wall"
+	$(PY) -m lumiere_pl.cli.sweep experiments/sweeps/ablation.yaml --set out_dir=$(RUNS)/sweeps $(SWEEP_ARGS)
 
 clean:
 	rm -rf $(RUNS) .pytest_cache

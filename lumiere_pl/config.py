@@ -62,6 +62,7 @@ class TemporalConfig:
                                     # TemporalAttention too (the coarsest level always has attn_layers of them)
     unfreeze: List[str] = field(default_factory=list)      # spatial groups trained despite freeze_spatial:
                                     # text (the T2I's text projection, pooling and cross-attention layers)
+    upsample: str = "nearest"       # temporal upsampling: nearest (paper: frame duplication) | linear interpolation
 
 
 @dataclass
@@ -277,6 +278,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_tasks(cfg)
     for group in t.unfreeze:
         _choice("model.temporal.unfreeze", group, ("text",))
+    _choice("model.temporal.upsample", t.upsample, ("nearest", "linear"))
     levels = len(u.channel_mults)
     if levels < 1:
         raise ConfigError("model.unet.channel_mults must list at least one level, e.g. [1, 2, 2]")
@@ -361,6 +363,11 @@ def _check_tasks(cfg: ExperimentConfig) -> None:
             f"data.frames={d.frames}: the keyframes task (model.temporal.tasks) marks every "
             f"model.temporal.keyframe_stride={t.keyframe_stride}-th frame, so the frame count must be divisible by "
             f"{t.keyframe_stride} (e.g. {d.frames - d.frames % t.keyframe_stride or t.keyframe_stride})")
+    from lumiere_pl.data.synthetic import DIRECTIONS
+    if not d.synthetic.directions:
+        raise ConfigError(f"data.synthetic.directions=[]: list at least one of {list(DIRECTIONS)}")
+    for direction in d.synthetic.directions:
+        _choice("data.synthetic.directions", direction, DIRECTIONS)
     if d.synthetic.frame_step < 1:
         raise ConfigError(f"data.synthetic.frame_step={d.synthetic.frame_step}: expected >= 1")
 

@@ -165,25 +165,3 @@ def test_motion_metric_without_the_shape():
     assert summarise([video], ["a red square moving up"])["direction_match"] == 0.0
     with pytest.raises(ValueError, match="does not name a colour"):
         parse_caption("a dog running")
-
-
-def test_ablation_prepare_clears_videos_of_changed_checkpoints(tmp_path):
-    """Sampling skips finished videos, so a retrained model's old videos must go: prepare removes them when a
-    checkpoint changed since the last run, and keeps them when none did."""
-    import os
-
-    from lumiere_pl.cli.ablation import prepare
-
-    ckpt, out = tmp_path / "last.ckpt", tmp_path / "ablation"
-    config = str(Path(__file__).resolve().parents[1] / "experiments" / "stunet_shapes.yaml")
-    ckpt.write_bytes(b"step 250")
-    prepare(out, config, 2, 2, [str(ckpt)])
-    video = out / "stunet" / "videos" / "000000.mp4"
-    video.parent.mkdir(parents=True)
-    video.write_bytes(b"old")
-    prepare(out, config, 2, 2, [str(ckpt)])
-    assert video.exists()                                            # same checkpoint: kept
-    ckpt.write_bytes(b"step 500")
-    os.utime(ckpt, ns=(1, 1))
-    prepare(out, config, 2, 2, [str(ckpt)])
-    assert not (out / "stunet").exists() and len(list((out / "real").glob("*.mp4"))) == 2

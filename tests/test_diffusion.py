@@ -143,3 +143,80 @@ def test_loss_is_zero_for_perfect_network_and_positive_otherwise():
     logsnr = make_schedule("cosine", -15, 15)
     assert diffusion_loss(ConstNet(x0, "v"), x0, {}, logsnr, "v").item() < 1e-8
     assert diffusion_loss(lambda z, c, cond: torch.zeros_like(z), x0, {}, logsnr, "v").item() > 0.1
+
+
+# --- samplers on Gaussian data, where every step has a closed form ---------------------------------------------------
+# Data x0 ~ N(MU, S0^2) per dimension; in the VE view x = x0 + s eps the exact denoiser is
+# E[x0 | x] = MU + a (x - MU), a = S0^2 / (S0^2 + s^2). A sampler with this denoiser is a linear Gaussian recursion,
+# so the mean and variance of its output are known exactly, from the DDIM / DDPM update rules written out here
+# (independently of the sampler code): a wrong update rule moves them.
+MU, S0 = 0.7, 0.5
+
+
+def _gaussian_denoiser(x, s, cond):
+    a = S0 ** 2 / (S0 ** 2 + s.view(-1, *[1] * (x.ndim - 1)) ** 2)
+    return MU + a * (x - MU)
+
+
+def _closed_form(sigmas, rule):
+    """Mean and variance of the output for x_T ~ N(0, sigmas[0]^2), stepping with the given rule."""
+    m, v = 0.0, float(sigmas[0]) ** 2
+    for s, s2 in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        a = S0 ** 2 / (S0 ** 2 + s ** 2)                  # x0_hat = MU + a (x - MU)
+        if rule == "ddim":                                # x' = x0_hat + (s'/s) (x - x0_hat)
+            c, noise = a + (s2 / s) * (1 - a), 0.0
+        else:                                             # DDPM posterior q(x' | x, x0): mean x0 + (s'^2/s^2)(x - x0),
+            c, noise = a + (s2 ** 2 / s ** 2) * (1 - a), s2 ** 2 * (s ** 2 - s2 ** 2) / s ** 2   # var s'^2 (s^2 - s'^2)/s^2
+        m, v = MU + c * (m - MU), c * c * v + noise
+    return m, v
+
+
+@pytest.mark.parametrize("name,sampler", [("ddim", sample_ddim), ("ddpm", sample_ddpm)])
+@pytest.mark.parametrize("steps", [3, 10])
+def test_samplers_match_the_closed_form_on_gaussian_data(name, sampler, steps):
+    sigmas = get_sigmas(make_schedule("cosine", -10, 10), steps).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200_000, 1, generator=g, dtype=torch.float64) * sigmas[0]
+    out = sampler(_gaussian_denoiser, x, sigmas, {}, generator=g)
+    m, v = _closed_form(sigmas, name)
+    n = out.numel()
+    assert abs(out.mean().item() - m) < 5 * (v / n) ** 0.5
+    assert abs(out.var().item() - v) < 5 * v * (2 / n) ** 0.5
+
+
+@pytest.mark.parametrize("name", ["ddim", "ddpm"])
+def test_closed_form_recursion_reaches_the_data_distribution_with_many_steps(name):
+    """The rules above are the right ones: with fine steps both samplers end at N(MU, S0^2) (DDPM's coarse steps lose
+    variance, DDIM's few steps too; neither is exact at 3 steps, which the previous test pins down)."""
+    m, v = _closed_form(get_sigmas(make_schedule("cosine", -10, 10), 2000).double(), name)
+    # DDIM keeps a trace of x_T's mean 0 (not MU): MU * S0 / sqrt(S0^2 + sigmas[0]^2) = 0.0024 here
+    assert m == pytest.approx(MU, abs=3e-3) and v == pytest.approx(S0 ** 2, rel=2e-2)
+    m3, v3 = _closed_form(get_sigmas(make_schedule("cosine", -10, 10), 3).double(), name)
+    assert abs(v3 - S0 ** 2) > 0.01                         # few steps: visibly off, so the first test can tell
+
+
+@pytest.mark.parametrize("name,order", [("ddim", 1), ("heun", 2), ("dpmpp_2m", 2)])
+def test_ode_samplers_converge_at_their_order(name, order):
+    """On Gaussian data the probability-flow ODE has the exact solution x(s) - MU = (x_T - MU) sqrt(S0^2 + s^2) /
+    sqrt(S0^2 + s_T^2). Doubling the steps (geometric noise levels) divides each solver's error by 2^order; a wrong
+    update rule loses the order (or converges to something else)."""
+    from lumiere_pl.diffusion import SAMPLERS
+
+    def error(n):
+        sigmas = torch.exp(torch.linspace(math.log(80.0), math.log(0.02), n + 1, dtype=torch.float64))
+        x = torch.linspace(-3, 3, 7, dtype=torch.float64).view(-1, 1) * sigmas[0]
+        exact = MU + (x - MU) * math.sqrt(S0 ** 2 + float(sigmas[-1]) ** 2) / math.sqrt(S0 ** 2 + float(sigmas[0]) ** 2)
+        return (SAMPLERS[name](_gaussian_denoiser, x.clone(), sigmas, {}) - exact).abs().max().item()
+
+    errors = [error(n) for n in (32, 64, 128)]
+    for e, e2 in zip(errors, errors[1:]):
+        assert math.log2(e / e2) == pytest.approx(order, abs=0.25)
+
+
+def test_deterministic_samplers_refuse_eta():
+    from lumiere_pl.diffusion.samplers import sample_dpmpp_2m, sample_heun
+
+    sigmas = get_sigmas(make_schedule("cosine", -10, 10), 3)
+    for sampler in (sample_heun, sample_dpmpp_2m):
+        with pytest.raises(ValueError, match="deterministic: sampler.eta must be 0"):
+            sampler(_gaussian_denoiser, torch.zeros(2, 1), sigmas, {}, eta=0.5)

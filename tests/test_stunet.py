@@ -45,7 +45,8 @@ def test_inflated_stunet_equals_t2i_on_a_still_video(down_levels, frames):
 
 
 OPTIONS = {"emb_cond": dict(emb_cond=True), "text_attn": dict(text_attn=True), "attn_levels": dict(attn_levels=[0, 1]),
-           "unfreeze_text": dict(unfreeze=["text"]), "all": dict(emb_cond=True, text_attn=True, attn_levels=[0, 1, 2],
+           "unfreeze_text": dict(unfreeze=["text"]),
+           "linear_upsample": dict(upsample="linear"), "all": dict(emb_cond=True, text_attn=True, attn_levels=[0, 1, 2],
                                                                  unfreeze=["text"], attn_layers=2)}
 
 

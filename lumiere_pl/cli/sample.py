@@ -23,6 +23,7 @@ from typing import List, Optional
 from tqdm.auto import tqdm
 
 from lumiere_pl.cli.ssr_stage import add_ssr_args, load_ssr, run_input_video, ssr_path, upscale
+from lumiere_pl.diffusion.samplers import SAMPLERS
 
 
 def read_prompts(path: Path) -> List[dict]:
@@ -56,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--frames", type=int, help="frames per clip (default: the training config's data.frames)")
     ap.add_argument("--steps", type=int, help="sampler steps (default: sampler.steps)")
     ap.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sampler.guidance)")
-    ap.add_argument("--sampler", choices=["ddim", "ddpm"], help="default: sampler.name")
+    ap.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: sampler.name")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--fps", type=float, help="MP4 frame rate (default: data.fps)")

@@ -13,6 +13,8 @@ class SyntheticConfig:
     speed_word_prob: float = 0.5    # probability that a caption ends with its speed word ("... moving left quickly")
     shape_scale: float = 0.2        # shape half-size (radius) as a fraction of the frame side
     background: List[int] = field(default_factory=lambda: [0, 0, 0])   # plain background colour, RGB 0..255
+    directions: List[str] = field(default_factory=lambda: ["left", "right", "up", "down"])   # drawn from; one
+                                    # direction = the single-direction oracle of docs/MOTION.md
     frame_step: int = 1             # clip frame i shows motion frame i * frame_step: the same motion at 1/frame_step
                                     # the frame rate (keyframe models of the cascade baseline; set data.fps to match)
 

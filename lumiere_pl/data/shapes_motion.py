@@ -68,12 +68,23 @@ def _wrap(d: np.ndarray, n: float) -> np.ndarray:
     return (d + n / 2) % n - n / 2                                      # into [-n/2, n/2)
 
 
+def _steps(c: np.ndarray, h: int, w: int) -> np.ndarray:
+    """centroids (t 2) in pixels -> (t-1 2) wrapped displacements in frame sides."""
+    return np.stack([_wrap(np.diff(c[:, 0]), w), _wrap(np.diff(c[:, 1]), h)], axis=1) / np.array([w, h])
+
+
+def steps(frames: np.ndarray, caption: str, background: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """frames (t h w 3) uint8 -> (t-1 2) frame-to-frame centroid displacement (x, y) of the caption's shape, in frame
+    sides, wrapped to [-1/2, 1/2); rows of nan where the shape is missing in either frame."""
+    _, h, w, _ = frames.shape
+    return _steps(centroids(shape_mask(frames, parse_caption(caption)[0], background)), h, w)
+
+
 def measure(frames: np.ndarray, caption: str, background: Sequence[int] = (0, 0, 0)) -> Motion:
     """frames (t h w 3) uint8 of one clip and its caption -> Motion."""
-    colour, _ = parse_caption(caption)
     _, h, w, _ = frames.shape
-    c = centroids(shape_mask(frames, colour, background))              # (t 2)
-    d = np.stack([_wrap(np.diff(c[:, 0]), w), _wrap(np.diff(c[:, 1]), h)], axis=1) / np.array([w, h])  # (t-1 2)
+    c = centroids(shape_mask(frames, parse_caption(caption)[0], background))   # (t 2)
+    d = _steps(c, h, w)                                                  # (t-1 2)
     ok = ~np.isnan(d).any(axis=1)
     detected = float((~np.isnan(c[:, 0])).mean())
     if not ok.any():

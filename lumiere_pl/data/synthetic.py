@@ -51,18 +51,25 @@ class ShapeClip:
         return idx * len(SPEEDS) + list(SPEEDS).index(self.speed)
 
 
-def sample_clip(seed: int, index: int, split: str = "train", speed_word_prob: float = 0.5) -> ShapeClip:
-    """Clip `index` of a split; depends only on (seed, split, index), so any subset can be drawn in any order."""
+def sample_clip(seed: int, index: int, split: str = "train", speed_word_prob: float = 0.5,
+                directions: Sequence[str] = tuple(DIRECTIONS)) -> ShapeClip:
+    """Clip `index` of a split; depends only on (seed, split, index), so any subset can be drawn in any order.
+    directions: the directions drawn from (all four by default; one for the single-direction oracle)."""
     rng = np.random.default_rng([seed, ("train", "val", "test").index(split), index])
     return ShapeClip(
         shape=SHAPES[rng.integers(len(SHAPES))],
         colour=list(COLOURS)[rng.integers(len(COLOURS))],
-        direction=list(DIRECTIONS)[rng.integers(len(DIRECTIONS))],
+        direction=list(directions)[rng.integers(len(directions))],
         speed=list(SPEEDS)[rng.integers(len(SPEEDS))],
         x0=float(rng.random()),
         y0=float(rng.random()),
         speed_in_caption=bool(rng.random() < speed_word_prob),
     )
+
+
+def clip_of(cfg, index: int, split: str = "train") -> ShapeClip:
+    """Clip `index` of a split of the set a SyntheticConfig (data.synthetic) describes."""
+    return sample_clip(cfg.seed, index, split, cfg.speed_word_prob, cfg.directions)
 
 
 def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lumiere_pl.data.config import DataConfig
-from lumiere_pl.data.synthetic import render_clip, sample_clip
+from lumiere_pl.data.synthetic import clip_of, render_clip
 from lumiere_pl.utils.video import from_uint8
 from lumiere_pl.utils.sampler import ResumableSampler, resume_position
 
@@ -30,7 +30,7 @@ class ShapesDataset(Dataset):
     def __getitem__(self, i: int) -> Dict[str, object]:
         s = self.cfg.synthetic
         idx = i % self.num_videos
-        clip = sample_clip(s.seed, idx, self.split, s.speed_word_prob)
+        clip = clip_of(s, idx, self.split)
         frames = 1 if self.cfg.images else self.cfg.frames
         x = from_uint8(render_clip(clip, frames, self.cfg.size, s.shape_scale, s.background,
                                   frame_step=s.frame_step))   # (c t h w)

@@ -87,14 +87,22 @@ class TemporalDownsample(nn.Module):
 
 
 class TemporalUpsample(nn.Module):
-    """Frame duplication, then a 1D temporal conv initialised to the identity (nearest-neighbour at init)."""
+    """Frame duplication, then a 1D temporal conv initialised to the identity (nearest-neighbour at init, the
+    paper's); mode="linear" interpolates linearly instead of duplicating (a still video stays still either way)."""
 
-    def __init__(self, ch: int, kernel: int = 3):
+    def __init__(self, ch: int, kernel: int = 3, mode: str = "nearest"):
         super().__init__()
+        if mode not in ("nearest", "linear"):
+            raise ValueError(f"temporal upsampling mode={mode!r}: expected 'nearest' or 'linear'")
+        self.mode = mode
         self.conv = _identity_(TimeConv(ch, kernel))
 
     def forward(self, x: Tensor, ctx: Optional[TemporalContext] = None) -> Tensor:   # (b c t h w) -> (b c 2t h w)
-        return self.conv(x.repeat_interleave(2, dim=2))
+        if self.mode == "nearest":
+            return self.conv(x.repeat_interleave(2, dim=2))
+        b, c, t, h, w = x.shape                                  # half-pixel centres: frame 2j+1/2 is frame j
+        up = F.interpolate(x.reshape(b, c, t, h * w), size=(2 * t, h * w), mode="bilinear", align_corners=False)
+        return self.conv(up.reshape(b, c, 2 * t, h, w))
 
 
 class TemporalAttention(nn.Module):
@@ -149,7 +157,7 @@ class TemporalModules:
         return TemporalDownsample(ch, self.cfg.kernel)
 
     def up(self, ch: int) -> TemporalUpsample:
-        return TemporalUpsample(ch, self.cfg.kernel)
+        return TemporalUpsample(ch, self.cfg.kernel, self.cfg.upsample)
 
     def attn(self, ch: int, layers: int = 1) -> TemporalStack:
         return TemporalStack([TemporalAttention(ch, self.head_dim, self.cfg.max_frames, self.text_dim)

@@ -1,0 +1,183 @@
+"""Running a sweep: train each run (resumable), sample the same prompts from the same noise, score, one JSON per
+(run, steps). Everything a run writes lives under {root}; a finished piece is never redone.
+
+  {root}/pretrain/                      the T2I every run inflates (spec.pretrain), trained once
+  {root}/train/{variant}/seed{S}/{stage}/   lumiere-train run folders; checkpoints/sweep_step{N}.ckpt per scored N
+  {root}/real/NNNNNN.mp4                real test clips for FVD (lossless MP4)
+  {root}/samples/{label}/seed{S}/step{N}/NNNNNN.mp4   generated clips (lossless MP4: the scores read them exactly)
+  {root}/scores/{label}/seed{S}/step{N}.json          every metric of that run at N steps
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from lumiere_pl.sweep.spec import Run, SpecError, StageSpec, SweepSpec, expand
+
+CKPT = "sweep_step{:07d}.ckpt"
+
+
+@dataclass
+class Plan:
+    """A run with everything resolved: per stage its config, overrides and the steps it trains to."""
+    run: Run
+    stages: Dict[str, tuple]         # stage -> (config path, overrides without init_from / max_steps, [steps])
+    points: List[int]                # the sweep's step counts (the table's rows)
+
+
+def _overrides(spec: SweepSpec, run: Run, stage_name: str, stage: StageSpec) -> List[str]:
+    train_dir = spec.root / "train" / run.train_name
+    return [*spec.overrides, *stage.overrides, *run.train_extra, f"train.seed={run.seed}", f"data.seed={run.seed}",
+            f"out_dir={train_dir}", f"name={stage_name}"]
+
+
+def plan(spec: SweepSpec) -> List[Plan]:
+    """Resolve and check every run's configs before anything trains (a bad override fails here, naming it)."""
+    from lumiere_pl.config import ConfigError, load_config
+
+    plans, shape = [], None
+    for run in expand(spec):
+        stages, points = {}, list(spec.steps)
+        for name, stage in run.stages.items():
+            overrides = _overrides(spec, run, name, stage)
+            try:
+                cfg = load_config(stage.config, overrides)
+            except ConfigError as err:
+                raise SpecError(f"run {run.name}, stage {name} ({stage.config}): {err}") from None
+            if name != "keyframes":
+                here = (cfg.data.frames, cfg.data.size, cfg.data.fps)
+                if shape is not None and here != shape:
+                    raise SpecError(f"run {run.name}: makes (frames, size, fps) {here}, another run {shape}: the runs "
+                                    f"of one sweep must be scored on the same clips")
+                shape = here
+            base = points or [cfg.train.max_steps]
+            stages[name] = (stage.config, overrides, [max(1, round(s * stage.steps_scale)) for s in base])
+            points = base
+        plans.append(Plan(run, stages, points))
+    return plans
+
+
+def _train(spec: SweepSpec, config: str, overrides: List[str], steps: int, init_from: Optional[str],
+           launcher: List[str]) -> Path:
+    """Train (or resume) to `steps` and keep that checkpoint as sweep_step{steps}.ckpt; returns its path."""
+    from lumiere_pl.config import load_config
+
+    cfg = load_config(config, overrides)
+    _same_config(cfg, init_from)
+    ckpt_dir = cfg.run_dir / "checkpoints"
+    keep = ckpt_dir / CKPT.format(steps)
+    if keep.is_file():
+        return keep
+    cmd = [*launcher, "lumiere_pl.cli.train", "--resume", "auto", "--config", config, *overrides,
+           f"train.max_steps={steps}", *([f"model.init_from={init_from}"] if init_from else [])]
+    print(f"[sweep] train {cfg.run_dir} to {steps} steps", flush=True)
+    t0 = time.perf_counter()
+    if subprocess.run(cmd).returncode != 0:
+        raise RuntimeError(f"training failed: {shlex.join(cmd)}")
+    _record_seconds(cfg.run_dir / "sweep_train_seconds.json", steps, time.perf_counter() - t0)
+    tmp = keep.with_name(keep.name + ".tmp")
+    shutil.copyfile(ckpt_dir / "last.ckpt", tmp)
+    tmp.replace(keep)
+    return keep
+
+
+def _same_config(cfg, init_from: Optional[str]) -> None:
+    """A run folder serves only the config it was first trained with (train.max_steps aside): a spec edited since
+    would otherwise score old checkpoints under new names. The config is recorded at the first training."""
+    from lumiere_pl.config import to_dict
+
+    record = cfg.run_dir / "sweep_config.json"
+    now = to_dict(cfg)
+    now["train"].pop("max_steps")
+    now["model"]["init_from"] = init_from
+    if not record.is_file():
+        _write_json(record, now)
+        return
+    before = json.loads(record.read_text())
+    if before != now:
+        changed = sorted(_diff(before, now))
+        raise SpecError(f"{cfg.run_dir} was trained with another config ({', '.join(changed[:4])} differ); "
+                        f"delete that folder to retrain it, or give the sweep another name")
+
+
+def _diff(a, b, prefix: str = "") -> List[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in sorted(set(a) | set(b)) for k in _diff(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _record_seconds(path: Path, steps: int, seconds: float) -> None:
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    record[str(steps)] = seconds + max([v for k, v in record.items() if int(k) < steps] or [0.0])
+    _write_json(path, record)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def pretrain_checkpoint(spec: SweepSpec, launcher: List[str]) -> Optional[str]:
+    """The T2I every run inflates: spec.init_from, or spec.pretrain trained once under {root}/pretrain."""
+    if spec.init_from:
+        if not Path(spec.init_from).is_file():
+            raise SpecError(f"init_from={spec.init_from!r}: no such checkpoint")
+        return spec.init_from
+    if spec.pretrain is None:
+        return None
+    overrides = [*spec.pretrain.overrides, f"out_dir={spec.root}", "name=pretrain"]
+    from lumiere_pl.config import load_config
+    steps = load_config(spec.pretrain.config, overrides).train.max_steps
+    return str(_train(spec, spec.pretrain.config, overrides, steps, None, launcher))
+
+
+def real_clips(spec: SweepSpec, plans: List[Plan], count: int) -> Path:
+    """The first `count` clips of the test split, rendered as the runs' clips (lossless MP4): FVD's real set and the
+    motion metrics' reference."""
+    from lumiere_pl.config import load_config
+    from lumiere_pl.data.synthetic import clip_of, render_clip
+    from lumiere_pl.utils.video import write_mp4
+
+    config, overrides, _ = next(iter(plans[0].stages.values()))
+    d = load_config(config, overrides).data
+    s = d.synthetic
+    folder = spec.root / "real"
+    clips = [clip_of(s, i, "test") for i in range(count)]
+    for i, clip in enumerate(clips):
+        path = folder / f"{i:06d}.mp4"
+        if not path.exists():
+            write_mp4(path, render_clip(clip, d.frames, d.size, s.shape_scale, s.background), fps=d.fps,
+                      lossless=True)
+    _write_json(spec.root / "real_captions.json", [c.caption for c in clips])     # beside, not among the videos
+    return folder
+
+
+def run_all(spec: SweepSpec, only: Optional[List[int]] = None, launcher: Optional[List[str]] = None) -> List[Path]:
+    """Train, sample and score every run (or the runs at indices `only`), sequentially; returns the score files."""
+    launcher = launcher or [sys.executable, "-m"]
+    plans = plan(spec)
+    todo = [p for i, p in enumerate(plans) if only is None or i in only]
+    init_from = pretrain_checkpoint(spec, launcher)
+    count = max(spec.score.n_real if spec.score.fvd else 0, spec.sample.n if spec.score.motion else 0)
+    real = real_clips(spec, plans, count) if count else None
+    written = []
+    for i, p in enumerate(todo):
+        print(f"[sweep] run {i + 1}/{len(todo)}: {p.run.name}", flush=True)
+        for j, point in enumerate(p.points):
+            out = spec.root / "scores" / p.run.name / f"step{point:07d}.json"
+            from lumiere_pl.sweep.scoring import asked, score_run
+            if not out.is_file() or json.loads(out.read_text()).get("asked") != asked(spec, p.run):
+                ckpts = {name: _train(spec, cfg, ov, steps[j], init_from, launcher)
+                         for name, (cfg, ov, steps) in p.stages.items()}
+                _write_json(out, score_run(spec, p, point, ckpts, real, init_from))
+            written.append(out)
+    return written

@@ -1,0 +1,144 @@
+"""Sampling and scoring one run of a sweep at one step count (lumiere_pl.sweep.runner calls score_run)."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lumiere_pl import probes
+from lumiere_pl.sweep.spec import SampleSpec, SweepSpec
+
+
+class Pipeline:
+    """What a run generates with: one model, or the cascade (keyframes, then temporal super-resolution)."""
+
+    def __init__(self, ckpts: Dict[str, Path], settings: SampleSpec):
+        from lumiere_pl.checkpoint import load_module
+
+        self.settings = settings
+        self.keyframes = load_module(ckpts["keyframes"]) if "keyframes" in ckpts else None
+        self.model = load_module(ckpts["tsr"] if self.keyframes is not None else ckpts["model"])
+        self.modules = {name: m for name, m in (("keyframes", self.keyframes), ("model", self.model)) if m is not None}
+
+    @property
+    def block(self) -> int:
+        """2^k: the frames one coarsest-level frame stands for (k temporal halvings of the full-rate model)."""
+        return 2 ** getattr(self.model.net, "temporal_halvings", 0)
+
+    def generate(self, prompts: List[str], seeds: List[int], desc: str = "sampling") -> List[np.ndarray]:
+        """One (t h w 3) uint8 clip per prompt; clip i from noise seeded seeds[i], whatever the batch."""
+        from lumiere_pl.cascade import sample_cascade
+        from lumiere_pl.utils.video import to_uint8
+
+        s, out = self.settings, []
+        opts = dict(steps=s.steps or None, guidance=s.guidance)
+        for i in tqdm(range(0, len(prompts), s.batch_size), desc=desc, unit="batch", leave=False):
+            p, sd = list(prompts[i:i + s.batch_size]), list(seeds[i:i + s.batch_size])
+            videos = (sample_cascade(self.keyframes, self.model, p, seeds=sd, **opts) if self.keyframes is not None
+                      else self.model.generate(p, seeds=sd, **opts))
+            out += [to_uint8(v) for v in videos]
+        return out
+
+
+def train_step_flops(module) -> int:
+    """FLOPs of one training step (forward and backward of the loss) at the module's batch shape."""
+    from lumiere_pl.diffusion import diffusion_loss
+    from lumiere_pl.utils.flops import count_flops
+
+    d = module.cfg.data
+    shape = (d.batch_size, 3, d.frames, d.size, d.size) if module.is_video else (d.batch_size, 3, d.size, d.size)
+    x0 = torch.zeros(shape)
+    cond = {**module.text_condition(["a red circle moving left"] * d.batch_size), **module.example_condition(shape)}
+    module.net.train()
+    flops = count_flops(lambda: diffusion_loss(module.net, x0, cond, module.logsnr,
+                                               module.cfg.diffusion.prediction).backward())
+    module.net.zero_grad(set_to_none=True)
+    module.net.eval()
+    return flops
+
+
+def asked(spec: SweepSpec, run) -> dict:
+    """The sampling and scoring settings a score answers: when the spec asks for others, the score is redone."""
+    import dataclasses
+    return {"sample": dataclasses.asdict(run.sample_settings(spec.sample)), "score": dataclasses.asdict(spec.score)}
+
+
+def _train_seconds(ckpt: Path, steps: int) -> float:
+    record = ckpt.parent.parent / "sweep_train_seconds.json"
+    return float(json.loads(record.read_text()).get(str(steps), math.nan)) if record.is_file() else math.nan
+
+
+def score_run(spec: SweepSpec, plan, point: int, ckpts: Dict[str, Path], real: Optional[Path],
+              init_from: Optional[str]) -> dict:
+    from lumiere_pl.checkpoint import load_checkpoint
+    from lumiere_pl.utils.video import write_mp4
+
+    run, settings = plan.run, plan.run.sample_settings(spec.sample)
+    pipe = Pipeline(ckpts, settings)
+    clips = probes.test_clips(pipe.model, settings.n)
+    prompts, seeds = [c.caption for c in clips], [settings.seed + i for i in range(settings.n)]
+    t0 = time.perf_counter()
+    videos = pipe.generate(prompts, seeds, desc=f"sampling {run.name} @ {point}")
+    sample_s = (time.perf_counter() - t0) / len(videos)
+    folder = spec.root / "samples" / run.name / f"step{point:07d}"
+    if folder.exists():                                   # a score being redone: no clip of the old set stays
+        shutil.rmtree(folder)
+    fps = pipe.model.cfg.data.fps
+    for i, v in enumerate(videos):
+        write_mp4(folder / f"{i:06d}.mp4", v, fps=fps, lossless=True)
+
+    stage_steps = {name: int(load_checkpoint(c)["global_step"]) for name, c in ckpts.items()}
+    result = {"label": run.label, "variant": run.variant, "seed": run.seed, "steps": point,
+              "asked": asked(spec, run),
+              "stage_steps": stage_steps, "n": len(videos), "samples": str(folder),
+              "sample": {"steps": settings.steps or pipe.model.cfg.sampler.steps,
+                         "guidance": settings.guidance if settings.guidance is not None
+                         else pipe.model.cfg.sampler.guidance, "seed": settings.seed},
+              "sample_seconds_per_video": sample_s,
+              "train_seconds": sum(_train_seconds(c, stage_steps[n]) for n, c in ckpts.items()),
+              "train_tflops": sum(train_step_flops(m) * stage_steps[n] for n, m in pipe.modules.items()) / 1e12}
+    bg = pipe.model.cfg.data.synthetic.background
+    if spec.score.appearance:                      # every frame of every clip (one frame for a T2I)
+        frames = [f for v in videos for f in v]
+        result["appearance"] = probes.appearance(frames, [p for p, v in zip(prompts, videos) for _ in v], bg)
+    if spec.score.motion:
+        result["motion"] = probes.motion(videos, prompts, pipe.block, bg)
+    if spec.score.fvd and real is not None:
+        result["fvd"] = _fvd(real, folder, spec.root / "cache")
+    if spec.score.text_swap:
+        swap_clips = probes.test_clips(pipe.model, spec.score.text_swap)
+        result["text_swap"] = probes.text_swap(lambda p, s: pipe.generate(p, s, desc="text swap"), swap_clips,
+                                               settings.seed, bg)
+    if spec.score.loss_by_noise and pipe.keyframes is None and init_from:
+        result["loss_by_noise"] = _loss_by_noise(pipe.model, init_from, spec.score.loss_by_noise)
+    return result
+
+
+def _fvd(real: Path, fake: Path, cache: Path) -> dict:
+    from eval.detectors import I3DDetector
+    from eval.scoring import fvd
+    from eval.video_io import ClipSpec
+
+    out = fvd(real, fake, I3DDetector(), ClipSpec(frames=16), cache_dir=cache)
+    return {"value": out["value"], "n_real": out["n_real"], "n_fake": out["n_fake"]}
+
+
+TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def _loss_by_noise(module, init_from: str, n: int) -> dict:
+    """The trained STUNet (EMA) against the T2I it was inflated from, run per frame."""
+    from lumiere_pl.checkpoint import load_module
+
+    t2i = load_module(init_from)
+    with module.ema.apply_to(module.net), t2i.ema.apply_to(t2i.net):
+        losses = probes.loss_by_noise(module, {"stunet": module.net, "t2i_per_frame": probes.PerFrame(t2i.net)},
+                                      n=n, times=TIMES)
+    return {"times": list(TIMES), **losses}

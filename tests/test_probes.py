@@ -1,0 +1,74 @@
+"""The motion-diagnosis probes (lumiere_pl/probes.py) on clips whose answer is known."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lumiere_pl import probes
+from lumiere_pl.config import TemporalConfig, UNetConfig
+from lumiere_pl.data.synthetic import ShapeClip, render_clip, sample_clip
+from lumiere_pl.models.stunet import STUNet
+from lumiere_pl.models.unet import UNet
+
+
+def _clip(direction="right", speed="quickly", shape="circle", colour="red"):
+    return ShapeClip(shape, colour, direction, speed, 0.3, 0.6, False)
+
+
+def test_appearance_reads_colour_and_shape_of_real_frames_and_not_of_wrong_ones():
+    clips = [sample_clip(0, i, "test") for i in range(60)]
+    frames = [render_clip(c, 1, 32)[0] for c in clips]
+    assert probes.appearance(frames, [c.caption for c in clips]) == {"colour": 1.0, "shape": 1.0, "images": 60}
+    # the same frames under captions naming another shape / another colour
+    other_shape = [c.caption.replace(c.shape, {"circle": "square", "square": "triangle", "triangle": "circle"}[c.shape])
+                   for c in clips]
+    assert probes.appearance(frames, other_shape)["shape"] == 0.0
+    blank = [np.zeros_like(f) for f in frames]
+    assert probes.appearance(blank, [c.caption for c in clips]) == {"colour": 0.0, "shape": 0.0, "images": 60}
+
+
+def test_phases_find_the_block_artefact():
+    """A shape that jumps every 4th frame (held still in between) has all its motion on the block boundaries."""
+    clip = _clip()
+    smooth = render_clip(clip, 16, 32)                                      # moves every frame
+    blocky = np.repeat(render_clip(clip, 16, 32)[::4], 4, axis=0)           # frames 0,0,0,0,4,4,4,4,...
+    ph = probes.phases([smooth, blocky], [clip.caption] * 2, block=4)
+    assert len(ph["per_transition"]) == 15
+    one = probes.phases([smooth], [clip.caption], block=4)
+    assert one["boundary_ratio"] == pytest.approx(1.0, abs=0.1)
+    held = probes.phases([blocky], [clip.caption], block=4)
+    assert held["inner"] < 1e-6 and held["boundary"] > 0.2 and held["boundary_ratio"] > 1e4
+
+
+def test_text_swap_scores_a_generator_that_follows_the_text_and_one_that_ignores_it():
+    def clip_of(prompt, direction=None):          # "a red circle moving left [slowly]"
+        words = prompt.split()
+        return _clip(direction or words[4], "quickly", words[2], words[1])
+
+    def follows(prompts, seeds):                  # renders exactly what each prompt says, quickly
+        return [render_clip(clip_of(p), 16, 32) for p in prompts]
+
+    def ignores(prompts, seeds):                  # the seed decides, not the text
+        return [render_clip(clip_of(p, ["left", "right", "up", "down"][s % 4]), 16, 32) for p, s in zip(prompts, seeds)]
+
+    clips = [sample_clip(0, i, "test") for i in range(8)]
+    good = probes.text_swap(follows, clips)
+    assert good["separated"] == 1.0 and good["separation"] == pytest.approx(2 * 0.08, abs=0.01)
+    bad = probes.text_swap(ignores, clips)
+    assert bad["separated"] == 0.0 and bad["separation"] == pytest.approx(0.0, abs=1e-9)
+    pairs = probes.swap_prompts(clips[:2])
+    assert pairs[0][0].endswith("moving left") or "moving left " in pairs[0][0]
+    assert "moving up" in pairs[1][0] and "moving down" in pairs[1][1] and pairs[1][2] == 1
+
+
+def test_per_frame_t2i_equals_a_fresh_stunet_without_temporal_downsampling():
+    torch.manual_seed(0)
+    t2i = UNet(UNetConfig(channels=16, channel_mults=[1, 2], attn_levels=[1], head_dim=8), 8)
+    with torch.no_grad():
+        for p in t2i.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    net = STUNet(t2i, TemporalConfig(down_levels=[]))
+    x, c = torch.randn(2, 3, 4, 8, 8), torch.tensor([30.0, 600.0])
+    cond = {"text": torch.randn(2, 3, 8), "text_mask": torch.ones(2, 3, dtype=torch.bool)}
+    torch.testing.assert_close(probes.PerFrame(t2i)(x, c, cond), net(x, c, cond), atol=1e-5, rtol=0)

@@ -1,0 +1,143 @@
+"""lumiere-sweep: spec validation before any training, a tiny sweep end to end (train, sample, score, table),
+resumability, the job array, and the table's statistics."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from lumiere_pl.cli import sweep as sweep_cli
+from lumiere_pl.sweep.report import summary
+from lumiere_pl.sweep.spec import SpecError, expand, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_STUNET = """
+base: {root}/experiments/stunet_shapes.yaml
+text: {{encoder: tiny, dim: 16, max_length: 8}}
+model: {{unet: {{channels: 16, head_dim: 8}}}}
+data: {{size: 16, frames: 8, batch_size: 2, synthetic: {{num_videos: 16, num_val_videos: 2}}}}
+sampler: {{steps: 3}}
+train: {{warmup_steps: 1, val_prompts: []}}
+trainer: {{enable_progress_bar: false}}
+"""
+TINY_T2I = """
+base: {root}/experiments/t2i_shapes.yaml
+text: {{encoder: tiny, dim: 16, max_length: 8}}
+model: {{unet: {{channels: 16, head_dim: 8}}}}
+data: {{size: 16, batch_size: 4, synthetic: {{num_videos: 16, num_val_videos: 2}}}}
+train: {{max_steps: 2, warmup_steps: 1, val_prompts: []}}
+trainer: {{enable_progress_bar: false}}
+"""
+
+
+def _spec(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "stunet.yaml").write_text(TINY_STUNET.format(root=ROOT))
+    (tmp_path / "t2i.yaml").write_text(TINY_T2I.format(root=ROOT))
+    path = tmp_path / "spec.yaml"
+    path.write_text(body.format(tmp=tmp_path))
+    return path
+
+
+SPEC = """
+name: tiny
+out_dir: {tmp}/sweeps
+pretrain: {{config: {tmp}/t2i.yaml}}
+variants:
+  paper: {{config: {tmp}/stunet.yaml}}
+  emb: {{config: {tmp}/stunet.yaml, overrides: [model.temporal.emb_cond=true]}}
+grid: {{sample.guidance: [1.0, 2.0]}}
+seeds: [0, 1]
+steps: [1, 2]
+sample: {{n: 3, batch_size: 3}}
+score: {{motion: true, fvd: false, text_swap: 2}}
+"""
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end_and_resumable(tmp_path, capsys):
+    spec_path = _spec(tmp_path, SPEC)
+    assert sweep_cli.main([str(spec_path), "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert "8 runs" in listing                                      # 2 variants x 2 guidances x 2 seeds
+
+    assert sweep_cli.main([str(spec_path)]) == 0
+    root = tmp_path / "sweeps" / "tiny"
+    table = json.loads((root / "table.json").read_text())
+    rows = {(r["label"], r["steps"]): r for r in table["rows"]}
+    assert set(rows) == {(f"{v},sample.guidance={g}", s) for v in ("paper", "emb") for g in ("1.0", "2.0")
+                         for s in (1, 2)}
+    for row in rows.values():
+        assert row["seeds"] == [0, 1] and len(row["direction_match"]["values"]) == 2
+        assert 0.0 <= row["direction_match"]["mean"] <= 1.0 and row["swap_separated"]["n"] == 2
+    # runs that differ only in sampling share their training: one training folder per (variant, seed)
+    trained = sorted(p.parent.parent.relative_to(root / "train").as_posix()
+                     for p in (root / "train").glob("*/seed*/model/checkpoints/sweep_step0000002.ckpt"))
+    assert trained == ["emb/seed0", "emb/seed1", "paper/seed0", "paper/seed1"]
+    score = json.loads((root / "scores/paper__sample.guidance-2.0/seed1/step0000002.json").read_text())
+    assert score["stage_steps"] == {"model": 2} and score["sample"]["guidance"] == 2.0 and score["n"] == 3
+    assert len(list(Path(score["samples"]).glob("*.mp4"))) == 3
+    assert "| paper,sample.guidance=1.0 | 1 | 2 |" in (root / "table.md").read_text()
+    assert (root / "table.png").stat().st_size > 1000
+    assert table["real"]["direction_match"] == 1.0                  # the real clips: the ceiling row
+
+    # a second run trains nothing and rescores nothing: every file stays as it was
+    stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.suffix in (".ckpt", ".json", ".mp4")
+              and "table" not in p.name}
+    assert sweep_cli.main([str(spec_path)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_job_array_and_collect(tmp_path, capsys):
+    spec_path = _spec(tmp_path, SPEC)
+    assert sweep_cli.main([str(spec_path), "--emit-jobs", "--gpus", "8"]) == 0
+    script = (tmp_path / "sweeps/tiny/jobs/array.sbatch").read_text()
+    assert "#SBATCH --array=0-7" in script and "--gpus-per-node=8" in script
+    assert "--only $SLURM_ARRAY_TASK_ID" in script
+    commands = (tmp_path / "sweeps/tiny/jobs/commands.txt").read_text().splitlines()
+    assert sum(c.endswith(f"--only {i}") for i, c in enumerate(commands)) == 8
+    assert sweep_cli.main([str(spec_path), "--collect"]) == 2        # nothing finished yet: said, not a traceback
+    assert "no scores" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"variants": {}}, "'variants' is empty"),
+    ({"grid": {"model.temporal.kernel": []}}, "grid.model.temporal.kernel is empty"),
+    ({"seeds": []}, "'seeds' is empty"),
+    ({"samples": {"n": 3}}, "samples"),                                          # unknown spec key, named
+    ({"steps": [2, 1]}, "steps=[2, 1]"),
+    ({"grid": {"sample.guidence": [1.0]}}, "grid.sample.guidence: unknown sample setting"),
+    ({"variants": {"a": {"config": "{tmp}/stunet.yaml", "overrides": ["model.temporal.kernal=3"]}}},
+     "unknown config key 'model.temporal.kernal'"),                             # every run's config, before training
+    ({"variants": {"a": {"keyframes": {"config": "{tmp}/stunet.yaml"}}}}, "needs both 'keyframes' and 'tsr'"),
+])
+def test_bad_specs_fail_before_training(tmp_path, capsys, change, message):
+    import yaml
+
+    change = json.loads(json.dumps(change).replace("{tmp}", str(tmp_path)))
+    body = {**yaml.safe_load(SPEC.format(tmp=tmp_path).replace("{{", "{").replace("}}", "}")), **change}
+    spec_path = _spec(tmp_path, yaml.safe_dump(body).replace("{", "{{").replace("}", "}}"))
+    assert sweep_cli.main([str(spec_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "sweeps" / "tiny" / "pretrain").exists()    # nothing trained
+
+
+def test_expand_orders_variants_grid_seeds(tmp_path):
+    spec = load_spec(_spec(tmp_path, SPEC))
+    runs = expand(spec)
+    assert [(r.variant, r.sample_extra, r.seed) for r in runs[:4]] == [
+        ("paper", ("sample.guidance=1.0",), 0), ("paper", ("sample.guidance=1.0",), 1),
+        ("paper", ("sample.guidance=2.0",), 0), ("paper", ("sample.guidance=2.0",), 1)]
+    assert runs[0].train_name == runs[2].train_name != runs[1].train_name
+    assert runs[2].sample_settings(spec.sample).guidance == 2.0 and spec.sample.guidance is None
+    with pytest.raises(SpecError, match="not found"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_summary_is_the_t_interval():
+    s = summary([1.0, 2.0, 3.0, math.nan])
+    assert s["n"] == 3 and s["mean"] == 2.0 and s["std"] == pytest.approx(1.0)
+    assert s["ci95"] == pytest.approx(4.302652729911275 / math.sqrt(3))    # t(0.975, 2) * std / sqrt(n)
+    assert summary([5.0])["n"] == 1 and math.isnan(summary([5.0])["ci95"])
