@@ -76,3 +76,23 @@ def test_epoch_length():
     dm = build_datamodule(DataConfig(name="synthetic", batch_size=4, epoch_length=7))
     dm.setup("fit")
     assert len(dm.train_dataloader()) == 7
+
+
+def test_image_frames_all_serves_every_frame_of_every_clip():
+    """T2I pretraining on all frames: item (clip, frame) is that frame of the clip as rendered for the STUNet."""
+    from lumiere_pl.data.config import DataConfig, SyntheticConfig
+    from lumiere_pl.data.synthetic import clip_of, render_clip
+    from lumiere_pl.data.synthetic_module import ShapesDataset
+    from lumiere_pl.utils.video import from_uint8
+
+    syn = SyntheticConfig(num_videos=3, image_frames="all")
+    ds = ShapesDataset(DataConfig(images=True, frames=4, size=16, synthetic=syn), "train", 3)
+    assert len(ds) == 12
+    video = from_uint8(render_clip(clip_of(syn, 2, "train"), 4, 16, syn.shape_scale, syn.background))  # (c t h w)
+    for frame in range(4):
+        item = ds[2 * 4 + frame]
+        assert item["key"] == f"shapes-train-000002-f{frame:03d}"
+        assert torch.equal(item["pixels"], video[:, frame])
+    first = ShapesDataset(DataConfig(images=True, frames=4, size=16, synthetic=SyntheticConfig(num_videos=3)),
+                          "train", 3)
+    assert len(first) == 3 and torch.equal(first[2]["pixels"], video[:, 0])

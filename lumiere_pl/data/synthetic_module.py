@@ -18,25 +18,30 @@ from lumiere_pl.utils.sampler import ResumableSampler, resume_position
 
 
 class ShapesDataset(Dataset):
-    """Map-style: item i is clip (i mod num_videos) of a split; deterministic for (seed, split)."""
+    """Map-style: item i is clip (i mod num_videos) of a split; deterministic for (seed, split).
+
+    Images (cfg.images, T2I pretraining): frame 0 of each clip, or with data.synthetic.image_frames=all every frame
+    of the clip's cfg.frames as its own item (16x the distinct images: positions along the whole motion)."""
 
     def __init__(self, cfg: DataConfig, split: str, num_videos: int, length: int = 0):
         self.cfg, self.split, self.num_videos = cfg, split, num_videos
-        self.length = length or num_videos          # >num_videos: the same clips revisited (resampled epochs)
+        self.per_clip = cfg.frames if cfg.images and cfg.synthetic.image_frames == "all" else 1
+        self.length = length or num_videos * self.per_clip   # longer: the same items revisited (resampled epochs)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> Dict[str, object]:
         s = self.cfg.synthetic
-        idx = i % self.num_videos
+        idx, frame = divmod(i % (self.num_videos * self.per_clip), self.per_clip)
         clip = clip_of(s, idx, self.split)
-        frames = 1 if self.cfg.images else self.cfg.frames
+        frames = frame + 1 if self.cfg.images else self.cfg.frames
         x = from_uint8(render_clip(clip, frames, self.cfg.size, s.shape_scale, s.background,
                                   frame_step=s.frame_step))   # (c t h w)
+        key = f"shapes-{self.split}-{idx:06d}" + (f"-f{frame:03d}" if self.per_clip > 1 else "")
         if self.cfg.images:
-            x = x[:, 0]                                                                         # (c h w)
-        return {"pixels": x, "caption": clip.caption, "key": f"shapes-{self.split}-{idx:06d}", "label": clip.label}
+            x = x[:, frame]                                                                     # (c h w)
+        return {"pixels": x, "caption": clip.caption, "key": key, "label": clip.label}
 
 
 class SyntheticDataModule(L.LightningDataModule):

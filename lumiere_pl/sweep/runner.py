@@ -157,7 +157,9 @@ def real_clips(spec: SweepSpec, plans: List[Plan], count: int) -> Path:
         if not path.exists():
             write_mp4(path, render_clip(clip, d.frames, d.size, s.shape_scale, s.background), fps=d.fps,
                       lossless=True)
-    _write_json(spec.root / "real_captions.json", [c.caption for c in clips])     # beside, not among the videos
+    captions, record = [c.caption for c in clips], spec.root / "real_captions.json"  # beside the videos
+    if not record.is_file() or json.loads(record.read_text()) != captions:
+        _write_json(record, captions)
     return folder
 
 
