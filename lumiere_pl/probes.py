@@ -51,15 +51,23 @@ def sample(module, prompts: Sequence[str], seeds: Sequence[int], batch_size: int
 
 
 def classify_shape(mask: np.ndarray) -> Optional[str]:
-    """A (h w) bool mask of one shape on the torus -> circle | square | triangle, by how much of its bounding box it
-    fills (square 1, circle pi/4, triangle 1/2); None when fewer than 6 pixels."""
+    """A (h w) bool mask of one shape on the torus -> circle | square | triangle, by how much of its bounding box
+    its largest connected part fills (square 1, circle pi/4, triangle 1/2; stray pixels and second blobs are left
+    out); None when that part has fewer than 6 pixels."""
+    from scipy import ndimage
+
     if mask.sum() < 6:
         return None
     h, w = mask.shape
     cy, cx = (int(round(v)) for v in centroids(mask[None])[0, ::-1])
     m = np.roll(mask, (h // 2 - cy, w // 2 - cx), axis=(0, 1))          # centred: no wrap across the edges
-    ys, xs = np.nonzero(m)
-    fill = m.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+    labels, n = ndimage.label(m)
+    sizes = np.bincount(labels.ravel())[1:]                            # (n,) pixels per part
+    part = labels == int(np.argmax(sizes)) + 1
+    if part.sum() < 6:
+        return None
+    ys, xs = np.nonzero(part)
+    fill = part.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
     return "square" if fill > 0.9 else "circle" if fill > 0.64 else "triangle"
 
 

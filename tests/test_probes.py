@@ -7,7 +7,7 @@ import torch
 
 from lumiere_pl import probes
 from lumiere_pl.config import TemporalConfig, UNetConfig
-from lumiere_pl.data.synthetic import ShapeClip, render_clip, sample_clip
+from lumiere_pl.data.synthetic import COLOURS, ShapeClip, render_clip, sample_clip
 from lumiere_pl.models.stunet import STUNet
 from lumiere_pl.models.unet import UNet
 
@@ -24,6 +24,13 @@ def test_appearance_reads_colour_and_shape_of_real_frames_and_not_of_wrong_ones(
     other_shape = [c.caption.replace(c.shape, {"circle": "square", "square": "triangle", "triangle": "circle"}[c.shape])
                    for c in clips]
     assert probes.appearance(frames, other_shape)["shape"] == 0.0
+    noisy = [f.copy() for f in frames]                 # a stray pixel and a second, smaller blob of the colour
+    for f, c in zip(noisy, clips):
+        colour = np.array(COLOURS[c.colour], np.uint8)
+        cy, cx = (int(v) for v in np.argwhere((f == colour).all(-1)).mean(0))
+        f[(cy + 16) % 32, (cx + 16) % 32] = colour
+        f[(cy + 12) % 32:(cy + 15) % 32 or 32, (cx + 9) % 32] = colour
+    assert probes.appearance(noisy, [c.caption for c in clips])["shape"] >= 0.95
     blank = [np.zeros_like(f) for f in frames]
     assert probes.appearance(blank, [c.caption for c in clips]) == {"colour": 0.0, "shape": 0.0, "images": 60}
 
