@@ -91,7 +91,9 @@ def _train(spec: SweepSpec, config: str, overrides: List[str], steps: int, init_
 def _same_config(cfg, init_from: Optional[str]) -> None:
     """A run folder serves only the config it was first trained with (train.max_steps aside): a spec edited since
     would otherwise score old checkpoints under new names. The config is recorded at the first training."""
-    from lumiere_pl.config import to_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lumiere_pl.config import from_dict, to_dict
 
     record = cfg.run_dir / "sweep_config.json"
     now = to_dict(cfg)
@@ -101,6 +103,14 @@ def _same_config(cfg, init_from: Optional[str]) -> None:
         _write_json(record, now)
         return
     before = json.loads(record.read_text())
+    try:                          # keys added to the schema since then read as their defaults (the old behaviour)
+        filled = to_dict(from_dict({**before, "train": {**before["train"], "max_steps": 1}}))
+        filled["train"].pop("max_steps")
+        filled["model"]["init_from"] = before["model"]["init_from"]
+        before = filled
+    except (OmegaConfBaseException, KeyError, TypeError) as err:   # a key removed from the schema, say
+        raise SpecError(f"{cfg.run_dir} was trained with a config this version cannot read ({err}); delete that "
+                        f"folder to retrain it, or give the sweep another name") from None
     if before != now:
         changed = sorted(_diff(before, now))
         raise SpecError(f"{cfg.run_dir} was trained with another config ({', '.join(changed[:4])} differ); "
