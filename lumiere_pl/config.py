@@ -63,6 +63,8 @@ class TemporalConfig:
     unfreeze: List[str] = field(default_factory=list)      # spatial groups trained despite freeze_spatial:
                                     # text (the T2I's text projection, pooling and cross-attention layers)
     upsample: str = "nearest"       # temporal upsampling: nearest (paper: frame duplication) | linear interpolation
+    attn_kind: str = "temporal"     # the coarsest level's attention: temporal (paper: over t at each position) |
+                                    # spacetime (over all frames and positions of a clip: motion-compensated)
 
 
 @dataclass
@@ -279,6 +281,7 @@ def validate(cfg: ExperimentConfig) -> None:
     for group in t.unfreeze:
         _choice("model.temporal.unfreeze", group, ("text",))
     _choice("model.temporal.upsample", t.upsample, ("nearest", "linear"))
+    _choice("model.temporal.attn_kind", t.attn_kind, ("temporal", "spacetime"))
     levels = len(u.channel_mults)
     if levels < 1:
         raise ConfigError("model.unet.channel_mults must list at least one level, e.g. [1, 2, 2]")

@@ -164,16 +164,27 @@ class PerFrame(torch.nn.Module):
         return unfold_time(out, t)
 
 
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def swap_direction(caption: str) -> str:
+    """'a red circle moving left slowly' -> 'a red circle moving right slowly'."""
+    words = caption.split()
+    i = words.index("moving") + 1
+    return " ".join(words[:i] + [OPPOSITE[words[i]]] + words[i + 1:])
+
+
 @torch.no_grad()
 def loss_by_noise(module, nets: Dict[str, torch.nn.Module], n: int = 24,
                   times: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), seed: int = 0,
-                  batch_size: int = 8) -> Dict[str, List[float]]:
+                  batch_size: int = 8, swapped: bool = False) -> Dict[str, List[float]]:
     """Mean squared prediction error of each network on n unseen clips at fixed diffusion times, with the same clips
     and noise for every network; module supplies the data, schedule, prediction type and text encoder.
-    Returns {name: [loss at each time]} (networks are used as given: apply the EMA before)."""
+    swapped: captions with the opposite direction ("left" <-> "right"): a network that uses the caption's direction
+    does worse with them. Returns {name: [loss at each time]} (networks are used as given: apply the EMA before)."""
     clips = test_clips(module, n)
     x0 = render(module, clips)                                                   # (n 3 t h w)
-    captions = [c.caption for c in clips]
+    captions = [swap_direction(c.caption) if swapped else c.caption for c in clips]
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     out: Dict[str, List[float]] = {name: [] for name in nets}
     for t in times:

@@ -79,3 +79,8 @@ def test_per_frame_t2i_equals_a_fresh_stunet_without_temporal_downsampling():
     x, c = torch.randn(2, 3, 4, 8, 8), torch.tensor([30.0, 600.0])
     cond = {"text": torch.randn(2, 3, 8), "text_mask": torch.ones(2, 3, dtype=torch.bool)}
     torch.testing.assert_close(probes.PerFrame(t2i)(x, c, cond), net(x, c, cond), atol=1e-5, rtol=0)
+
+
+def test_swap_direction():
+    assert probes.swap_direction("a red circle moving left slowly") == "a red circle moving right slowly"
+    assert probes.swap_direction("a blue square moving down") == "a blue square moving up"

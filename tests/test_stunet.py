@@ -46,7 +46,8 @@ def test_inflated_stunet_equals_t2i_on_a_still_video(down_levels, frames):
 
 OPTIONS = {"emb_cond": dict(emb_cond=True), "text_attn": dict(text_attn=True), "attn_levels": dict(attn_levels=[0, 1]),
            "unfreeze_text": dict(unfreeze=["text"]),
-           "linear_upsample": dict(upsample="linear"), "all": dict(emb_cond=True, text_attn=True, attn_levels=[0, 1, 2],
+           "linear_upsample": dict(upsample="linear"), "spacetime": dict(attn_kind="spacetime", text_attn=True),
+           "all": dict(emb_cond=True, text_attn=True, attn_levels=[0, 1, 2],
                                                                  unfreeze=["text"], attn_layers=2)}
 
 
@@ -215,3 +216,24 @@ def test_conditional_input_is_identity_at_init():
     extra = {"cond_video": torch.randn(1, 3, 4, 16, 16), "cond_mask": torch.ones(1, 1, 4, 16, 16)}
     c = torch.tensor([200.0])
     torch.testing.assert_close(cond_net(x, c, {**cond(1), **extra}), plain(x, c, cond(1)))
+
+
+def test_spacetime_attention_mixes_positions_across_frames_and_temporal_does_not():
+    """attn_kind=spacetime: a change at one position of frame 0 reaches other positions of later frames
+    (motion-compensated gathering); per-position temporal attention keeps positions apart."""
+    from lumiere_pl.models.temporal import TemporalAttention, TemporalContext
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 4, 6, 6)                                    # (b c t h w)
+    poke = x.clone()
+    poke[:, :, 0, 1, 1] += 3.0 * torch.randn(16)                       # frame 0, position (1, 1)
+    for spacetime in (False, True):
+        attn = TemporalAttention(16, 8, max_frames=8, spacetime=spacetime)
+        with torch.no_grad():
+            for p in attn.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        diff = (attn(poke, TemporalContext()) - attn(x, TemporalContext())).abs()[0].sum(0)   # (t h w)
+        other = diff.clone()
+        other[:, 1, 1] = 0.0                                           # everywhere but the poked position
+        assert (other.max() > 1e-3) == spacetime
+        assert diff[1:, 1, 1].max() > 1e-3                             # later frames at the same position: both

@@ -53,7 +53,7 @@ class STUNet(nn.Module):
                 elif isinstance(layer, Upsample) and layer.level in down:
                     self.temporal[key] = make.up(ch)
                 elif isinstance(layer, AttentionBlock) and prefix == "mid" and cfg.attn_layers:
-                    self.temporal[key] = make.attn(ch, cfg.attn_layers)
+                    self.temporal[key] = make.attn(ch, cfg.attn_layers, coarsest=True)
 
         for prefix, block, level in _walk(t2i):
             after_layers(prefix, block, level)

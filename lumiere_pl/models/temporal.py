@@ -108,23 +108,46 @@ class TemporalUpsample(nn.Module):
 class TemporalAttention(nn.Module):
     """Self-attention over time at each spatial position, with a learned frame-position embedding, then (text_dim
     > 0) cross-attention of every position and frame to the text tokens, then an MLP. Residual, zero-initialised
-    outputs (identity at init). Stacked at the coarsest level of the STUNet, optionally at other levels."""
+    outputs (identity at init). Stacked at the coarsest level of the STUNet, optionally at other levels.
 
-    def __init__(self, ch: int, head_dim: int, max_frames: int, text_dim: int = 0):
+    spacetime=True: self-attention over all (frame, position) tokens of a clip at once, with learned frame, row and
+    column embeddings: a token can gather from other positions of other frames (motion-compensated), which
+    per-position attention cannot; cheap at the coarsest level (t h w = 4 x 8 x 8 tokens in `make train`)."""
+
+    def __init__(self, ch: int, head_dim: int, max_frames: int, text_dim: int = 0, spacetime: bool = False,
+                 max_side: int = 64):
         super().__init__()
+        self.spacetime = spacetime
         self.norm, self.attn = nn.LayerNorm(ch), Attention(ch, head_dim)
         self.pos = nn.Parameter(torch.randn(max_frames, ch) * 0.02)
+        self.pos_y = nn.Parameter(torch.randn(max_side, ch) * 0.02) if spacetime else None
+        self.pos_x = nn.Parameter(torch.randn(max_side, ch) * 0.02) if spacetime else None
         self.text_norm = nn.LayerNorm(ch) if text_dim else None
         self.text_attn = Attention(ch, head_dim, kv_dim=text_dim) if text_dim else None
         self.norm2 = nn.LayerNorm(ch)
         self.mlp = nn.Sequential(nn.Linear(ch, 4 * ch), nn.GELU(), zero_(nn.Linear(4 * ch, ch)))
+
+    def _position(self, t: int, h: int, w: int) -> Tensor:
+        """Embedding added to the queries and keys: ((t) c) per frame, or ((h w t) c) with spacetime."""
+        if not self.spacetime:
+            return self.pos[:t]
+        if max(h, w) > self.pos_y.shape[0]:
+            raise ValueError(f"{h}x{w} positions at a space-time attention > model.temporal.max_side="
+                             f"{self.pos_y.shape[0]}")
+        pos = self.pos_y[:h, None, None] + self.pos_x[None, :w, None] + self.pos[None, None, :t]   # (h w t c)
+        return pos.reshape(h * w * t, -1)
 
     def forward(self, x: Tensor, ctx: Optional[TemporalContext] = None) -> Tensor:   # (b c t h w)
         b, c, t, h, w = x.shape
         if t > self.pos.shape[0]:
             raise ValueError(f"{t} frames at a temporal attention > model.temporal.max_frames={self.pos.shape[0]}")
         tok = x.permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)    # ((b h w) t c)
-        tok = tok + self.attn(self.norm(tok) + self.pos[:t])
+        pos = self._position(t, h, w)
+        if self.spacetime:                                           # one sequence per clip: (b (h w t) c)
+            seq = tok.reshape(b, h * w * t, c)
+            tok = (seq + self.attn(self.norm(seq) + pos)).reshape(b * h * w, t, c)
+        else:
+            tok = tok + self.attn(self.norm(tok) + pos)
         if self.text_attn is not None:                              # every (position, frame) of a clip: its text
             q = (self.text_norm(tok) + self.pos[:t]).reshape(b, h * w * t, c)              # (b (h w t) c)
             tok = tok + self.text_attn(q, ctx.text, ctx.text_mask).reshape(b * h * w, t, c)
@@ -159,8 +182,10 @@ class TemporalModules:
     def up(self, ch: int) -> TemporalUpsample:
         return TemporalUpsample(ch, self.cfg.kernel, self.cfg.upsample)
 
-    def attn(self, ch: int, layers: int = 1) -> TemporalStack:
-        return TemporalStack([TemporalAttention(ch, self.head_dim, self.cfg.max_frames, self.text_dim)
+    def attn(self, ch: int, layers: int = 1, coarsest: bool = False) -> TemporalStack:
+        """coarsest: the middle block's stack, space-time attention there when model.temporal.attn_kind=spacetime."""
+        spacetime = coarsest and self.cfg.attn_kind == "spacetime"
+        return TemporalStack([TemporalAttention(ch, self.head_dim, self.cfg.max_frames, self.text_dim, spacetime)
                               for _ in range(layers)])
 
     def finish(self, modules: nn.Module) -> nn.Module:

@@ -25,6 +25,7 @@ METRICS: List[Tuple[str, str, str, str]] = [
     ("swap_separated", "text_swap.separated", ".0%", "text swap: separated"),
     ("swap_separation", "text_swap.separation", ".3f", "text swap: separation"),
     ("loss_ratio_mid", "loss_by_noise", ".2f", "loss / T2I per frame at t=0.5"),
+    ("swap_loss_mid", "loss_by_noise.swap", ".3f", "loss: swapped direction / true at t=0.5"),
     ("train_tflops", "train_tflops", ".1f", "train TFLOPs"),
     ("train_minutes", "train_seconds", ".1f", "train min"),
     ("sample_s", "sample_seconds_per_video", ".2f", "sample s / video"),
@@ -32,12 +33,13 @@ METRICS: List[Tuple[str, str, str, str]] = [
 
 
 def _read(score: dict, path: str) -> float:
-    if path == "loss_by_noise":
+    if path.startswith("loss_by_noise"):
         lbn = score.get("loss_by_noise")
         if not lbn:
             return math.nan
         i = lbn["times"].index(0.5) if 0.5 in lbn["times"] else len(lbn["times"]) // 2
-        return lbn["stunet"][i] / lbn["t2i_per_frame"][i]
+        other = "stunet_swapped_direction" if path.endswith(".swap") else "t2i_per_frame"
+        return lbn["stunet"][i] / lbn[other][i] if path == "loss_by_noise" else lbn[other][i] / lbn["stunet"][i]
     node = score
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:

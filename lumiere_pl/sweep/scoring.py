@@ -141,4 +141,6 @@ def _loss_by_noise(module, init_from: str, n: int) -> dict:
     with module.ema.apply_to(module.net), t2i.ema.apply_to(t2i.net):
         losses = probes.loss_by_noise(module, {"stunet": module.net, "t2i_per_frame": probes.PerFrame(t2i.net)},
                                       n=n, times=TIMES)
-    return {"times": list(TIMES), **losses}
+        swapped = probes.loss_by_noise(module, {"stunet_swapped_direction": module.net}, n=n, times=TIMES,
+                                       swapped=True)
+    return {"times": list(TIMES), **losses, **swapped}
