@@ -30,17 +30,24 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
-def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """`with atomic_open(path) as f: f.write(...)`: path appears, complete, when the block ends without error."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """`with atomic_path(path) as tmp: writer(tmp)`, for writers that take a file name: path appears, complete, when
+    the block ends without error."""
     path = Path(path)
     tmp = tmp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as err:
@@ -49,6 +56,13 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
             raise WriteError(f"{path}: cannot write ({err.strerror or err}); expected a writable folder with free "
                              "space (any previous file is kept)", err.errno) from err
         raise
+
+
+@contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """`with atomic_open(path) as f: f.write(...)`: path appears, complete, when the block ends without error."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -61,4 +75,4 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-__all__ = ["atomic_open", "tmp_path", "write_bytes", "write_text"]
+__all__ = ["atomic_open", "atomic_path", "tmp_path", "write_bytes", "write_text"]
