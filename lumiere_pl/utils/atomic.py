@@ -47,15 +47,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        commit(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         if isinstance(err, OSError) and not isinstance(err, WriteError):
-            raise WriteError(f"{path}: cannot write ({err.strerror or err}); expected a writable folder with free "
-                             "space (any previous file is kept)", err.errno) from err
+            raise write_error(path, err) from err
         raise
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Make the complete temporary file `tmp` the file `path`: fsync, rename, fsync the folder."""
+    _fsync_file(tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_error(path: Path, err: OSError) -> WriteError:
+    return WriteError(f"{path}: cannot write ({err.strerror or err}); expected a writable folder with free space "
+                      "(any previous file is kept)", err.errno)
 
 
 @contextmanager
@@ -75,4 +84,4 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-__all__ = ["atomic_open", "atomic_path", "tmp_path", "write_bytes", "write_text"]
+__all__ = ["atomic_open", "atomic_path", "commit", "tmp_path", "write_error", "write_bytes", "write_text"]
