@@ -8,6 +8,8 @@
   python -m lumiere_pl.cli.ablation report --out runs/ablation --stunet CKPT --keyframes CKPT --tsr CKPT
       table.md + table.json: per pipeline FVD (from {pipeline}/fvd.json, written by `lumiere-eval fvd`), training
       steps, sampling time per video, forward GFLOPs per generated video, motion coherence (data/shapes_motion.py)
+Every file is written atomically. Exit codes: 0 done, 2 bad input (a missing or unreadable input file, checkpoint or
+option; an output that cannot be written), 1 internal error. --debug or LUMIERE_DEBUG=1: the traceback too.
 """
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ from typing import List, Optional
 
 import numpy as np
 
+from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.errors import InputError
+from lumiere_pl.utils.atomic import write_text
+
 PIPELINES = ("stunet", "cascade")
 
 
@@ -29,14 +35,16 @@ def _stale_outputs(out: Path, ckpts: List[str]) -> None:
 
     now = {c: [Path(c).stat().st_size, Path(c).stat().st_mtime_ns] for c in ckpts}
     record = out / "checkpoints.json"
-    before = json.loads(record.read_text()) if record.exists() else None
+    try:
+        before = json.loads(record.read_text()) if record.exists() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        before = None                                     # unreadable record: treat the checkpoints as changed
     if before != now:
         for name in PIPELINES:
             if (out / name).exists():
                 print(f"checkpoints changed since the last run: removing {out / name}")
                 shutil.rmtree(out / name)
-    out.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(now, indent=2))
+    write_text(record, json.dumps(now, indent=2))
 
 
 def prepare(out: Path, config: str, n: int, n_real: int, ckpts: Optional[List[str]] = None) -> None:
@@ -44,14 +52,16 @@ def prepare(out: Path, config: str, n: int, n_real: int, ckpts: Optional[List[st
     from lumiere_pl.data.synthetic import render_clip, sample_clip
     from lumiere_pl.utils.video import write_mp4
 
+    for c in ckpts or []:
+        if not Path(c).is_file():
+            raise InputError(f"--ckpts {c}: checkpoint not found; expected the checkpoints sampled next")
     d = load_config(config).data
     s = d.synthetic
     clips = [sample_clip(s.seed, i, "test", s.speed_word_prob) for i in range(max(n, n_real))]
-    out.mkdir(parents=True, exist_ok=True)
     if ckpts:
         _stale_outputs(out, ckpts)
     rows = [{"index": i, "prompt": c.caption} for i, c in enumerate(clips[:n])]
-    (out / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_text(out / "prompts.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     for i, c in enumerate(clips[:n_real]):
         path = out / "real" / f"{i:06d}.mp4"
         if not path.exists():
@@ -59,10 +69,29 @@ def prepare(out: Path, config: str, n: int, n_real: int, ckpts: Optional[List[st
     print(f"wrote {out / 'prompts.jsonl'} ({n} prompts) and {n_real} real clips under {out / 'real'}")
 
 
-def _read_videos(folder: Path, n: int) -> List[np.ndarray]:
-    from lumiere_pl.data.video_io import decode
+def _read_json(path: Path, made_by: str):
+    """A JSON file an earlier step wrote; missing or unreadable: InputError naming the step that makes it."""
+    if not path.is_file():
+        raise InputError(f"{path}: not found; expected the output of {made_by}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err}); run {made_by} again") from None
 
-    return [decode((folder / f"{i:06d}.mp4").read_bytes()) for i in range(n)]       # each (t h w 3) uint8
+
+def _read_videos(folder: Path, n: int) -> List[np.ndarray]:
+    from lumiere_pl.data.video_io import VideoError, decode
+
+    videos = []
+    for i in range(n):
+        path = folder / f"{i:06d}.mp4"
+        if not path.is_file():
+            raise InputError(f"{path}: not found; expected {n} videos in {folder} (sample them before the report)")
+        try:
+            videos.append(decode(path.read_bytes()))                                   # (t h w 3) uint8
+        except VideoError as err:
+            raise InputError(f"{path}: {err}; delete it and sample again") from None
+    return videos
 
 
 def gflops_per_video(module) -> float:
@@ -83,24 +112,34 @@ def _row(out: Path, name: str, ckpts: List[str], rows: List[dict], background) -
     from lumiere_pl.data.shapes_motion import summarise
 
     folder = out / name / "videos"
-    metas = [json.loads((folder / f"{r['index']:06d}.json").read_text()) for r in rows]
-    fvd = json.loads((out / name / "fvd.json").read_text())
+    metas = [_read_json(folder / f"{r['index']:06d}.json", "lumiere-sample --prompts") for r in rows]
+    fvd = _read_json(out / name / "fvd.json", "lumiere-eval fvd")
+    for key, made_by in (("value", "lumiere-eval fvd"), ("n_fake", "lumiere-eval fvd"), ("n_real", "lumiere-eval fvd")):
+        if key not in fvd:
+            raise InputError(f"{out / name / 'fvd.json'}: no {key!r}; expected the output of {made_by}")
     motion = summarise(_read_videos(folder, len(rows)), [r["prompt"] for r in rows], background)
+    modules = [load_module(c, expect=["stunet"]) for c in ckpts]
     return {"pipeline": name, "fvd": fvd["value"], "n_fake": fvd["n_fake"], "n_real": fvd["n_real"],
-            "train_steps": sum(int(load_checkpoint(c)["global_step"]) for c in ckpts),
-            "sample_s_per_video": float(np.mean([m["sample_seconds"] for m in metas])),
-            "gflops_per_video": sum(gflops_per_video(load_module(c)) for c in ckpts), **motion}
+            "train_steps": sum(int(load_checkpoint(c, mmap=True).get("global_step", 0)) for c in ckpts),
+            "sample_s_per_video": float(np.mean([m.get("sample_seconds", math.nan) for m in metas])),
+            "gflops_per_video": sum(gflops_per_video(m) for m in modules), **motion}
 
 
 def report(out: Path, stunet: str, keyframes: str, tsr: str, background=(0, 0, 0)) -> List[dict]:
     from lumiere_pl.data.shapes_motion import summarise
 
-    rows = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines() if line.strip()]
+    from lumiere_pl.cli.sample import read_prompts
+
+    prompts = out / "prompts.jsonl"
+    if not prompts.is_file():
+        raise InputError(f"{prompts}: not found; expected the output of `python -m lumiere_pl.cli.ablation prepare "
+                         f"--out {out}`")
+    rows = read_prompts(prompts)
     table = [_row(out, "stunet", [stunet], rows, background), _row(out, "cascade", [keyframes, tsr], rows, background)]
     real = summarise(_read_videos(out / "real", len(rows)), [r["prompt"] for r in rows], background)
     table.append({"pipeline": "real clips (reference)", "fvd": math.nan, **real})
-    (out / "table.json").write_text(json.dumps(table, indent=2))
-    (out / "table.md").write_text(markdown(table))
+    write_text(out / "table.json", json.dumps(table, indent=2))
+    write_text(out / "table.md", markdown(table))
     return table
 
 
@@ -121,7 +160,8 @@ def markdown(table: List[dict]) -> str:
                                       f"frame sides (lumiere_pl/data/shapes_motion.py).\n")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+@command("python -m lumiere_pl.cli.ablation")
+def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m lumiere_pl.cli.ablation", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -135,16 +175,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     for name in ("stunet", "keyframes", "tsr"):
         p.add_argument(f"--{name}", required=True, help=f"{name} checkpoint")
+    ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = ap.parse_args(argv)
-    try:
-        if args.command == "prepare":
-            prepare(args.out, args.config, args.n, args.real, args.ckpts)
-        else:
-            report(args.out, args.stunet, args.keyframes, args.tsr)
-            print((args.out / "table.md").read_text())
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        print(f"ablation: {err}", file=sys.stderr)
-        return 2
+    if args.command == "prepare":
+        if args.n < 1 or args.real < 1:
+            raise InputError(f"--n {args.n} --real {args.real}: expected integers >= 1")
+        prepare(args.out, args.config, args.n, args.real, args.ckpts)
+    else:
+        report(args.out, args.stunet, args.keyframes, args.tsr)
+        print((args.out / "table.md").read_text())
     return 0
 
 
