@@ -57,13 +57,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; expected {EXPECTED}")
     try:
-        with warnings.catch_warnings():                      # torch's note on pickle protocols: not the user's to act on
+        with warnings.catch_warnings():                      # torch's note on pickle protocols: not for the user
             warnings.simplefilter("ignore", UserWarning)
             ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         if "GLOBAL" in str(err):
             raise CheckpointError(f"{path}: {_refused(err)}") from None
-        if "Unsupported operand" in str(err):
+        if "Unsupported operand" in str(err) and _what_is(path).startswith("a pickle"):
             raise CheckpointError(f"{path}: a pickle that torch.save did not write (a plain pickle?); expected "
                                   f"{EXPECTED}") from None
         raise CheckpointError(f"{path}: {_what_is(path)}; expected {EXPECTED}") from None
@@ -164,9 +164,9 @@ def export_weights(ckpt_path: str | Path, out: str | Path, ema: bool = True) -> 
     import json
 
     from omegaconf import OmegaConf
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from lumiere_pl.utils.atomic import atomic_path, write_text
+    from lumiere_pl.utils.atomic import write_bytes, write_text
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -176,8 +176,7 @@ def export_weights(ckpt_path: str | Path, out: str | Path, ema: bool = True) -> 
     weights = {k: v.detach().to("cpu").clone().contiguous() for k, v in net_state(ckpt, ema=ema).items()}
     meta = {"format": "lumiere-pl", "config": json.dumps(config), "ema": str(ema).lower(),
             "global_step": str(ckpt.get("global_step", 0)), "source": str(ckpt_path)}
-    with atomic_path(out) as tmp:                          # each file complete or absent, never half-written
-        save_file(weights, str(tmp), metadata=meta)
+    write_bytes(out, save(weights, metadata=meta))          # each file complete or absent, never half-written
     cfg_path = write_text(out.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(config)))
     return out, cfg_path
 

@@ -206,7 +206,7 @@ def _read_yaml(path: Path, schema: DictConfig, seen: tuple = ()) -> DictConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"config {path}: not a UTF-8 text file (expected an experiment YAML)") from None
     except OSError as err:                 # OmegaConf: the YAML is a scalar ("Invalid loaded object type: int")
-        raise ConfigError(f"config {path}: expected a mapping of sections (model:, data:, train:, ...); {err}") from None
+        raise ConfigError(f"config {path}: expected a mapping of sections (model:, data:, ...); {err}") from None
     _check_shape(raw, schema, f"config {path}")
     base = raw.pop("base", None)
     merged = schema

@@ -174,33 +174,32 @@ def main(argv: List[str]) -> int:
     done = sum(1 for r in rows if int(r["index"]) % world == rank) - len(todo)
     if done:
         print(f"lumiere-sample: {done} videos already rendered, {len(todo)} to go")
-    bar = tqdm(total=len(todo), desc=f"rendering (rank {rank}/{world})", unit="video")
-    for start in range(0, len(todo), args.batch_size):
-        batch = todo[start:start + args.batch_size]
-        opts = dict(steps=args.steps, guidance=args.guidance, seeds=[args.seed + int(r["index"]) for r in batch],
-                    use_ema=not args.no_ema, progress=len(todo) == 1)
-        start_time = time.perf_counter()
-        if keyframes is not None:
-            from lumiere_pl.cascade import sample_cascade
-            videos = sample_cascade(keyframes, module, [r["prompt"] for r in batch], **opts)
-        else:
-            videos = module.generate([r["prompt"] for r in batch], frames=args.frames, **opts)
-        seconds = (time.perf_counter() - start_time) / len(batch)       # sampling time per video, this batch
-        for row, video in zip(batch, videos):
-            path = target(row)
-            if args.prompts is not None:   # metadata first: an MP4 that exists always has its JSON
-                meta = {**row, "seed": args.seed + int(row["index"]), "ckpt": str(args.ckpt), "fps": fps,
-                        "sample_seconds": seconds, "batch_size": len(batch)}
-                if keyframes is not None:
-                    meta["keyframes_ckpt"] = str(args.keyframes_ckpt)
-                write_text(path.with_suffix(".json"), json.dumps(meta))
-            write_mp4(path, to_uint8(video), fps=fps)
-        if ssr is not None:                 # stage 2: one MP4 per stage
-            seeds = [args.seed + int(r["index"]) for r in batch]
-            for row, video in zip(batch, upscale(ssr, videos, [r["prompt"] for r in batch], args, seeds)):
-                write_mp4(ssr_path(target(row), args.out_dir), to_uint8(video), fps=fps)
-        bar.update(len(batch))
-    bar.close()
+    with tqdm(total=len(todo), desc=f"rendering (rank {rank}/{world})", unit="video") as bar:   # closed on errors
+        for start in range(0, len(todo), args.batch_size):
+            batch = todo[start:start + args.batch_size]
+            opts = dict(steps=args.steps, guidance=args.guidance, seeds=[args.seed + int(r["index"]) for r in batch],
+                        use_ema=not args.no_ema, progress=len(todo) == 1)
+            start_time = time.perf_counter()
+            if keyframes is not None:
+                from lumiere_pl.cascade import sample_cascade
+                videos = sample_cascade(keyframes, module, [r["prompt"] for r in batch], **opts)
+            else:
+                videos = module.generate([r["prompt"] for r in batch], frames=args.frames, **opts)
+            seconds = (time.perf_counter() - start_time) / len(batch)       # sampling time per video, this batch
+            for row, video in zip(batch, videos):
+                path = target(row)
+                if args.prompts is not None:   # metadata first: an MP4 that exists always has its JSON
+                    meta = {**row, "seed": args.seed + int(row["index"]), "ckpt": str(args.ckpt), "fps": fps,
+                            "sample_seconds": seconds, "batch_size": len(batch)}
+                    if keyframes is not None:
+                        meta["keyframes_ckpt"] = str(args.keyframes_ckpt)
+                    write_text(path.with_suffix(".json"), json.dumps(meta))
+                write_mp4(path, to_uint8(video), fps=fps)
+            if ssr is not None:                 # stage 2: one MP4 per stage
+                seeds = [args.seed + int(r["index"]) for r in batch]
+                for row, video in zip(batch, upscale(ssr, videos, [r["prompt"] for r in batch], args, seeds)):
+                    write_mp4(ssr_path(target(row), args.out_dir), to_uint8(video), fps=fps)
+            bar.update(len(batch))
     print(f"wrote {args.out if args.prompt is not None else args.out_dir}")
     return 0
 
