@@ -117,6 +117,13 @@ class Case(NamedTuple):
     absent: tuple = ()                       # outputs (relative to the output folder) that must not exist
     code: int = 2
     setup: Callable[[dict, Path], None] = lambda f, o: None
+    kept: tuple = ()                         # outputs of an earlier run (b"old", made by setup) that must survive
+
+
+def old(*paths: Path) -> None:
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"old")
 
 
 TR = [*TINY, "--dry-run"]                   # training cases stop before building anything anyway
@@ -218,7 +225,8 @@ CASES = {
     "apply/disk full": Case(
         apply.main, lambda f, o: ["i2v", "--ckpt", f["stunet"], "--image", f["image"], "--prompt", "x", "--steps",
                                   "1", "--out", o / "a.mp4"],
-        ("a.mp4", "No space left on device"), ("a.mp4",), setup=lambda f, o: full(o / "a.mp4")),
+        ("a.mp4", "No space left on device"), setup=lambda f, o: (old(o / "a.mp4"), full(o / "a.mp4")),
+        kept=("a.mp4",)),
 
     # lumiere-export
     "export/not a checkpoint": Case(
@@ -232,8 +240,8 @@ CASES = {
         ("pickled.ckpt", "refused"), ("w.safetensors", "w.yaml")),
     "export/disk full": Case(
         export.main, lambda f, o: ["--ckpt", f["stunet"], "--out", o / "w.safetensors"],
-        ("w.safetensors", "No space left on device"), ("w.safetensors", "w.yaml"),
-        setup=lambda f, o: full(o / "w.safetensors")),
+        ("w.safetensors", "No space left on device"), ("w.yaml",),
+        setup=lambda f, o: (old(o / "w.safetensors"), full(o / "w.safetensors")), kept=("w.safetensors",)),
 
     # lumiere-shards
     "shards/every video bad": Case(
@@ -287,6 +295,8 @@ def test_bad_input_fails_well(name, F, tmp_path, capsys):
     assert lines and lines[-1].startswith(("lumiere-", "python -m lumiere_pl")), err     # one line, the command named
     for rel in case.absent:
         assert not (out / rel).exists(), f"{rel} was written"
+    for rel in case.kept:
+        assert (out / rel).read_bytes() == b"old", f"{rel} was changed"
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.is_symlink()], "temporary file left"
 
 
