@@ -31,6 +31,7 @@ from conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 W, H = 24, 20                                   # input image / video size (not the model's 16 x 16)
+MISSING_ACCELERATOR = "gpu" if not torch.cuda.is_available() else "mps"   # one this machine does not have
 UNSAFE_ADVICE = ("weights_only=False", "weights_only` set to `False", "weights_only` argument")
 
 
@@ -149,6 +150,9 @@ CASES = {
     "train/init_from a STUNet (T2I expected)": Case(
         train.main, lambda f, o: [f"model.init_from={f['stunet']}", f"out_dir={o}", *TR],
         ("stunet.ckpt", "a checkpoint of a STUNet", "expected a checkpoint of a T2I U-Net")),
+    "train/trainer settings this machine lacks": Case(
+        train.main, lambda f, o: [f"out_dir={o}", f"trainer.accelerator={MISSING_ACCELERATOR}", *TINY],
+        (f"trainer.accelerator={MISSING_ACCELERATOR}", "expected settings this machine supports"), ("experiment",)),
     "train/resume a T2I (STUNet expected)": Case(
         train.main, lambda f, o: ["--resume", f["t2i"], f"out_dir={o}", *TINY],
         ("t2i.ckpt", "a checkpoint of a T2I U-Net", "expected a checkpoint of a STUNet"), ("experiment",)),
@@ -189,6 +193,9 @@ CASES = {
         sample.main, lambda f, o: ["--ckpt", f["stunet"], "--input-video", f["short"], "--frames", "8",
                                    "--prompt", "x", "--out", o / "a.mp4"],
         ("short.mp4", "4 frames", "--frames 8"), ("a.mp4",)),
+    "sample/device name": Case(
+        sample.main, lambda f, o: ["--ckpt", f["stunet"], "--prompt", "x", "--out", o / "a.mp4", "--device", "gpu"],
+        ("--device gpu", "not a device name"), ("a.mp4",)),
     "sample/out not .mp4": Case(
         sample.main, lambda f, o: ["--ckpt", f["stunet"], "--prompt", "x", "--out", o / "a.gif"],
         ("a.gif", ".mp4"), ("a.gif",)),
@@ -280,6 +287,8 @@ def test_bad_input_fails_well(name, F, tmp_path, capsys):
     case = CASES[name]
     if "disk full" in name and not Path("/dev/full").exists():
         pytest.skip("no /dev/full to simulate a full disk")
+    if "lacks" in name and torch.cuda.is_available() and torch.backends.mps.is_available():
+        pytest.skip("this machine has every accelerator")
     out = tmp_path / "out"
     out.mkdir()
     case.setup(F, out)

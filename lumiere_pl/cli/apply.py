@@ -31,7 +31,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from lumiere_pl.cli.errors import DEBUG_HELP, command
-from lumiere_pl.cli.sample import _cuda, check_frames
+from lumiere_pl.cli.sample import _cuda, check_device, check_frames
 from lumiere_pl.errors import InputError
 
 REBUILD = ("train one with: lumiere-train --config experiments/stunet_conditional_shapes.yaml "
@@ -295,6 +295,7 @@ def main(argv: List[str]) -> int:
             raise InputError(f"{flag} {value}: expected an integer >= 1")
     if args.fps is not None and not args.fps > 0:
         raise InputError(f"--fps {args.fps}: expected a frame rate > 0")
+    check_device(args.device)
     inputs = read_inputs(args)                 # user files first: no checkpoint loaded for a bad PNG
     module = load(args)
     video, known = prepare(args, module, inputs)

@@ -78,6 +78,19 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"{flag} {value}: expected an integer >= 1")
     if args.fps is not None and not args.fps > 0:
         raise InputError(f"--fps {args.fps}: expected a frame rate > 0")
+    check_device(args.device)
+
+
+def check_device(device: str) -> None:
+    """--device names a device torch knows and this machine has."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device}: not a device name; expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device on this machine; expected --device cpu")
 
 
 def check_frames(module, frames: Optional[int], flag: str = "--frames") -> None:

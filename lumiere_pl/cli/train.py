@@ -136,6 +136,7 @@ def main(argv: List[str]) -> int:
         check_resume(cfg, ckpt_path)
 
     import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from lumiere_pl.data import build_datamodule
 
@@ -154,7 +155,12 @@ def main(argv: List[str]) -> int:
         dry_run(module, cfg)
         return 0
     datamodule = build_datamodule(cfg.data)
-    trainer = build_trainer(cfg)
+    try:
+        trainer = build_trainer(cfg)
+    except MisconfigurationException as err:      # e.g. trainer.accelerator=gpu on a machine without one
+        tr = cfg.trainer
+        raise InputError(f"trainer.accelerator={tr.accelerator} devices={tr.devices} strategy={tr.strategy} "
+                         f"precision={tr.precision}: {err} (expected settings this machine supports)") from None
     if trainer.is_global_zero:
         save_config(cfg, cfg.run_dir / "config.yaml")
     if ckpt_path and trainer.is_global_zero:
