@@ -140,9 +140,8 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu", expe
 
     ckpt = load_checkpoint(path, map_location)
     check_model(path, ckpt, expect, hint)
-    config_of(ckpt, path)                                   # a config this version cannot read: named, not a trace
-    config = ckpt["hyper_parameters"]["config"]
-    module = module_class(config["model"]["name"])(config)
+    name = config_of(ckpt, path).model.name                 # a config this version cannot read: named, not a trace
+    module = module_class(name)(ckpt["hyper_parameters"]["config"])
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:                             # missing / unexpected keys, shape mismatches
