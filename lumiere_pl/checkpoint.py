@@ -6,32 +6,111 @@ repository's classes being importable.
 """
 from __future__ import annotations
 
+import pickle
+import re
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
+from omegaconf.errors import OmegaConfBaseException
 
-from lumiere_pl.config import ExperimentConfig, from_dict
+from lumiere_pl.config import ExperimentConfig, ModelConfig, from_dict
+from lumiere_pl.errors import CheckpointError, InputError
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+MODEL_NAMES = {"t2i": "a T2I U-Net", "stunet": "a STUNet", "ssr": "an SSR model"}   # model.name, in words
+EXPECTED = "a checkpoint written by lumiere-train (.ckpt)"
+
+
+def _what_is(path: Path) -> str:
+    """What a file that torch cannot read looks like, from its first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):          # torch.save's zip archive, cut short or damaged
+        return "a truncated or damaged torch file (its zip archive is incomplete: an interrupted copy or download?)"
+    if head[:1] == b"\x80":                     # a pickle: torch's legacy format or a plain pickle
+        return "a pickle that is not a complete torch file (a plain pickle, or a truncated legacy torch file)"
+    if len(head) >= 9 and head[8:9] == b"{":    # 8-byte header length, then a JSON header
+        return "a safetensors file (weights only, e.g. from lumiere-export), not a training checkpoint"
+    return "not a torch file"
+
+
+def _refused(err: Exception) -> str:
+    """Our summary of torch's weights_only refusal; its text (which advises turning the safety off) is not used."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    what = f" ({found.group(1)})" if found else ""
+    return (f"holds a pickled Python object{what}, which lumiere-pl never writes into a checkpoint; refused: "
+            "checkpoints are read with weights_only=True (tensors and plain data only)")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """A lumiere-pl checkpoint as a dict, read with weights_only=True. Raises CheckpointError naming the file and what
+    it is instead: missing, a folder, not a torch file, truncated, a torch file of something else, or one holding
+    objects we refuse to unpickle. mmap: map the tensors instead of reading them (a cheap check of a large file)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; expected {EXPECTED}")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"{path}: checkpoint not found; expected {EXPECTED}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file named
-        raise RuntimeError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
-    for key in ("state_dict", "hyper_parameters"):
-        if key not in ckpt:
-            raise KeyError(f"checkpoint {path} has no {key!r}: not a lumiere-pl checkpoint")
-    if "config" not in ckpt["hyper_parameters"]:
-        raise KeyError(f"checkpoint {path}: hyper_parameters has no 'config': not a lumiere-pl checkpoint")
+        with warnings.catch_warnings():                      # torch's note on pickle protocols: not for the user
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err):
+            raise CheckpointError(f"{path}: {_refused(err)}") from None
+        if "Unsupported operand" in str(err) and _what_is(path).startswith("a pickle"):
+            raise CheckpointError(f"{path}: a pickle that torch.save did not write (a plain pickle?); expected "
+                                  f"{EXPECTED}") from None
+        raise CheckpointError(f"{path}: {_what_is(path)}; expected {EXPECTED}") from None
+    except RuntimeError as err:
+        if mmap and "mmap can only be used" in str(err):     # torch's legacy (non-zip) format: read it whole
+            return load_checkpoint(path, map_location)
+        if zipfile.is_zipfile(path):                         # complete, yet unreadable: say what torch said
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{path}: a torch file that torch {torch.__version__} cannot read ({first}); "
+                                  f"expected {EXPECTED}") from err
+        raise CheckpointError(f"{path}: {_what_is(path)}; expected {EXPECTED}") from None
+    except (EOFError, KeyError, ValueError, TypeError, AttributeError, IndexError, OSError):
+        raise CheckpointError(f"{path}: {_what_is(path)}; expected {EXPECTED}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: a torch file holding a {type(ckpt).__name__}, not a lumiere-pl checkpoint; "
+                              f"expected {EXPECTED}")
+    hp = ckpt.get("hyper_parameters")
+    if "state_dict" not in ckpt or not isinstance(hp, dict) or not isinstance(hp.get("config"), dict):
+        if _what_is(path).startswith("a safetensors"):
+            raise CheckpointError(f"{path}: {_what_is(path)}; expected {EXPECTED}")
+        raise CheckpointError(f"{path}: a torch file but not a lumiere-pl checkpoint (no 'state_dict' and "
+                              f"'hyper_parameters.config'); expected {EXPECTED}")
     return ckpt
 
 
-def config_of(ckpt: dict) -> ExperimentConfig:
-    return from_dict(ckpt["hyper_parameters"]["config"])
+def model_name(ckpt: dict) -> str:
+    model = ckpt["hyper_parameters"]["config"].get("model", {})
+    return str(model.get("name", ModelConfig.name)) if isinstance(model, dict) else "?"
+
+
+def check_model(path: str | Path, ckpt: dict, expect: Optional[Sequence[str]], hint: str = "") -> None:
+    """A checkpoint of another model than `expect` (model.name values; None: any) -> CheckpointError."""
+    name = model_name(ckpt)
+    if expect is not None and name not in expect:
+        what = MODEL_NAMES.get(name, f"an unknown model (model.name={name!r})")
+        wanted = " or ".join(MODEL_NAMES.get(n, n) for n in expect)
+        raise CheckpointError(f"{path}: a checkpoint of {what} (model.name={name!r}); expected a checkpoint of "
+                              f"{wanted}{hint}")
+
+
+def config_of(ckpt: dict, path: str | Path = "checkpoint") -> ExperimentConfig:
+    try:
+        return from_dict(ckpt["hyper_parameters"]["config"])
+    except (OmegaConfBaseException, ValueError, TypeError) as err:
+        first = (getattr(err, "msg", None) or str(err)).splitlines()[0]
+        raise CheckpointError(f"{path}: its config does not fit this version of lumiere-pl ({first}); expected "
+                              f"{EXPECTED} by this version") from None
 
 
 def net_state(ckpt: dict, ema: bool = True) -> Dict[str, torch.Tensor]:
@@ -49,20 +128,26 @@ def net_state(ckpt: dict, ema: bool = True) -> Dict[str, torch.Tensor]:
 def load_t2i(path: str | Path) -> Tuple[ExperimentConfig, Dict[str, torch.Tensor]]:
     """The (EMA) weights and config of a pretrained T2I U-Net, to inflate."""
     ckpt = load_checkpoint(path)
-    cfg = config_of(ckpt)
-    if cfg.model.name != "t2i":
-        raise ValueError(f"model.init_from={path}: expected a T2I checkpoint, found model.name={cfg.model.name!r}")
-    return cfg, net_state(ckpt, ema=True)
+    check_model(path, ckpt, ["t2i"], " (stage 1: lumiere-train --config experiments/t2i_*.yaml)")
+    return config_of(ckpt, path), net_state(ckpt, ema=True)
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu"):
-    """Rebuild the LightningModule of a checkpoint (for sampling / evaluation)."""
+def load_module(path: str | Path, map_location: str | torch.device = "cpu", expect: Optional[Sequence[str]] = None,
+                hint: str = ""):
+    """Rebuild the LightningModule of a checkpoint (for sampling / evaluation); expect: the model.name values
+    accepted (None: any), else CheckpointError naming what the file holds."""
     from lumiere_pl.lit import module_class
 
     ckpt = load_checkpoint(path, map_location)
-    config = ckpt["hyper_parameters"]["config"]
-    module = module_class(config["model"]["name"])(config)
-    module.load_state_dict(ckpt["state_dict"])
+    check_model(path, ckpt, expect, hint)
+    name = config_of(ckpt, path).model.name                 # a config this version cannot read: named, not a trace
+    module = module_class(name)(ckpt["hyper_parameters"]["config"])
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:                             # missing / unexpected keys, shape mismatches
+        first = str(err).splitlines()[1:2] or [str(err)]
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({first[0].strip()}); "
+                              f"was the file edited, or written by another version?") from None
     return module.to(map_location).eval()
 
 
@@ -78,22 +163,20 @@ def export_weights(ckpt_path: str | Path, out: str | Path, ema: bool = True) -> 
     import json
 
     from omegaconf import OmegaConf
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    ckpt = load_checkpoint(ckpt_path)
-    config = ckpt["hyper_parameters"]["config"]
+    from lumiere_pl.utils.atomic import write_bytes, write_text
+
     out = Path(out)
     if out.suffix != ".safetensors":
-        raise ValueError(f"export path {out}: expected a .safetensors file name")
+        raise InputError(f"--out {out}: expected a .safetensors file name")
+    ckpt = load_checkpoint(ckpt_path)
+    config = ckpt["hyper_parameters"]["config"]
     weights = {k: v.detach().to("cpu").clone().contiguous() for k, v in net_state(ckpt, ema=ema).items()}
     meta = {"format": "lumiere-pl", "config": json.dumps(config), "ema": str(ema).lower(),
             "global_step": str(ckpt.get("global_step", 0)), "source": str(ckpt_path)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(weights, str(tmp), metadata=meta)
-    tmp.replace(out)
-    cfg_path = out.with_suffix(".yaml")
-    cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    write_bytes(out, save(weights, metadata=meta))          # each file complete or absent, never half-written
+    cfg_path = write_text(out.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(config)))
     return out, cfg_path
 
 
@@ -109,7 +192,8 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu"):
     cfg_path = path.with_suffix(".yaml")
     for p in (path, cfg_path):
         if not p.is_file():
-            raise FileNotFoundError(f"export not found: {p}")
+            raise InputError(f"{p}: export not found; expected the .safetensors written by lumiere-export and the "
+                             ".yaml beside it")
     config = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
     module = module_class(config["model"]["name"])(config)
     module.net.load_state_dict(load_file(str(path)))

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from lumiere_pl.data.config import DataConfig, SyntheticConfig  # noqa: F401  (re-exported)
+from lumiere_pl.errors import InputError
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration that cannot work. The message names the key, the value and what is expected."""
 
 
@@ -169,7 +170,7 @@ def _all_keys(node: Any, prefix: str = "") -> List[str]:
 
 def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
     key = getattr(err, "full_key", None) or ""
-    msg = getattr(err, "msg", str(err)).splitlines()[0]
+    msg = (getattr(err, "msg", None) or str(err) or type(err).__name__).splitlines()[0]
     if isinstance(err, ConfigKeyError) or "not in struct" in msg or "Key '" in msg:
         close = difflib.get_close_matches(key, _all_keys(schema), n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -205,7 +206,12 @@ def _read_yaml(path: Path, schema: DictConfig, seen: tuple = ()) -> DictConfig:
         raw = OmegaConf.load(path)
     except yaml.YAMLError as err:
         raise ConfigError(f"config {path}: not valid YAML: {err}") from None
-    base = raw.pop("base", None) if isinstance(raw, DictConfig) else None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path}: not a UTF-8 text file (expected an experiment YAML)") from None
+    except OSError as err:                 # OmegaConf: the YAML is a scalar ("Invalid loaded object type: int")
+        raise ConfigError(f"config {path}: expected a mapping of sections (model:, data:, ...); {err}") from None
+    _check_shape(raw, schema, f"config {path}")
+    base = raw.pop("base", None)
     merged = schema
     if base:
         merged = _read_yaml(path.parent / str(base), schema, seen + (path.resolve(),))
@@ -213,6 +219,29 @@ def _read_yaml(path: Path, schema: DictConfig, seen: tuple = ()) -> DictConfig:
         return OmegaConf.merge(merged, raw)
     except OmegaConfBaseException as err:
         raise _explain(err, schema, str(path)) from None
+
+
+def _check_shape(raw: Any, schema: DictConfig, source: str, prefix: str = "") -> None:
+    """Sections are mappings: `model: 3` or a list where `model:` expects keys is named, with the keys expected."""
+    if not isinstance(raw, DictConfig):
+        got = "a list" if isinstance(raw, ListConfig) else repr(OmegaConf.to_container(raw) if
+                                                                 isinstance(raw, DictConfig) else raw)
+        where = f"{prefix.rstrip('.')!r} must be" if prefix else "expected"
+        keys = ", ".join(f"{k}:" for k in list(schema.keys())[:4])
+        raise ConfigError(f"{source}: {where} a mapping of keys ({keys} ...), got {got}")
+    for key in raw.keys():
+        node = raw._get_node(key)
+        if key in schema and isinstance(schema._get_node(key), ListConfig) and isinstance(node, DictConfig):
+            raise ConfigError(f"{source}: {prefix}{key} must be a list, e.g. {OmegaConf.to_container(schema[key])}, "
+                              f"got the mapping {OmegaConf.to_container(node)}")
+        if key not in schema or not isinstance(schema._get_node(key), DictConfig):
+            continue                                              # unknown keys and values: checked by the merge
+        if isinstance(node, DictConfig):
+            _check_shape(node, schema._get_node(key), source, f"{prefix}{key}.")
+        elif not (node is None or node._is_none()):               # None: "not Optional", reported by the merge
+            value = OmegaConf.to_container(node) if isinstance(node, ListConfig) else node._value()
+            keys = ", ".join(f"{k}:" for k in list(schema._get_node(key).keys())[:4])
+            raise ConfigError(f"{source}: {prefix}{key} must be a mapping of keys ({keys} ...), got {value!r}")
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> ExperimentConfig:
@@ -223,7 +252,9 @@ def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=100)")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            item_cfg = OmegaConf.from_dotlist([item])
+            _check_shape(item_cfg, schema, f"override {item!r}")
+            cfg = OmegaConf.merge(cfg, item_cfg)
         except OmegaConfBaseException as err:
             raise _explain(err, schema, f"override {item!r}") from None
         except yaml.YAMLError as err:
@@ -246,8 +277,9 @@ def from_dict(d: dict) -> ExperimentConfig:
 
 
 def save_config(cfg: ExperimentConfig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    from lumiere_pl.utils.atomic import write_text
+
+    write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def test_bad_inputs_exit_2_naming_the_file(files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "notimage.png" in err and "not an image" in err and "missing.ckpt" not in err
     assert _run("stylize", "--ckpt", files["uncond"], "--style-t2i", files["cond"], "--alpha", 0.5, *common) == 2
-    assert "expected a T2I checkpoint" in capsys.readouterr().err
+    assert "expected a checkpoint of a T2I U-Net" in capsys.readouterr().err
     assert not out.exists()
 
 

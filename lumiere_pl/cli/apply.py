@@ -16,7 +16,9 @@ centre-cropped to data.size x data.size. Videos: their first T frames at the fil
 data.frames). --paste-known (default on for inpaint and cinemagraph, off for i2v) copies the known pixels of the
 (resized) input into the output, so the kept region is the input's; --lossless writes RGB H.264 (qp 0) so they are
 kept bit-exactly (the default yuv420p CRF 18 MP4 changes them by a few levels, as any lossy video does).
-Exit code 2: a bad input file, checkpoint or option (the message names the file and what was expected).
+Exit codes: 0 done; 2 a bad input file, checkpoint or option (the message names the file and what was expected) or
+an output that cannot be written; 1 internal error (README, "Exit codes"). --debug or LUMIERE_DEBUG=1: the traceback
+of an error too.
 """
 from __future__ import annotations
 
@@ -28,15 +30,13 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from lumiere_pl.cli.sample import _cuda
+from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.cli.sample import _cuda, check_device, check_frames
+from lumiere_pl.errors import InputError
 
 REBUILD = ("train one with: lumiere-train --config experiments/stunet_conditional_shapes.yaml "
            "model.init_from=runs/t2i_shapes/checkpoints/last.ckpt (docs/APPLICATIONS.md)")
 NEEDS_TASK = {"i2v": "first", "inpaint": "box", "cinemagraph": "box"}   # the training task each one relies on
-
-
-class InputError(ValueError):
-    """A user file that is missing, unreadable or of the wrong size; the message names it."""
 
 
 @dataclass
@@ -150,13 +150,12 @@ def load(args: argparse.Namespace):
     """The STUNet of --ckpt (EMA weights baked in unless --no-ema), stylized for `stylize`."""
     from lumiere_pl.checkpoint import load_module
 
-    module = load_module(args.ckpt, args.device)                              # weights_only=True inside
+    module = load_module(args.ckpt, args.device, expect=["stunet"])           # weights_only=True inside
     cfg = module.cfg
-    if cfg.model.name != "stunet":
-        raise ValueError(f"{args.ckpt}: expected a STUNet checkpoint, found model.name={cfg.model.name!r}")
+    check_frames(module, args.frames)
     if args.command in NEEDS_TASK:
         if not cfg.model.temporal.conditional:
-            raise ValueError(f"{args.ckpt}: {args.command} needs a STUNet trained with "
+            raise InputError(f"{args.ckpt}: {args.command} needs a STUNet trained with "
                              f"model.temporal.conditional=true, this one is unconditional; {REBUILD}")
         if NEEDS_TASK[args.command] not in cfg.model.temporal.tasks:
             print(f"lumiere-apply: note: {args.ckpt} was trained on the tasks {list(cfg.model.temporal.tasks)}, "
@@ -176,19 +175,19 @@ def stylize_module(module, path: Path, alpha: float) -> None:
     style_cfg, state = load_t2i(path)
     for key in ("encoder", "dim"):
         if getattr(style_cfg.text, key) != getattr(module.cfg.text, key):
-            raise ValueError(f"{path}: text.{key}={getattr(style_cfg.text, key)!r}, the STUNet's is "
+            raise InputError(f"{path}: text.{key}={getattr(style_cfg.text, key)!r}, the STUNet's is "
                              f"{getattr(module.cfg.text, key)!r}; fine-tune the style T2I from the T2I the STUNet "
                              "was inflated from")
     own = module.net.t2i.state_dict()
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
     if wrong:
-        raise ValueError(f"{path}: {len(wrong)} weights differ in shape from the STUNet's spatial layers, e.g. "
+        raise InputError(f"{path}: {len(wrong)} weights differ in shape from the STUNet's spatial layers, e.g. "
                          f"{wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}; fine-tune "
                          "the style T2I from the T2I the STUNet was inflated from")
     try:
         stylize_(module.net, {k: v.to(module.device) for k, v in state.items()}, alpha)
     except KeyError as err:
-        raise ValueError(f"{path}: {err.args[0]}") from None
+        raise InputError(f"{path}: {err.args[0]}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -244,9 +243,10 @@ def generate(args: argparse.Namespace, module, video, known):
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lumiere-apply", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help: str, paste: Optional[bool]) -> argparse.ArgumentParser:
+    def subcommand(name: str, help: str, paste: Optional[bool]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--ckpt", type=Path, required=True, help="STUNet checkpoint written by lumiere-train")
         p.add_argument("--prompt", required=True, help="the caption")
@@ -265,16 +265,16 @@ def _parser() -> argparse.ArgumentParser:
                            help="copy the known pixels of the input into the output (default: %(default)s)")
         return p
 
-    p = command("i2v", "image-to-video: a clip whose first frame is the image (Sec. 4.2)", paste=False)
+    p = subcommand("i2v", "image-to-video: a clip whose first frame is the image (Sec. 4.2)", paste=False)
     p.add_argument("--image", type=Path, required=True, help="the first frame (any image Pillow reads)")
-    p = command("inpaint", "video inpainting: regenerate the white region of the mask (Sec. 4.2)", paste=True)
+    p = subcommand("inpaint", "video inpainting: regenerate the white region of the mask (Sec. 4.2)", paste=True)
     p.add_argument("--video", type=Path, required=True, help="the input video (its first T frames)")
     p.add_argument("--mask", type=Path, required=True, help="PNG (all frames) or video (per frame), the video's "
                                                             "size; white = fill, black = keep")
-    p = command("cinemagraph", "cinemagraph: animate the white region of a still image (Sec. 4.2)", paste=True)
+    p = subcommand("cinemagraph", "cinemagraph: animate the white region of a still image (Sec. 4.2)", paste=True)
     p.add_argument("--image", type=Path, required=True, help="the still image")
     p.add_argument("--region", type=Path, required=True, help="PNG of the image's size; white = animate")
-    p = command("stylize", "stylized generation: spatial weights interpolated with a style T2I's (Sec. 4.1)",
+    p = subcommand("stylize", "stylized generation: spatial weights interpolated with a style T2I's (Sec. 4.1)",
                 paste=None)
     p.add_argument("--style-t2i", type=Path, required=True, help="a T2I checkpoint of this project fine-tuned on "
                                                                  "a style, from the STUNet's T2I")
@@ -283,27 +283,24 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+@command("lumiere-apply")
+def main(argv: List[str]) -> int:
     args = _parser().parse_args(argv)
-    name = f"lumiere-apply {args.command}"
     if args.out.suffix.lower() != ".mp4":
-        print(f"{name}: --out {args.out}: expected a .mp4 file name", file=sys.stderr)
-        return 2
+        raise InputError(f"--out {args.out}: expected a .mp4 file name")
     if args.command == "stylize" and not 0.0 <= args.alpha <= 1.0:
-        print(f"{name}: --alpha {args.alpha}: expected a value in [0, 1]", file=sys.stderr)
-        return 2
-    try:
-        inputs = read_inputs(args)                 # user files first: no checkpoint loaded for a bad PNG
-        module = load(args)
-        video, known = prepare(args, module, inputs)
-    except (InputError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
-        print(f"{name}: {err}", file=sys.stderr)
-        return 2
-    try:
-        out = generate(args, module, video, known)
-    except ValueError as err:                      # e.g. --frames the STUNet cannot halve
-        print(f"{name}: {err}", file=sys.stderr)
-        return 2
+        raise InputError(f"--alpha {args.alpha}: expected a value in [0, 1]")
+    for flag, value in (("--frames", args.frames), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} {value}: expected an integer >= 1")
+    if args.fps is not None and not args.fps > 0:
+        raise InputError(f"--fps {args.fps}: expected a frame rate > 0")
+    check_device(args.device)
+    inputs = read_inputs(args)                 # user files first: no checkpoint loaded for a bad PNG
+    module = load(args)
+    video, known = prepare(args, module, inputs)
+    out = generate(args, module, video, known)
+
     from lumiere_pl.utils.video import to_uint8, write_mp4
 
     write_mp4(args.out, to_uint8(out[0]), args.fps or module.cfg.data.fps, lossless=args.lossless)

@@ -9,6 +9,8 @@ seeded by seed + index, so a video does not depend on its batch or on the number
 
   lumiere-sample --keyframes-ckpt KF.ckpt --ckpt TSR.ckpt ...       # the cascade baseline (lumiere_pl/cascade.py):
                                                                     # keyframes, then temporal super-resolution
+Exit codes: 0 done, 2 bad input (a prompts file, checkpoint, video or option; an output that cannot be written),
+1 internal error (README, "Exit codes"). --debug or LUMIERE_DEBUG=1: the traceback of an error too.
 """
 from __future__ import annotations
 
@@ -22,27 +24,109 @@ from typing import List, Optional
 
 from tqdm.auto import tqdm
 
+from lumiere_pl.cli.errors import DEBUG_HELP, command
 from lumiere_pl.cli.ssr_stage import add_ssr_args, load_ssr, run_input_video, ssr_path, upscale
 from lumiere_pl.diffusion.samplers import SAMPLERS
+from lumiere_pl.errors import InputError
 
 
 def read_prompts(path: Path) -> List[dict]:
-    """JSONL with at least {"prompt": str}; "index" defaults to the line number."""
+    """JSONL with at least {"prompt": str}; "index" (an integer >= 0, unique) defaults to the line number."""
     if not path.is_file():
-        raise FileNotFoundError(f"prompts file not found: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        raise InputError(f"--prompts {path}: {'is a folder' if path.is_dir() else 'file not found'}; expected a JSONL "
+                         'file, one {"prompt": "..."} per line')
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"--prompts {path}: not a UTF-8 text file; expected JSONL, one "
+                         '{"prompt": "..."} per line') from None
+    rows, seen = [], {}
+    for n, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n + 1}: not valid JSON ({err.msg})") from None
+            raise InputError(f"{path}:{n + 1}: not valid JSON ({err.msg}); expected one "
+                             '{"prompt": "..."} per line') from None
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise ValueError(f'{path}:{n + 1}: expected an object with a "prompt" string, got {line[:80]!r}')
+            raise InputError(f'{path}:{n + 1}: expected an object with a "prompt" string, got {line[:80]!r}')
         row.setdefault("index", n)
+        index = row["index"]
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise InputError(f'{path}:{n + 1}: "index" must be an integer >= 0 (it names the output file), '
+                             f"got {index!r}")
+        if index in seen:
+            raise InputError(f'{path}:{n + 1}: "index" {index} already used on line {seen[index]}; expected '
+                             "one line per output file")
+        seen[index] = n + 1
         rows.append(row)
+    if not rows:
+        raise InputError(f'--prompts {path}: no prompts; expected JSONL, one {{"prompt": "..."}} per line')
     return rows
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Options that cannot work, before any checkpoint is read."""
+    if args.prompt is not None and args.out is None:
+        raise InputError("--prompt needs --out FILE.mp4")
+    if args.prompts is not None and args.out_dir is None:
+        raise InputError("--prompts needs --out-dir DIR")
+    if args.out is not None and args.out.suffix.lower() != ".mp4":
+        raise InputError(f"--out {args.out}: expected a .mp4 file name")
+    for flag, value in (("--frames", args.frames), ("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} {value}: expected an integer >= 1")
+    if args.fps is not None and not args.fps > 0:
+        raise InputError(f"--fps {args.fps}: expected a frame rate > 0")
+    check_device(args.device)
+
+
+def check_device(device: str) -> None:
+    """--device names a device torch knows and this machine has."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device}: not a device name; expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device on this machine; expected --device cpu")
+
+
+def check_frames(module, frames: Optional[int], flag: str = "--frames") -> None:
+    """A clip length the STUNet can halve (without MultiDiffusion windows, the network sees all frames at once)."""
+    if frames is None or not module.is_video or module.cfg.sampler.window or not hasattr(module.net, "check_frames"):
+        return
+    try:
+        module.net.check_frames(frames)
+    except ValueError as err:
+        raise InputError(f"{flag} {frames}: {err}") from None
+
+
+def load_models(args: argparse.Namespace):
+    """(module, keyframes or None, ssr or None) for the checkpoints given, each checked for its role."""
+    from lumiere_pl.checkpoint import load_module
+
+    if args.keyframes_ckpt:
+        keyframes = load_module(args.keyframes_ckpt, args.device, expect=["stunet"],
+                                hint=" as --keyframes-ckpt (e.g. experiments/cascade_keyframes_shapes.yaml)")
+        module = load_module(args.ckpt, args.device, expect=["stunet"],
+                             hint=" as the cascade's TSR --ckpt (e.g. experiments/cascade_tsr_shapes.yaml)")
+        from lumiere_pl.cascade import check_pair
+        try:
+            check_pair(keyframes, module)
+        except ValueError as err:
+            raise InputError(f"--keyframes-ckpt {args.keyframes_ckpt} with --ckpt {args.ckpt}: {err}") from None
+        if args.frames is not None and args.frames != module.cfg.data.frames:
+            raise InputError(f"--frames {args.frames}: the cascade makes the TSR's {module.cfg.data.frames} frames")
+    else:
+        keyframes = None
+        module = load_module(args.ckpt, args.device, expect=["t2i", "stunet"],
+                             hint="; an SSR checkpoint upscales: give it as --ssr-ckpt, or alone with --input-video")
+        check_frames(module, args.frames)
+    ssr = load_ssr(args.ssr_ckpt, args) if args.ssr_ckpt else None
+    return module, keyframes, ssr
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--keyframes-ckpt", help="cascade baseline: this keyframe model, then --ckpt as the temporal "
                                              "super-resolution model (docs/ABLATIONS.md)")
     add_ssr_args(ap)
+    ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return ap
 
 
@@ -74,32 +159,16 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+@command("lumiere-sample")
+def main(argv: List[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.prompt is not None and args.out is None:
-        print("lumiere-sample: --prompt needs --out FILE.mp4", file=sys.stderr)
-        return 2
-    if args.prompts is not None and args.out_dir is None:
-        print("lumiere-sample: --prompts needs --out-dir DIR", file=sys.stderr)
-        return 2
-    ssr, keyframes = None, None
-    try:
-        if args.input_video is not None:
-            return run_input_video(args)
-        rows = read_prompts(args.prompts) if args.prompts else [{"index": 0, "prompt": args.prompt}]
-        from lumiere_pl.checkpoint import load_module
-        module = load_module(args.ckpt, args.device)
-        keyframes = load_module(args.keyframes_ckpt, args.device) if args.keyframes_ckpt else None
-        if keyframes is not None:
-            from lumiere_pl.cascade import check_pair
-            check_pair(keyframes, module)
-            if args.frames is not None and args.frames != module.cfg.data.frames:
-                raise ValueError(f"--frames {args.frames}: the cascade makes the TSR's {module.cfg.data.frames} frames")
-        ssr = load_ssr(args.ssr_ckpt, args) if args.ssr_ckpt else None
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
-        print(f"lumiere-sample: {err}", file=sys.stderr)
-        return 2
+    check_args(args)
+    if args.input_video is not None:
+        return run_input_video(args)
+    rows = read_prompts(args.prompts) if args.prompts else [{"index": 0, "prompt": args.prompt}]
+    module, keyframes, ssr = load_models(args)
 
+    from lumiere_pl.utils.atomic import write_text
     from lumiere_pl.utils.video import to_uint8, write_mp4
 
     if args.sampler:
@@ -119,34 +188,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     done = sum(1 for r in rows if int(r["index"]) % world == rank) - len(todo)
     if done:
         print(f"lumiere-sample: {done} videos already rendered, {len(todo)} to go")
-    bar = tqdm(total=len(todo), desc=f"rendering (rank {rank}/{world})", unit="video")
-    for start in range(0, len(todo), args.batch_size):
-        batch = todo[start:start + args.batch_size]
-        opts = dict(steps=args.steps, guidance=args.guidance, seeds=[args.seed + int(r["index"]) for r in batch],
-                    use_ema=not args.no_ema, progress=len(todo) == 1)
-        start_time = time.perf_counter()
-        if keyframes is not None:
-            from lumiere_pl.cascade import sample_cascade
-            videos = sample_cascade(keyframes, module, [r["prompt"] for r in batch], **opts)
-        else:
-            videos = module.generate([r["prompt"] for r in batch], frames=args.frames, **opts)
-        seconds = (time.perf_counter() - start_time) / len(batch)       # sampling time per video, this batch
-        for row, video in zip(batch, videos):
-            path = target(row)
-            if args.prompts is not None:   # metadata first: an MP4 that exists always has its JSON
-                meta = {**row, "seed": args.seed + int(row["index"]), "ckpt": str(args.ckpt), "fps": fps,
-                        "sample_seconds": seconds, "batch_size": len(batch)}
-                if keyframes is not None:
-                    meta["keyframes_ckpt"] = str(args.keyframes_ckpt)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.with_suffix(".json").write_text(json.dumps(meta))
-            write_mp4(path, to_uint8(video), fps=fps)
-        if ssr is not None:                 # stage 2: one MP4 per stage
-            seeds = [args.seed + int(r["index"]) for r in batch]
-            for row, video in zip(batch, upscale(ssr, videos, [r["prompt"] for r in batch], args, seeds)):
-                write_mp4(ssr_path(target(row), args.out_dir), to_uint8(video), fps=fps)
-        bar.update(len(batch))
-    bar.close()
+    with tqdm(total=len(todo), desc=f"rendering (rank {rank}/{world})", unit="video") as bar:   # closed on errors
+        for start in range(0, len(todo), args.batch_size):
+            batch = todo[start:start + args.batch_size]
+            opts = dict(steps=args.steps, guidance=args.guidance, seeds=[args.seed + int(r["index"]) for r in batch],
+                        use_ema=not args.no_ema, progress=len(todo) == 1)
+            start_time = time.perf_counter()
+            if keyframes is not None:
+                from lumiere_pl.cascade import sample_cascade
+                videos = sample_cascade(keyframes, module, [r["prompt"] for r in batch], **opts)
+            else:
+                videos = module.generate([r["prompt"] for r in batch], frames=args.frames, **opts)
+            seconds = (time.perf_counter() - start_time) / len(batch)       # sampling time per video, this batch
+            for row, video in zip(batch, videos):
+                path = target(row)
+                if args.prompts is not None:   # metadata first: an MP4 that exists always has its JSON
+                    meta = {**row, "seed": args.seed + int(row["index"]), "ckpt": str(args.ckpt), "fps": fps,
+                            "sample_seconds": seconds, "batch_size": len(batch)}
+                    if keyframes is not None:
+                        meta["keyframes_ckpt"] = str(args.keyframes_ckpt)
+                    write_text(path.with_suffix(".json"), json.dumps(meta))
+                write_mp4(path, to_uint8(video), fps=fps)
+            if ssr is not None:                 # stage 2: one MP4 per stage
+                seeds = [args.seed + int(r["index"]) for r in batch]
+                for row, video in zip(batch, upscale(ssr, videos, [r["prompt"] for r in batch], args, seeds)):
+                    write_mp4(ssr_path(target(row), args.out_dir), to_uint8(video), fps=fps)
+            bar.update(len(batch))
     print(f"wrote {args.out if args.prompt is not None else args.out_dir}")
     return 0
 

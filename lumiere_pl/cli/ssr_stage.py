@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lumiere_pl.errors import InputError
 from lumiere_pl.utils.tensors import fold_time, unfold_time
 
 
@@ -31,15 +32,13 @@ def load_ssr(path: Path, args: argparse.Namespace):
     """The SSRModule of a checkpoint, with the CLI's MultiDiffusion overrides applied."""
     from lumiere_pl.checkpoint import load_module
 
-    module = load_module(path, args.device)
-    if module.cfg.model.name != "ssr":
-        raise ValueError(f"{path}: expected an SSR checkpoint, found model.name={module.cfg.model.name!r}")
+    if not 0.0 <= args.ssr_aug <= 1.0:
+        raise InputError(f"--ssr-aug {args.ssr_aug}: expected a time in [0, 1]")
+    module = load_module(path, args.device, expect=["ssr"], hint=" (e.g. experiments/ssr_shapes.yaml)")
     if args.ssr_window is not None:       # a new window without a stride gets the default overlap of 2
         module.cfg.sampler.window, module.cfg.sampler.stride = args.ssr_window, 0
     if args.ssr_stride is not None:
         module.cfg.sampler.stride = args.ssr_stride
-    if not 0.0 <= args.ssr_aug <= 1.0:
-        raise ValueError(f"--ssr-aug {args.ssr_aug}: expected a time in [0, 1]")
     return module
 
 
@@ -72,15 +71,21 @@ def ssr_path(base: Path, out_dir: Optional[Path]) -> Path:
 
 def read_video(path: Path, frames: Optional[int] = None) -> tuple[Tensor, float]:
     """A video file -> ((1 3 t h w) in [-1, 1] centre-cropped to a square, fps); frames: keep the first ones."""
-    from lumiere_pl.data.video_io import crop, decode, probe
+    from lumiere_pl.data.video_io import VideoError, crop, decode, probe
     from lumiere_pl.utils.video import from_uint8
 
     if not path.is_file():
-        raise FileNotFoundError(f"--input-video: no such file: {path}")
+        raise InputError(f"--input-video {path}: file not found; expected a video (MP4, WebM, ...)")
     data = path.read_bytes()
-    fps = probe(data).fps
-    x = decode(data)                                                               # t h w 3 uint8
+    try:
+        fps = probe(data).fps
+        x = decode(data)                                                           # t h w 3 uint8
+    except VideoError as err:
+        raise InputError(f"--input-video {path}: {err}; expected a video (MP4, WebM, ...)") from None
     if frames:
+        if len(x) < frames:
+            raise InputError(f"--input-video {path}: {len(x)} frames, shorter than --frames {frames}; expected a "
+                             "video with at least that many frames")
         x = x[:frames]
     x = crop(x, min(x.shape[1], x.shape[2]))
     return from_uint8(x)[None], fps                                                # (1 3 t h w)
@@ -91,10 +96,10 @@ def run_input_video(args: argparse.Namespace) -> int:
     from lumiere_pl.utils.video import to_uint8, write_mp4
 
     if args.out is None or args.prompt is None:
-        raise ValueError("--input-video needs --prompt CAPTION (may be \"\") and --out FILE.mp4")
+        raise InputError("--input-video needs --prompt CAPTION (may be \"\") and --out FILE.mp4")
     args.ssr_ckpt = args.ssr_ckpt or args.ckpt
+    video, fps = read_video(args.input_video, args.frames)                        # the user's file first
     ssr = load_ssr(args.ssr_ckpt, args)
-    video, fps = read_video(args.input_video, args.frames)
     print(f"SSR: {args.input_video} {tuple(video.shape[2:])} -> x{ssr.cfg.model.upscale} "
           f"({video.shape[2]} frames, window {ssr.cfg.sampler.window}, stride {ssr.cfg.sampler.stride or 'window-2'})")
     out = upscale(ssr, video.to(args.device), [args.prompt], args, [args.seed])

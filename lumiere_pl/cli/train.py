@@ -5,7 +5,9 @@
 The config is resolved and checked before anything heavy is built; the run folder {out_dir}/{name} receives
 config.yaml, checkpoints/, tb/ (TensorBoard), samples/ (MP4s written at each validation) and train_loss.csv.
 --resume (= --resume last) continues a killed or preempted run exactly (docs/ROBUSTNESS.md).
-Exit codes: 2 bad config or missing checkpoint, 3 stopped by train.max_bad_steps non-finite steps in a row.
+Exit codes: 0 done, 1 internal error, 2 bad config, bad or missing checkpoint (model.init_from, --resume), a run
+that exists without --resume, an output that cannot be written; 3 stopped by train.max_bad_steps non-finite steps in
+a row (README, "Exit codes"). --debug or LUMIERE_DEBUG=1: the traceback of an error too.
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ import warnings
 from pathlib import Path
 from typing import List, Optional
 
-from lumiere_pl.config import ConfigError, ExperimentConfig, check_files, load_config, save_config, to_dict
+from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.config import ExperimentConfig, check_files, load_config, save_config, to_dict
+from lumiere_pl.errors import InputError
 
 
 def inherit_t2i(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Optional[dict]]:
@@ -44,6 +48,21 @@ def resume_path(cfg: ExperimentConfig, resume: str) -> Optional[str]:
     ckpt_dir = cfg.run_dir / "checkpoints"
     found = [p for p in (ckpt_dir / "last.ckpt", ckpt_dir / "on_exception.ckpt") if p.is_file()]
     return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
+
+
+def check_resume(cfg: ExperimentConfig, path: str) -> None:
+    """The checkpoint to resume is a lumiere-pl checkpoint of the model this run trains (read with mmap: cheap),
+    checked before anything is built; Lightning's own loading would report a bad file with torch's message."""
+    from lumiere_pl.checkpoint import check_model, load_checkpoint
+    from lumiere_pl.errors import CheckpointError
+
+    ckpt = load_checkpoint(path, mmap=True)
+    check_model(path, ckpt, [cfg.model.name], f" (model.name={cfg.model.name!r} in the config being resumed)")
+    missing = [k for k in ("pytorch-lightning_version", "loops", "optimizer_states") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"--resume {path}: a checkpoint without the training state ({', '.join(missing)}): it "
+                              "can be sampled or inflated (model.init_from), not resumed; expected a checkpoint "
+                              "written during training (checkpoints/last.ckpt)")
 
 
 def dry_run(module, cfg: ExperimentConfig) -> None:
@@ -84,7 +103,8 @@ def build_trainer(cfg: ExperimentConfig):
     )
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+@command("lumiere-train")
+def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="lumiere-train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="experiment YAML (default: the built-in defaults)")
@@ -94,32 +114,29 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "and checkpoints/on_exception.ckpt; 'auto': like 'last' when the run has a checkpoint, "
                          "else start (a finished run is then a no-op: what `make train` uses)")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.max_steps=200")
+    ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        if not args.dry_run:
-            check_files(cfg)                  # shards and local model folders exist: fail before building anything
-        cfg, t2i_state = inherit_t2i(cfg)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError) as err:
-        print(f"lumiere-train: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)      # ConfigError, CheckpointError: one line, exit 2
+    if not args.dry_run:
+        check_files(cfg)                      # shards and local model folders exist: fail before building anything
+    cfg, t2i_state = inherit_t2i(cfg)
     ckpt_path = None
     existing = resume_path(cfg, "last")
     if args.resume == "auto":
         args.resume = "last" if existing else None
     elif existing and not args.resume and not args.dry_run:
-        print(f"lumiere-train: {cfg.run_dir} already holds a run ({existing}); continue it with --resume, or start "
-              f"over under another name=... (or delete the folder)", file=sys.stderr)
-        return 2
+        raise InputError(f"{cfg.run_dir} already holds a run ({existing}); continue it with --resume, or start over "
+                         f"under another name=... (or delete the folder)")
     if args.resume:
         ckpt_path = resume_path(cfg, args.resume)
         if ckpt_path is None:
             where = (f"{cfg.run_dir / 'checkpoints'}/{{last,on_exception}}.ckpt" if args.resume == "last"
                      else args.resume)
-            print(f"lumiere-train: --resume {args.resume}: no checkpoint at {where}", file=sys.stderr)
-            return 2
+            raise InputError(f"--resume {args.resume}: no checkpoint at {where}")
+        check_resume(cfg, ckpt_path)
 
     import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from lumiere_pl.data import build_datamodule
 
@@ -138,7 +155,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         dry_run(module, cfg)
         return 0
     datamodule = build_datamodule(cfg.data)
-    trainer = build_trainer(cfg)
+    try:
+        trainer = build_trainer(cfg)
+    except MisconfigurationException as err:      # e.g. trainer.accelerator=gpu on a machine without one
+        tr = cfg.trainer
+        raise InputError(f"trainer.accelerator={tr.accelerator} devices={tr.devices} strategy={tr.strategy} "
+                         f"precision={tr.precision}: {err} (expected settings this machine supports)") from None
     if trainer.is_global_zero:
         save_config(cfg, cfg.run_dir / "config.yaml")
     if ckpt_path and trainer.is_global_zero:

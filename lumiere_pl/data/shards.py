@@ -21,6 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from lumiere_pl.data.tar_reader import MANIFEST
+from lumiere_pl.errors import InputError, WriteError
+from lumiere_pl.utils.atomic import commit, tmp_path, write_error, write_text
 from lumiere_pl.data.video_io import VideoError, count_frames, decode, encode, probe, scaled_size
 
 
@@ -122,13 +124,17 @@ def make_samples(job: Tuple[Source, Options]) -> Tuple[Source, List[Sample], Opt
 
 
 class ShardWriter:
-    """Packs samples into {out_dir}/{prefix}-NNNNNN.tar, per_shard samples each; members are in a fixed order."""
+    """Packs samples into {out_dir}/{prefix}-NNNNNN.tar, per_shard samples each; members are in a fixed order.
+
+    Each tar is written under a temporary name and renamed when complete (lumiere_pl/utils/atomic.py): an
+    interrupted run leaves whole shards only. The folder is created with the first sample; abort() drops the shard
+    being written."""
 
     def __init__(self, out_dir: Path, prefix: str = "train", per_shard: int = 100):
         self.out_dir, self.prefix, self.per_shard = Path(out_dir), prefix, per_shard
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.stats: List[Dict[str, object]] = []
         self._tar: Optional[tarfile.TarFile] = None
+        self._path: Optional[Path] = None                   # the shard being written (under tmp_path(_path))
 
     def _add(self, name: str, payload: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -136,14 +142,21 @@ class ShardWriter:
         self._tar.addfile(info, io.BytesIO(payload))
 
     def write(self, s: Sample) -> None:
-        if self._tar is None or self.stats[-1]["samples"] >= self.per_shard:
-            self._close_tar()
-            name = f"{self.prefix}-{len(self.stats):06d}.tar"
-            self._tar = tarfile.open(self.out_dir / name, "w")
-            self.stats.append({"file": name, "samples": 0, "video_bytes": 0, "frames": 0, "seconds": 0.0})
-        self._add(f"{s.key}.{s.ext}", s.video)
-        self._add(f"{s.key}.txt", s.caption.encode("utf-8"))
-        self._add(f"{s.key}.json", json.dumps({**s.meta, "key": s.key}, sort_keys=True).encode("utf-8"))
+        try:
+            if self._tar is None or self.stats[-1]["samples"] >= self.per_shard:
+                self._close_tar()
+                name = f"{self.prefix}-{len(self.stats):06d}.tar"
+                self._path = self.out_dir / name
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                self._tar = tarfile.open(tmp_path(self._path), "w")
+                self.stats.append({"file": name, "samples": 0, "video_bytes": 0, "frames": 0, "seconds": 0.0})
+            self._add(f"{s.key}.{s.ext}", s.video)
+            self._add(f"{s.key}.txt", s.caption.encode("utf-8"))
+            self._add(f"{s.key}.json", json.dumps({**s.meta, "key": s.key}, sort_keys=True).encode("utf-8"))
+        except OSError as err:
+            path = self._path or self.out_dir
+            self.abort()
+            raise err if isinstance(err, WriteError) else write_error(path, err) from err
         st = self.stats[-1]
         st["samples"] += 1
         st["video_bytes"] += len(s.video)
@@ -152,12 +165,28 @@ class ShardWriter:
 
     def _close_tar(self) -> None:
         if self._tar is not None:
-            self._tar.close()
-            self._tar = None
+            tar, path, self._tar = self._tar, self._path, None
+            try:
+                tar.close()
+                commit(tmp_path(path), path)
+            except OSError as err:
+                tmp_path(path).unlink(missing_ok=True)
+                raise write_error(path, err) from err
 
     def close(self) -> List[Dict[str, object]]:
         self._close_tar()
         return self.stats
+
+    def abort(self) -> None:
+        """Drop the shard being written (its temporary file); shards already closed stay."""
+        if self._tar is not None:
+            tar, self._tar = self._tar, None
+            try:
+                tar.close()
+            except OSError:
+                pass                                        # a full disk: the file is removed next
+            tmp_path(self._path).unlink(missing_ok=True)
+            self.stats.pop()
 
 
 def run_jobs(jobs: Sequence[Tuple[Source, Options]], workers: int, desc: str) -> Iterator[Tuple[Source, List[Sample], Optional[str]]]:
@@ -190,32 +219,64 @@ def write_manifest(out_dir: Path, shards: List[Dict[str, object]], skipped: List
         "settings": settings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    path = Path(out_dir) / MANIFEST
-    path.write_text(json.dumps(man, indent=1))
-    return path
+    return write_text(Path(out_dir) / MANIFEST, json.dumps(man, indent=1))
+
+
+def skipped_summary(skipped: List[Dict[str, str]], show: int = 3) -> str:
+    """"2 not a decodable video (a.mp4, b.mp4), 1 no caption (c.mp4)": skipped sources grouped by reason."""
+    groups: Dict[str, List[str]] = {}
+    for s in skipped:
+        groups.setdefault(short_reason(s["reason"]), []).append(Path(s["source"]).name)
+    parts = []
+    for reason, names in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        more = f", ... {len(names) - show} more" if len(names) > show else ""
+        parts.append(f"{len(names)} {reason} ({', '.join(names[:show])}{more})")
+    return ", ".join(parts)
+
+
+def short_reason(reason: str) -> str:
+    """"VideoError: not a decodable video: [Errno ...] ..." -> "not a decodable video"."""
+    parts = [p.strip() for p in reason.split(": ")]
+    if len(parts) > 1 and parts[0].endswith("Error"):
+        parts = parts[1:]
+    return re.sub(r"\s*\(.*\)$", "", parts[0]) or reason
 
 
 def build(jobs: Sequence[Tuple[Source, Options]], out_dir: Path, per_shard: int, workers: int,
-          split_of=None, settings: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+          split_of=None, settings: Optional[Dict[str, object]] = None,
+          skipped: Sequence[Dict[str, str]] = ()) -> Dict[str, object]:
     """Run jobs and write shards; split_of(sample) -> shard prefixes the sample goes to (default ["train"]).
-    Returns the manifest dict."""
+    skipped: sources left out before (e.g. no caption), recorded with those that fail here. Returns the manifest.
+
+    When no sample can be made, nothing is written (no folder, no manifest) and InputError says why."""
     writers: Dict[str, ShardWriter] = {}
-    skipped: List[Dict[str, str]] = []
-    for src, samples, err in run_jobs(jobs, workers, f"sharding -> {out_dir}"):
-        if err is not None:
-            tqdm.write(f"skipped {src.path}: {err}")
-            skipped.append({"source": src.path, "reason": err})
-            continue
-        for s in samples:
-            for prefix in split_of(s) if split_of else ["train"]:
-                if prefix not in writers:
-                    writers[prefix] = ShardWriter(out_dir, prefix, per_shard)
-                writers[prefix].write(s)
-    shards = [st for w in writers.values() for st in w.close()]
+    skipped = list(skipped)
+    total = len(jobs) + len(skipped)
+    try:
+        for src, samples, err in run_jobs(jobs, workers, f"sharding -> {out_dir}"):
+            if err is None and not samples:
+                err = "no clip: shorter than --clip-seconds, or no caption covers a whole clip"
+            if err is not None:
+                tqdm.write(f"skipped {src.path}: {err}")
+                skipped.append({"source": src.path, "reason": err})
+                continue
+            for s in samples:
+                for prefix in split_of(s) if split_of else ["train"]:
+                    if prefix not in writers:
+                        writers[prefix] = ShardWriter(out_dir, prefix, per_shard)
+                    writers[prefix].write(s)
+        shards = [st for w in writers.values() for st in w.close()]
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    if not shards:
+        raise InputError(f"0 samples written, {len(skipped)} of {total} sources skipped: {skipped_summary(skipped)}; "
+                         f"nothing written to {out_dir} (expected at least one decodable, captioned video)")
     opts = {k: v for k, v in asdict(jobs[0][1]).items()} if jobs else {}
     path = write_manifest(out_dir, shards, skipped, {**opts, "per_shard": per_shard, **(settings or {})})
     return json.loads(path.read_text())
 
 
 __all__ = ["Caption", "Options", "Sample", "ShardWriter", "Source", "build", "make_samples", "safe_key",
-           "scaled_size", "write_manifest"]
+           "scaled_size", "skipped_summary", "write_manifest"]

