@@ -11,6 +11,7 @@ import pytest
 
 from eval.cache import cache_key, load_stats, save_stats
 from eval.cli import main
+from eval.errors import EvalError
 from eval.frechet import FeatureStats
 from eval.ucf101 import allocate, class_counts, classes, load_prompts, local_real_videos, prompt_lines, readable
 from eval.video_io import ClipSpec, clips_from_video, iter_items, load_frames
@@ -47,7 +48,7 @@ def test_stats_cache_roundtrip_and_protocol_check(tmp_path):
     path = save_stats(stats, protocol, tmp_path / "s.npz")
     loaded, _ = load_stats(path, protocol)
     np.testing.assert_array_equal(loaded.total_outer, stats.total_outer)
-    with pytest.raises(ValueError, match="another protocol"):
+    with pytest.raises(EvalError, match="another protocol"):
         load_stats(path, {**protocol, "frames": 8})
     assert cache_key(protocol) != cache_key({**protocol, "crop": "center"})
 
@@ -84,8 +85,8 @@ def test_sources_folder_shards_and_clip_list(fake_dir, tmp_path):
     with tarfile.open(shard, "w") as tar:
         for mp4 in sorted(fake_dir.glob("*.mp4")):
             tar.add(mp4, arcname=mp4.name)
-    from_dir = [load_frames(src, key) for _, key, src, _ in iter_items(fake_dir)]
-    from_tar = [load_frames(src, key) for _, key, src, _ in iter_items(shard)]
+    from_dir = [load_frames(src, key).frames for _, key, src, _ in iter_items(fake_dir)]
+    from_tar = [load_frames(src, key).frames for _, key, src, _ in iter_items(shard)]
     assert len(from_dir) == len(from_tar) == 4 and from_dir[0].shape == (16, 96, 128, 3)
     np.testing.assert_array_equal(from_dir[2], from_tar[2])
     ranks = [[i for i, *_ in iter_items(fake_dir, r, 2)] for r in range(2)]
@@ -100,6 +101,7 @@ def test_cli_prompts_fvd_is_ucf101(fake_dir, tmp_path, capsys, monkeypatch):
     # real = 2 videos of the fake folder through a stats file; fake = the folder
     assert main(["stats", "--videos", str(fake_dir), "--max-videos", "2", "--out", str(tmp_path / "real.npz"), "--batch-size", "2"]) == 0
     assert main(["ucf101", "--fake", str(fake_dir), "--real", str(tmp_path / "real.npz"), "--batch-size", "4",
+                 "--is-samples", "all", "--splits", "2", "--workers", "1",
                  "--out", str(tmp_path / "u.json"), "--report-dir", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
     assert "FVD: " in out and "IS(I3D-Kinetics" in out
@@ -113,5 +115,6 @@ def test_cli_prompts_fvd_is_ucf101(fake_dir, tmp_path, capsys, monkeypatch):
     assert main(["fvd", "--real", str(tmp_path / "real.npz"), "--fake", str(fake_dir), "--max-fake", "2",
                  "--out", str(tmp_path / "f.json")]) == 0
     assert json.loads((tmp_path / "f.json").read_text())["value"] == pytest.approx(0.0, abs=1e-2)  # same 2 videos
-    assert main(["is", "--videos", str(fake_dir), "--max-videos", "2", "--out", str(tmp_path / "i.json")]) == 0
+    assert main(["is", "--videos", str(fake_dir), "--max-videos", "2", "--is-samples", "all", "--splits", "1",
+                 "--workers", "0", "--out", str(tmp_path / "i.json")]) == 0
     assert "IS (I3D-Kinetics, not the paper's IS)" in capsys.readouterr().out
