@@ -61,7 +61,7 @@ def load_c3d(path: str | Path) -> tuple[C3DUCF101, str]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        what = ("holds Python objects other than tensors, which we refuse to unpickle" if "Weights only load" in str(err)
+        what = ("holds Python objects other than tensors, which we refuse to unpickle" if "Unsupported global" in str(err)
                 else "is not a torch checkpoint (or is truncated)")
         raise EvalError(f"{path}: {what}; expected a plain C3D state_dict (docs/EVAL.md, C3D weights)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:

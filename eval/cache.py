@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,8 @@ def load_stats(path: str | Path, expect_protocol: dict | None = None) -> tuple[F
             protocol = json.loads(str(f["protocol"]))
             total = f["total"]
             stats = FeatureStats(len(total), int(f["n"]), total.astype(np.float64), f["total_outer"].astype(np.float64))
-    except (OSError, KeyError, ValueError) as err:
-        raise EvalError(f"{path}: not a statistics file of lumiere-eval stats ({err})") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise EvalError(f"{path}: not a statistics file of lumiere-eval stats ({type(err).__name__}: {err})") from None
     if expect_protocol is not None:
         diff = _diff(protocol, _canonical(expect_protocol), set(protocol) | set(_canonical(expect_protocol)))
         if diff:

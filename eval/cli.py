@@ -138,9 +138,17 @@ def _preset(args):
     return replace(preset, preprocess=replace(preset.preprocess, **changes)) if changes else preset
 
 
+def _check_frames(args) -> None:
+    from .i3d import MIN_FRAMES
+
+    if args.frames < MIN_FRAMES:
+        raise EvalError(f"--frames {args.frames}: the I3D needs at least {MIN_FRAMES} frames per clip (16 is the standard)")
+
+
 def _i3d(args, preset, features: str | None = None):
     from .detectors import I3DDetector
 
+    _check_frames(args)
     return I3DDetector(features or args.features, preset.preprocess, device=args.device)
 
 
@@ -271,6 +279,7 @@ def cmd_compare(args) -> None:
     if Path(args.real).suffix == ".npz":
         raise EvalError(f"{args.real}: compare needs the real videos, not a stats file (each preset has its own features)")
     _check(args.real, args.fake)
+    _check_frames(args)
     net = load_tfhub_i3d().to(args.device)   # one I3D for every preprocessing
 
     def make_detector(preset):

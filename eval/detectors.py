@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .c3d import C3D_FRAMES, C3D_SIZE, load_c3d
-from .i3d import load_tfhub_i3d, weights_id
+from .i3d import MIN_FRAMES, load_tfhub_i3d, weights_id
 from .preprocess import Preprocess
 
 # the original FVD input: whole frame, TF1 legacy bilinear to 224, x/127.5 - 1
@@ -92,6 +92,8 @@ class I3DDetector(Detector):
             self.net = self.net.to(memory_format=torch.channels_last_3d)
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] < MIN_FRAMES:
+            raise ValueError(f"the I3D needs clips of at least {MIN_FRAMES} frames, got {x.shape[2]}")
         logits, pooled = self.net(x)                                    # (b, 400), (b, 1024)
         return {"logits": logits, "pool": pooled, "probs": logits.softmax(-1)}[self.kind]
 
@@ -127,12 +129,12 @@ class VideoMAEDetector(Detector):
 
     name = "videomae_v2"
 
-    def __init__(self, ckpt: str, preprocess: Preprocess, device: str | torch.device = "cpu"):
+    def __init__(self, ckpt: str, preprocess: Preprocess, device: str | torch.device = "cpu", **geometry):
         from .videomae import load_videomae
 
         super().__init__(device, channels_last=False)
         self.ckpt, self.preprocess = ckpt, preprocess
-        self.net, self.weights = load_videomae(ckpt)
+        self.net, self.weights = load_videomae(ckpt, **geometry)   # geometry: heads, img_size, all_frames
         self.net = self.net.to(self.device)
         self.feature_dim = self.net.embed_dim
 

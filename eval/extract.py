@@ -71,8 +71,11 @@ class ClipDataset(IterableDataset):
         for i, key, src, start in iter_items(self.source, self.rank * nw + wid, self.world * nw, self.limit):
             try:
                 clip, codec = read_clip(src, key, self.spec, key, start)        # (t, h, w, 3) uint8
-            except (ClipTooShort, av.FFmpegError, ValueError, OSError, IndexError) as err:
-                yield "skip", i, key, f"{type(err).__name__}: {err}" if not isinstance(err, ClipTooShort) else str(err)
+            except av.FFmpegError as err:     # FFmpeg's own words, without the path (the key names the file)
+                yield "skip", i, key, f"not decodable ({err.strerror or type(err).__name__})"
+                continue
+            except (ClipTooShort, ValueError, OSError, IndexError) as err:
+                yield "skip", i, key, str(err) if isinstance(err, ClipTooShort) else f"{type(err).__name__}: {err}"
                 continue
             clip = torch.from_numpy(np.ascontiguousarray(clip))
             inputs = [p(clip) for p in self.preprocesses] if self.preprocesses else clip

@@ -42,3 +42,23 @@ def bikes_frames(n: int = 32, h: int = 48, w: int = 64) -> np.ndarray:
             if len(frames) == n:
                 break
     return np.stack(frames)
+
+
+def make_ucf101(root, layout: str = "beside"):
+    """A tiny UCF101: 3 classes of real .avi clips and official-format split files (CRLF, as released)."""
+    data = root / "UCF-101"
+    frames = bikes_frames(40)
+    videos = {"ApplyEyeMakeup": ["g08_c01", "g08_c02", "g01_c01"], "Archery": ["g08_c01", "g01_c01"],
+              "YoYo": ["g08_c01", "g01_c01"]}
+    for name, ids in videos.items():
+        (data / name).mkdir(parents=True)
+        for j, vid in enumerate(ids):
+            write_video(data / name / f"v_{name}_{vid}.avi", np.roll(frames, 5 * j, axis=0), fps=25)
+    lists = (data if layout == "inside" else root) / "ucfTrainTestlist"
+    lists.mkdir()
+    index = {"ApplyEyeMakeup": 1, "Archery": 3, "YoYo": 101}
+    train = [f"{n}/v_{n}_{v}.avi {index[n]}" for n, ids in videos.items() for v in ids if v.startswith("g08")]
+    test = [f"{n}/v_{n}_{v}.avi" for n, ids in videos.items() for v in ids if v.startswith("g01")]
+    (lists / "trainlist01.txt").write_bytes(("\r\n".join(train) + "\r\n").encode())
+    (lists / "testlist01.txt").write_bytes(("\r\n".join(test) + "\r\n").encode())
+    return data, lists

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from _eval_helpers import bikes_frames, write_video
+from _eval_helpers import bikes_frames, make_ucf101, write_video
 from eval import extract as extract_mod
 from eval.detectors import Detector
 from eval.errors import EvalError
@@ -52,29 +52,9 @@ def test_codec_and_crf_are_read_from_the_stream(tmp_path):
     assert decode(write_video(tmp_path / "b.avi", frames)).codec == "mpeg4 yuv420p"
 
 
-def _ucf101(root, layout: str = "beside"):
-    """A tiny UCF101: 3 classes of real .avi clips and official-format split files (CRLF, as released)."""
-    data = root / "UCF-101"
-    frames = bikes_frames(24)
-    videos = {"ApplyEyeMakeup": ["g08_c01", "g08_c02", "g01_c01"], "Archery": ["g08_c01", "g01_c01"],
-              "YoYo": ["g08_c01", "g01_c01"]}
-    for name, ids in videos.items():
-        (data / name).mkdir(parents=True)
-        for j, vid in enumerate(ids):
-            write_video(data / name / f"v_{name}_{vid}.avi", np.roll(frames, 5 * j, axis=0), fps=25)
-    lists = (data if layout == "inside" else root) / "ucfTrainTestlist"
-    lists.mkdir()
-    index = {"ApplyEyeMakeup": 1, "Archery": 3, "YoYo": 101}
-    train = [f"{n}/v_{n}_{v}.avi {index[n]}" for n, ids in videos.items() for v in ids if v.startswith("g08")]
-    test = [f"{n}/v_{n}_{v}.avi" for n, ids in videos.items() for v in ids if v.startswith("g01")]
-    (lists / "trainlist01.txt").write_bytes(("\r\n".join(train) + "\r\n").encode())
-    (lists / "testlist01.txt").write_bytes(("\r\n".join(test) + "\r\n").encode())
-    return data, lists
-
-
 @pytest.mark.parametrize("layout", ["beside", "inside"])
 def test_split_files_are_read_as_split_files(tmp_path, layout):
-    data, _ = _ucf101(tmp_path, layout)
+    data, _ = make_ucf101(tmp_path, layout)
     train, protocol = split_videos(data, "train", 1)
     assert train == ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c02.avi",
                      "Archery/v_Archery_g08_c01.avi", "YoYo/v_YoYo_g08_c01.avi"]
@@ -89,7 +69,7 @@ def test_split_files_are_read_as_split_files(tmp_path, layout):
 
 
 def test_split_subset_is_seeded_random_and_errors_name_the_file(tmp_path):
-    data, lists = _ucf101(tmp_path)
+    data, lists = make_ucf101(tmp_path)
     _, info = ucf101_clip_list(data, tmp_path / "a.txt", "all", 1, max_videos=3, seed=0)
     chosen = (tmp_path / "a.txt").read_text()
     assert info["subset"] == "random 3 of 7 (seed 0)"
