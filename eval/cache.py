@@ -68,6 +68,8 @@ def check_stats_file(path: str | Path, protocol: dict, run_protocol: dict) -> No
     """A user's stats file against this run: every FEATURE_FIELD must match (a different device only warns)."""
     run = _canonical(run_protocol)
     fields = set(FEATURE_FIELDS) & (set(protocol) | set(run))
+    if protocol.get("offset", "first") == run.get("offset") == "first":
+        fields.discard("seed")                          # the seed only draws random offsets
     diff = _diff(protocol, run, fields)
     numerics = diff.pop("numerics", None)
     if diff:
