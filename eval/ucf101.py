@@ -166,7 +166,7 @@ def local_real_clip_list(path: str | Path, spec: ClipSpec = ClipSpec()) -> Path:
     for video in local_real_videos():
         times = decode(video).times                                       # (t,) seconds
         start = 0
-        while True:
+        while start < len(times):
             first = times[start] if spec.fps else 0.0
             if spec.fps is None and start + spec.needed() > len(times):
                 break

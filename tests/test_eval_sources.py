@@ -12,8 +12,8 @@ from eval.detectors import Detector
 from eval.errors import EvalError
 from eval.extract import extract
 from eval.preprocess import Preprocess
-from eval.ucf101 import split_videos, ucf101_clip_list
-from eval.video_io import ClipSpec, decode, iter_items, read_clip, take_clip
+from eval.ucf101 import local_real_clip_list, split_videos, ucf101_clip_list
+from eval.video_io import ClipSpec, decode, iter_items, read_clip, read_clip_list, take_clip
 
 
 def _numbered(n: int, h: int = 16, w: int = 16) -> np.ndarray:
@@ -133,3 +133,12 @@ def test_rank_and_worker_shares_partition_the_source(tmp_path):
               for r in range(world) for w in range(workers)]
     flat = sorted(i for share in shares for i in share)
     assert flat == list(range(11))
+
+
+def test_local_stand_in_clips_at_a_frame_rate_are_disjoint_and_readable(tmp_path):
+    spec = ClipSpec(frames=16, fps=8)                              # 2 s windows of 25-30 fps videos
+    clips = read_clip_list(local_real_clip_list(tmp_path / "local.txt", spec))
+    bikes = [start for path, start in clips if path.name == "bikes.mp4"]
+    assert bikes == [0, 50, 100, 150, 200]                          # 10 s of 25 fps: five 2 s windows
+    for path, start in clips:
+        assert read_clip(path, path.name, spec, "", start)[0].shape[0] == 16
