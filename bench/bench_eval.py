@@ -4,6 +4,7 @@ number of ready tensors, in interleaved rounds (the median ratio is reported, si
 Prints machine, load and versions beside the figures; ratios are from this run."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -73,12 +74,22 @@ def write_clips(folder: Path, n: int) -> tuple[int, int]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved end-to-end rounds")
+    ap.add_argument("--no-table", action="store_true", help="skip the batch / layout throughput table")
+    args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "")
           + f"; load average at start {os.getloadavg()[0]:.2f}")
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
           f"PyAV {av.__version__}; weights {weights_id()}")
+    if not args.no_table:
+        throughput_table(device)
+    end_to_end(device, args.rounds)
+
+
+def throughput_table(device: str) -> None:
     print("\nI3D features, input (b, 3, 16, 224, 224) float32, no_grad, TF32 off; peak memory = process max RSS on CPU "
           "(cumulative: includes earlier rows), CUDA max allocated on GPU")
     print(f"{'batch':>5} {'layout':>13} {'clips/s':>8} {'ms/clip':>8} {'peak MiB':>9}")
@@ -92,6 +103,8 @@ def main() -> None:
             print(f"{batch:>5} {layout:>13} {rate:>8.2f} {1000 / rate:>8.0f} {mem:>9.0f}")
     print(f"channels_last speed-up at batch 8: {rates[(True, 8)] / rates[(False, 8)]:.2f}x (same run)")
 
+
+def end_to_end(device: str, rounds: int) -> None:
     detector = I3DDetector(device=device)
     workers = default_workers()
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,9 +112,9 @@ def main() -> None:
         ready = torch.stack([detector.preprocess(c) for c in
                              np.random.default_rng(0).integers(0, 256, (BATCH, 16, h, w, 3), dtype=np.uint8)])
         print(f"\nEnd to end: {N_CLIPS} H.264 files of (16, {h}, {w}, 3) -> decode, TF1 resize to 224, I3D logits; "
-              f"batch {BATCH}; {ROUNDS} interleaved rounds; decode workers {workers} (default) and 0 (in process)")
+              f"batch {BATCH}; {rounds} interleaved rounds; decode workers {workers} (default) and 0 (in process)")
         times = {"alone": [], "e2e": [], "e2e_w0": []}
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             t0 = time.perf_counter()
             for _ in range(N_CLIPS // BATCH):
                 detector.features(ready)
@@ -113,7 +126,7 @@ def main() -> None:
         rate = {k: N_CLIPS / statistics.median(v) for k, v in times.items()}
         ratios = [a / e for a, e in zip(times["alone"], times["e2e"])]
         ratios_w0 = [a / e for a, e in zip(times["alone"], times["e2e_w0"])]
-        print(f"I3D alone on ready tensors: {rate['alone']:.2f} clips/s (median of {ROUNDS})")
+        print(f"I3D alone on ready tensors: {rate['alone']:.2f} clips/s (median of {rounds})")
         print(f"end to end, {workers} worker(s): {rate['e2e']:.2f} clips/s; per round "
               f"{', '.join(f'{r:.2f}' for r in ratios)} of the I3D alone (median {statistics.median(ratios):.2f}x)")
         print(f"end to end, in process: {rate['e2e_w0']:.2f} clips/s; per round "
@@ -124,7 +137,9 @@ def main() -> None:
         t0 = time.perf_counter()
         fvd_from_stats(FeatureStats(400).update(feats[0]), FeatureStats(400).update(feats[1]))
     print(f"Frechet distance alone (400-d, scipy sqrtm, full-rank): {time.perf_counter() - t0:.2f} s")
-    print(f"load average at end {os.getloadavg()[0]:.2f} (above the core count: the machine was shared)")
+    load = os.getloadavg()[0]
+    print(f"load average at end {load:.2f}" + (" (above the core count: the machine was shared; the ratios are "
+                                               "from interleaved rounds)" if load > (os.cpu_count() or 1) else ""))
 
 
 if __name__ == "__main__":

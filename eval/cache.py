@@ -41,18 +41,22 @@ def cache_path(protocol: dict, cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"stats-{cache_key(protocol)}.npz"
 
 
-def save_stats(stats: FeatureStats, protocol: dict, path: str | Path) -> Path:
+def save_stats(stats: FeatureStats, protocol: dict, path: str | Path, record: dict | None = None) -> Path:
+    """`record`: what the extraction found (N, skipped, codecs), kept beside the protocol, not part of it."""
     with atomic_path(path) as tmp:   # a concurrent reader never sees half a file
         np.savez(tmp, n=np.int64(stats.n), total=stats.total, total_outer=stats.total_outer,
-                 protocol=np.array(json.dumps(protocol, sort_keys=True, default=str)))
+                 protocol=np.array(json.dumps(protocol, sort_keys=True, default=str)),
+                 record=np.array(json.dumps(record or {}, sort_keys=True, default=str)))
     return Path(path)
 
 
 def load_stats(path: str | Path, expect_protocol: dict | None = None) -> tuple[FeatureStats, dict]:
-    """Statistics and their protocol; with expect_protocol, any difference in any field is an EvalError."""
+    """Statistics and their protocol (with the extraction record added after the check); with expect_protocol,
+    any difference in any protocol field is an EvalError."""
     try:
         with np.load(path, allow_pickle=False) as f:
             protocol = json.loads(str(f["protocol"]))
+            record = json.loads(str(f["record"])) if "record" in f.files else {}
             total = f["total"]
             stats = FeatureStats(len(total), int(f["n"]), total.astype(np.float64), f["total_outer"].astype(np.float64))
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
@@ -61,7 +65,7 @@ def load_stats(path: str | Path, expect_protocol: dict | None = None) -> tuple[F
         diff = _diff(protocol, _canonical(expect_protocol), set(protocol) | set(_canonical(expect_protocol)))
         if diff:
             raise EvalError(f"{path}: cached statistics were made under another protocol: {diff}")
-    return stats, protocol
+    return stats, {**protocol, **record}
 
 
 def check_stats_file(path: str | Path, protocol: dict, run_protocol: dict) -> None:

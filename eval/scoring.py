@@ -57,8 +57,8 @@ def real_stats(source, detectors: dict[str, Detector], spec: ClipSpec, limit: in
         protocol = _stats_protocol(det, spec, source, limit, source_info)
         path = cache_path(protocol, cache_dir)
         if use_cache and path.is_file():
-            stats, _ = load_stats(path, protocol)
-            out[name] = (stats, {**protocol, "n": stats.n, "cache": f"hit {path}"})
+            stats, stored = load_stats(path, protocol)
+            out[name] = (stats, {**stored, "n": stats.n, "cache": f"hit {path}"})
         else:
             todo[name] = (det, protocol, path)
     if todo:
@@ -66,7 +66,7 @@ def real_stats(source, detectors: dict[str, Detector], spec: ClipSpec, limit: in
         for name, (det, protocol, path) in todo.items():
             stats = result.stats(name)
             if use_cache and rank_world()[0] == 0:
-                save_stats(stats, protocol, path)
+                save_stats(stats, protocol, path, result.record())
             out[name] = (stats, {**protocol, **result.record(), "cache": f"wrote {path}" if use_cache else "off"})
     return {name: out[name] for name in detectors}
 

@@ -166,6 +166,7 @@ def test_compare_scores_one_set_under_every_preset(fake_dir, real_dir, tmp_path,
         single = json.loads((tmp_path / f"{preset}.json").read_text())
         assert single["value"] == pytest.approx(rows[preset]["value"], rel=1e-9)
         assert single["real"]["cache"].startswith("hit") and single["covariance"] == rows[preset]["covariance"]
+        assert single["real"]["codecs"] == {"h264 yuv420p crf=10.0": 3}       # kept in the cache beside the sums
     assert single["fake"]["codecs"] == {"h264 yuv420p crf=10.0": 4}
 
 
