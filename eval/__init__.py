@@ -3,4 +3,4 @@
 Does not import lumiere_pl: any model's videos (a folder of files or WebDataset shards) can be scored.
 Entry points: `lumiere-eval` (eval.cli), `eval.fvd.FVD` (torchmetrics), `eval.frechet.frechet_distance`.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -9,12 +9,15 @@ mean clip (3, 16, 112, 112) (TGAN2's mean2.npz cropped [8:120, 8:120]) -> 8 conv
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .errors import EvalError
 
 C3D_FRAMES, C3D_SIZE, C3D_CLASSES = 16, 112, 101
 CONVS = (("conv1a", 3, 64), ("conv2a", 64, 128), ("conv3a", 128, 256), ("conv3b", 256, 256),
@@ -49,16 +52,28 @@ class C3DUCF101(nn.Module):
 def load_c3d(path: str | Path) -> tuple[C3DUCF101, str]:
     """A converted state_dict (.pt via torch.load(weights_only=True), or .npz without pickle) -> (net, weights id)."""
     path = Path(path)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            state = {k: torch.from_numpy(f[k]) for k in f.files}
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    if not path.is_file():
+        raise EvalError(f"{path}: C3D checkpoint not found")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                state = {k: torch.from_numpy(f[k]) for k in f.files}
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        what = ("holds Python objects other than tensors, which we refuse to unpickle" if "Unsupported global" in str(err)
+                else "is not a torch checkpoint (or is truncated)")
+        raise EvalError(f"{path}: {what}; expected a plain C3D state_dict (docs/EVAL.md, C3D weights)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise EvalError(f"{path}: not a readable C3D state_dict ({type(err).__name__}); expected a .pt state_dict "
+                        "or an .npz of arrays (docs/EVAL.md, C3D weights)") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EvalError(f"{path}: expected a state_dict (names -> tensors), got {type(state).__name__}")
     net = C3DUCF101()
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise KeyError(f"{path}: not a C3D-UCF101 state_dict (missing {missing}, unexpected {unexpected}); "
-                       "see docs/EVAL.md for the conversion")
+        raise EvalError(f"{path}: not a C3D-UCF101 state_dict (missing {missing[:4]}, unexpected {unexpected[:4]}); "
+                        "see docs/EVAL.md for the conversion")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     return net.eval().requires_grad_(False), f"c3d_ucf101:{path.name}@sha256:{digest}"
 

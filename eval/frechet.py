@@ -12,6 +12,7 @@ import numpy as np
 import scipy.linalg
 
 IMAG_TOL = 1e-3     # relative size of the imaginary part of sqrtm(S_r S_g) above which we warn
+COVARIANCES = ("unbiased", "biased")
 MIN_SAMPLES = 400   # below the feature dimension the covariances are singular: the value is biased, comparable only at equal N
 
 
@@ -66,12 +67,15 @@ class FeatureStats:
             raise ValueError(f"cannot merge {other.dim}-d statistics into {self.dim}-d")
         return FeatureStats(self.dim, self.n + other.n, self.total + other.total, self.total_outer + other.total_outer)
 
-    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (d,) and unbiased covariance (d, d), as np.cov(features, rowvar=False)."""
+    def mean_cov(self, covariance: str = "unbiased") -> tuple[np.ndarray, np.ndarray]:
+        """Mean (d,) and covariance (d, d): "unbiased" divides by n - 1 (np.cov, TF-GAN, the original FVD),
+        "biased" by n (StyleGAN-V's and cd-fvd's FeatureStats.get_mean_cov)."""
+        if covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
         if self.n < 2:
             raise ValueError(f"need at least 2 feature vectors, have {self.n}")
         mu = self.total / self.n
-        sigma = (self.total_outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+        sigma = (self.total_outer - self.n * np.outer(mu, mu)) / (self.n - 1 if covariance == "unbiased" else self.n)
         return mu, sigma
 
 
@@ -81,7 +85,7 @@ def warn_if_few(n: int, what: str) -> None:
                       "Frechet distance is biased upward; compare only values computed at the same N", UserWarning)
 
 
-def fvd_from_stats(real: FeatureStats, fake: FeatureStats) -> float:
+def fvd_from_stats(real: FeatureStats, fake: FeatureStats, covariance: str = "unbiased") -> float:
     warn_if_few(real.n, "real statistics")
     warn_if_few(fake.n, "generated statistics")
-    return frechet_distance(*real.mean_cov(), *fake.mean_cov())
+    return frechet_distance(*real.mean_cov(covariance), *fake.mean_cov(covariance))

@@ -22,6 +22,7 @@ from .safe_pickle import load_numpy_pickle
 
 WEIGHTS_NAME = "tfhub-i3d-kinetics-400-v1"  # which I3D: the TF-Hub one, not kinetics-i3d's or piergiaj's
 BN_EPS = 1e-3
+MIN_FRAMES = 9   # Mixed_5c has ceil(t/8) steps and the head averages windows of 2 (TF "VALID")
 
 
 def default_weights_path() -> Path:

@@ -21,16 +21,24 @@ def markdown(result: dict, name: str = "lumiere-pl (ours)") -> str:
     is_cell = _fmt(is_["value"]) if comparable_is else (f"({is_['value']:.2f} I3D-Kinetics IS, not comparable)" if is_ else "-")
     rows.append(f"| **{name}** | **{fvd['value']:.2f}** | {is_cell} |")
     p = fvd["protocol"]
+    timing = f"resampled to {p['fps']} fps" if p.get("fps") else f"stride {p['stride']} (native frame rate)"
+    crop = "whole frame squashed to a square" if p["crop"] == "full" else "centre square crop"
+    real = fvd["real"]
+    split = (f"UCF101 split {real['split_index']} {real['ucf101_split']} ({real['n_videos']} of {real['listed']} listed "
+             f"videos, {real['subset']})" if "ucf101_split" in real else None)
     notes = [
         "", "Paper rows: Lumiere (Bar-Tal et al. 2024), Table 1, zero-shot UCF101, as reported "
         "(PYoCo's IS is 47.46 in Snap Video's table).", "",
-        f"**Our row's protocol**: N = {fvd['n_fake']} generated videos vs {fvd['n_real']} real clips; "
-        f"{p['frames']} frames, stride {p['stride']}; I3D weights `{p['weights']}`; {p['resolution']}x{p['resolution']} "
-        f"({p['crop']} frame, {p['resize']}); feature: {p['detector']}.",
-        f"Real statistics: {result.get('real_note', fvd['real'].get('source', {}).get('path'))}.",
+        f"**Our row's protocol**: FVD preset `{fvd.get('preset')}` ({fvd.get('covariance')} covariance); N = "
+        f"{fvd['n_fake']} generated videos vs {fvd['n_real']} real clips; {p['frames']} frames, {timing}, "
+        f"{p['offset']} offset; I3D weights `{p['weights']}`; {crop}, {p['resize']} bilinear to {p['size']}x{p['size']}; "
+        f"feature: {p['detector']}; fakes: {fvd['fake'].get('codecs')}.",
+        f"Real statistics: {split or result.get('real_note') or real.get('source', {}).get('path')}.",
     ]
     if is_ is not None:
-        notes.append(f"IS: {is_['label']}; N = {is_['n']}, splits {is_['splits']}, repeats {is_['repeats']}.")
+        ip = is_["is_protocol"]
+        notes.append(f"IS: {is_['label']}; protocol `{ip['name']}`{'' if ip['exact_preset'] else ' (changed)'}: "
+                     f"{ip['loops']} loop(s) x {ip['samples']} videos, {ip['splits']} split(s).")
     if fvd["n_fake"] < 2048:
         notes.append(f"**Not comparable to the paper**: N = {fvd['n_fake']} (the paper uses ~10,000); FVD is biased "
                      "upward at small N and below 400 videos the covariances are singular.")

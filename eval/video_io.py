@@ -1,13 +1,17 @@
-"""Video sources: a folder of video files (or .npy clips), WebDataset shards (.tar), or a clip list (.txt:
-one "video_path [start_frame]" per line, e.g. several clips of one long video), decoded with PyAV.
+"""Video sources: a folder of video files (or .npy clips), WebDataset shards (.tar), or a clip list (.txt: one
+"video_path [start_frame]" per line), decoded with PyAV, frames with their timestamps.
 
-A clip is uint8 (t, h, w, c) RGB: `frames` frames taken every `stride`-th decoded frame from `start`.
-Sources are split across DDP ranks by item index (i % world == rank) so every item is read exactly once.
+A clip is uint8 (t, h, w, 3) RGB, taken from a video by a ClipSpec: `frames` frames, either every `stride`-th
+decoded frame, or resampled by timestamps to `fps` (frame k is the decoded frame nearest in time to t_start + k/fps,
+ties to the earlier one); starting at frame `start` ("first") or at a start drawn per video from (seed, video key)
+("random"). Sources are split across DDP ranks by item index (i % world == rank), so every item is read once.
 """
 from __future__ import annotations
 
 import io
+import re
 import tarfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +21,7 @@ import numpy as np
 
 VIDEO_EXTS = (".mp4", ".avi", ".mpg", ".mpeg", ".mov", ".mkv", ".webm", ".gif")
 CLIP_EXTS = VIDEO_EXTS + (".npy",)
+TIME_TOL = 1e-3   # seconds: a clip "fits" when its last sample time is within this of the last frame
 
 
 class ClipTooShort(ValueError):
@@ -25,56 +30,143 @@ class ClipTooShort(ValueError):
 
 @dataclass(frozen=True)
 class ClipSpec:
-    frames: int = 16    # frames per clip (the FVD standard)
-    stride: int = 1     # keep every stride-th decoded frame (frame-rate subsampling)
-    start: int = 0      # first decoded frame index
+    frames: int = 16            # frames per clip (the FVD standard)
+    stride: int = 1             # keep every stride-th decoded frame (without fps)
+    start: int = 0              # first decoded frame (with offset="first"; the lower bound with "random")
+    fps: float | None = None    # resample by timestamps to this frame rate; None: the decoded frames as they come
+    offset: str = "first"       # "first" or "random" (per video, seeded by `seed` and the video's key)
+    seed: int = 0               # seed of the random offsets
+
+    def __post_init__(self):
+        if self.frames < 1 or self.stride < 1 or self.start < 0:
+            raise ValueError(f"need frames >= 1, stride >= 1, start >= 0; got {self.frames}, {self.stride}, {self.start}")
+        if self.offset not in ("first", "random"):
+            raise ValueError(f"offset must be 'first' or 'random', got {self.offset!r}")
+        if self.fps is not None and (self.fps <= 0 or self.stride != 1):
+            raise ValueError("fps resampling needs fps > 0 and stride 1 (the frame rate sets the spacing)")
 
     def needed(self) -> int:
+        """Frames to decode for a "first" clip without fps."""
         return self.start + (self.frames - 1) * self.stride + 1
 
     def protocol(self) -> dict:
         return asdict(self)
 
 
-def decode(src: str | Path | bytes, max_frames: int | None = None) -> np.ndarray:
-    """All (or the first max_frames) frames of a video as uint8 (t, h, w, 3) RGB."""
-    frames = []
+@dataclass
+class Decoded:
+    frames: np.ndarray          # (t, h, w, 3) uint8
+    times: np.ndarray | None    # (t,) seconds from the first frame; None for .npy clips
+    codec: str                  # e.g. "h264 yuv420p crf=18.0", "h264 gbrp qp=0 (lossless)", "npy"
+
+
+def _x264_settings(packet: bytes) -> str:
+    """Rate control from the x264 version SEI that libx264 writes into the first packet ("" if absent)."""
+    if b"x264 - core" not in packet:
+        return ""
+    text = packet[packet.find(b"x264 - core"):].split(b"\x00", 1)[0].decode("ascii", "replace")
+    rc = re.search(r"\brc=(\w+)", text)
+    if rc and rc.group(1) == "crf":
+        crf = re.search(r"\bcrf=([\d.]+)", text)
+        return f"crf={crf.group(1)}" if crf else "crf"
+    qp = re.search(r"\bqp=(\d+)", text)
+    if qp:
+        return f"qp={qp.group(1)}" + (" (lossless)" if qp.group(1) == "0" else "")
+    return f"rc={rc.group(1)}" if rc else ""
+
+
+def decode(src: str | Path | bytes, max_frames: int | None = None,
+           until: tuple[int, float] | None = None) -> Decoded:
+    """Frames with timestamps and codec: all, the first max_frames, or (until=(i, s)) up to the first frame at least
+    s seconds after frame i."""
+    frames, times, codec = [], [], ""
     with av.open(io.BytesIO(src) if isinstance(src, bytes) else str(src)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))   # (h, w, 3)
-            if max_frames is not None and len(frames) >= max_frames:
+        ctx = stream.codec_context
+        rate = float(stream.average_rate) if stream.average_rate else None
+        for packet in container.demux(stream):
+            if not codec and packet.size:
+                codec = " ".join(x for x in (ctx.name, ctx.format.name if ctx.format else "", _x264_settings(bytes(packet))) if x)
+            for frame in packet.decode():
+                t = frame.time if frame.time is not None else (len(frames) / rate if rate else None)
+                frames.append(frame.to_ndarray(format="rgb24"))          # (h, w, 3)
+                times.append(np.nan if t is None else t)
+            if (max_frames is not None and len(frames) >= max_frames) or (
+                    until is not None and len(times) > until[0] and times[-1] - times[until[0]] >= until[1]):
                 break
     if not frames:
         raise ClipTooShort(f"no decodable frames in {src if not isinstance(src, bytes) else '<bytes>'}")
-    return np.stack(frames)                                     # (t, h, w, 3)
+    times = np.asarray(times, np.float64)
+    order = np.argsort(times, kind="stable") if not np.isnan(times).any() else np.arange(len(frames))
+    frames = np.stack(frames)[order][:max_frames]                       # (t, h, w, 3) in display order
+    times = None if np.isnan(times).any() else times[order][:max_frames] - times[order][0]
+    return Decoded(frames, times, codec or "unknown")
 
 
-def load_frames(src: str | Path | bytes, name: str, max_frames: int | None = None) -> np.ndarray:
-    """Frames of a video file or an .npy clip (uint8 (t, h, w, 3), loaded without pickle)."""
+def load_frames(src: str | Path | bytes, name: str, max_frames: int | None = None,
+                until: tuple[int, float] | None = None) -> Decoded:
+    """A video file or an .npy clip (uint8 (t, h, w, 3), loaded without pickle; no timestamps)."""
     if name.endswith(".npy"):
         clip = np.load(io.BytesIO(src) if isinstance(src, bytes) else src, allow_pickle=False)
         if clip.dtype != np.uint8 or clip.ndim != 4 or clip.shape[-1] != 3:
             raise ValueError(f"{name}: .npy clips must be uint8 (t, h, w, 3), got {clip.dtype} {clip.shape}")
-        return clip[:max_frames]
-    return decode(src, max_frames)
+        return Decoded(clip[:max_frames], None, "npy")
+    return decode(src, max_frames, until)
 
 
-def take_clip(frames: np.ndarray, spec: ClipSpec, offset: int = 0) -> np.ndarray:
-    """(t_all, h, w, c) -> (spec.frames, h, w, c) starting at spec.start + offset."""
-    first = spec.start + offset
-    idx = first + spec.stride * np.arange(spec.frames)
-    if idx[-1] >= len(frames):
-        raise ClipTooShort(f"need frame {idx[-1]}, video has {len(frames)}")
-    return frames[idx]
+def _sample_times(times: np.ndarray, start: int, spec: ClipSpec) -> np.ndarray:
+    """Indices of the frames nearest to times[start] + k/fps (ties to the earlier frame)."""
+    target = times[start] + np.arange(spec.frames) / spec.fps                  # (frames,)
+    right = np.clip(np.searchsorted(times, target, side="left"), 1, len(times) - 1)
+    left = right - 1
+    return np.where(target - times[left] <= times[right] - target, left, right) if len(times) > 1 else np.zeros(spec.frames, int)
+
+
+def _valid_starts(decoded: Decoded, spec: ClipSpec, base: int) -> np.ndarray:
+    n = len(decoded.frames)
+    if spec.fps is None:
+        last = n - 1 - (spec.frames - 1) * spec.stride
+    else:
+        if decoded.times is None:
+            raise ValueError(f"resampling to {spec.fps} fps needs timestamps; .npy clips have none")
+        span = (spec.frames - 1) / spec.fps
+        last = int(np.searchsorted(decoded.times, decoded.times[-1] - span + TIME_TOL, side="right")) - 1
+    return np.arange(base, last + 1)
+
+
+def take_clip(decoded: Decoded, spec: ClipSpec, key: str = "", offset: int = 0) -> np.ndarray:
+    """(spec.frames, h, w, 3) from a decoded video: from spec.start + offset, or a seeded random start after it."""
+    starts = _valid_starts(decoded, spec, spec.start + offset)
+    if len(starts) == 0:
+        need = f"{(spec.frames - 1) / spec.fps:.2f} s at {spec.fps} fps" if spec.fps else f"frame {spec.needed() + offset - 1}"
+        raise ClipTooShort(f"need {need} from frame {spec.start + offset}, video has {len(decoded.frames)} frames")
+    if spec.offset == "random":
+        rng = np.random.default_rng([spec.seed, zlib.crc32(key.encode())])
+        start = int(starts[rng.integers(len(starts))])
+    else:
+        start = int(starts[0])
+    if spec.fps is None:
+        return decoded.frames[start + spec.stride * np.arange(spec.frames)]
+    return decoded.frames[_sample_times(decoded.times, start, spec)]
+
+
+def read_clip(src, name: str, spec: ClipSpec, key: str = "", offset: int = 0) -> tuple[np.ndarray, str]:
+    """Decode only what the clip needs, then take it: (clip (frames, h, w, 3) uint8, codec)."""
+    if spec.offset == "random":
+        decoded = load_frames(src, name)
+    elif spec.fps is None:
+        decoded = load_frames(src, name, max_frames=spec.needed() + offset)
+    else:
+        decoded = load_frames(src, name, until=(spec.start + offset, (spec.frames - 1) / spec.fps))
+    return take_clip(decoded, spec, key, offset), decoded.codec
 
 
 def clips_from_video(src: str | Path, spec: ClipSpec, n_clips: int, step: int | None = None) -> list[np.ndarray]:
     """n_clips disjoint clips from one video, each starting `step` frames after the previous (default: no overlap)."""
     step = step if step is not None else spec.frames * spec.stride
-    frames = decode(src, spec.needed() + step * (n_clips - 1))
-    return [take_clip(frames, spec, i * step) for i in range(n_clips)]
+    decoded = decode(src, spec.needed() + step * (n_clips - 1))
+    return [take_clip(decoded, spec, offset=i * step) for i in range(n_clips)]
 
 
 def is_shards(path: str | Path) -> bool:
@@ -99,18 +191,17 @@ def read_clip_list(path: str | Path) -> list[tuple[Path, int]]:
 
 
 def write_clip_list(path: str | Path, clips: list[tuple[Path, int]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{Path(p).resolve()} {start}\n" for p, start in clips))
-    return path
+    from .atomic import write_text
+
+    return write_text(path, "".join(f"{Path(p).resolve()} {start}\n" for p, start in clips))
 
 
 def iter_items(path: str | Path, rank: int = 0, world: int = 1,
                limit: int | None = None) -> Iterator[tuple[int, str, object, int]]:
-    """(index, key, source, start offset) for this rank's share; source is a Path or, in shards, the member's bytes."""
+    """(index, key, source, start offset) for this share; source is a Path or, in shards, the member's bytes."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(path)
+        raise FileNotFoundError(f"{path}: no such file or folder")
     if is_shards(path):
         items = ((key, src, 0) for key, src in _iter_shard_members(sorted(path.glob("*.tar")) if path.is_dir() else [path]))
     elif path.is_dir():
@@ -135,7 +226,7 @@ def _iter_shard_members(shards: list[Path]):
 
 
 def count_items(path: str | Path) -> int | None:
-    """Number of clips in a folder (None for shards: not known without reading them)."""
+    """Number of clips in a source (None for shards: not known without reading them)."""
     path = Path(path)
     if is_shards(path):
         return None

