@@ -105,6 +105,10 @@ def model_folders(path: str) -> Tuple[Path, Path]:
     tok_dir = root / "tokenizer" if (root / "tokenizer").is_dir() else model_dir
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"text.path={path!r}: missing {model_dir / 'config.json'}")
+    if not any(model_dir.glob("*.safetensors")) and not any(model_dir.glob("*.safetensors.index*.json")):
+        pickles = sorted(p.name for p in model_dir.glob("*.bin"))
+        hint = f"; found {pickles[0]}, but pickle weights are not loaded (they can run code)" if pickles else ""
+        raise FileNotFoundError(f"text.path={path!r}: missing {model_dir / 'model.safetensors'}{hint}")
     return model_dir, tok_dir
 
 
