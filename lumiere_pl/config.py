@@ -82,6 +82,8 @@ class DiffusersConfig:
     vae: Optional[str] = None       # AutoencoderKL folder: latent diffusion (SD); None: the pipeline's vae/ when it
                                     # has one, else pixel space (IF). Resolved to a path at the start of training
     vae_chunk: int = 8              # frames per VAE encode / decode call: bounds the peak memory of 80-frame clips
+    grad_checkpointing: bool = False   # recompute the U-Net's 2D layers in backward: far less activation memory
+                                    # (80-frame clips through IF / SD), about a third more compute
 
 
 @dataclass
@@ -116,6 +118,9 @@ class SamplerConfig:
     window: int = 0                 # MultiDiffusion temporal window (0 = whole clip in one pass)
     stride: int = 0                 # MultiDiffusion window stride (0 = window - 2, the paper's overlap of 2)
     window_batch: int = 4           # MultiDiffusion: windows denoised in one network call (memory cap)
+    threshold: float = 0.0          # dynamic thresholding (Imagen): quantile of |x0| each step clips to; 0 = off
+                                    # (pixel space only; DeepFloyd IF samples with 0.95, max 1.5)
+    threshold_max: float = 1.5      # dynamic thresholding: upper bound of that quantile
 
 
 @dataclass
@@ -353,6 +358,9 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"sampler.window={cfg.sampler.window}: each window goes through the STUNet, which "
                               f"halves time {k} times (model.temporal.down_levels={list(t.down_levels)}); "
                               f"use a multiple of {2 ** k}")
+    if not 0.0 <= cfg.sampler.threshold < 1.0 or cfg.sampler.threshold_max < 1.0:
+        raise ConfigError(f"sampler.threshold={cfg.sampler.threshold}, sampler.threshold_max="
+                          f"{cfg.sampler.threshold_max}: expected a quantile in [0, 1) (0 = off) and a max >= 1")
     if cfg.sampler.window_batch < 1:
         raise ConfigError(f"sampler.window_batch={cfg.sampler.window_batch}: expected >= 1")
     if m.name == "ssr" and (m.upscale < 1 or d.size % m.upscale):

@@ -131,3 +131,33 @@ def test_wrapped_x0_equals_the_diffusers_scheduler_step(kind, prediction):
             x0 = denoise(still(z / ac.sqrt(), 4), s, {"text": emb})                     # (1 c 4 h w)
         tol = 1e-4 * max(1.0, float(ref.abs().max()))
         assert (x0 - ref[:, :, None]).abs().max() <= tol, step
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    """model.diffusers.grad_checkpointing recomputes the 2D layers in backward: same loss, same temporal gradients."""
+    unet = if_unet()
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        net = DiffusersSTUNet(unet, TemporalConfig(down_levels=[0, 1], emb_cond=True), TEXT_DIM, grad_checkpointing=ckpt)
+        with torch.no_grad():
+            for p in net.temporal.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        x = torch.randn(1, 3, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+        net(x, torch.tensor([300.0]), {"text": text(1)}).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.temporal.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+
+
+def test_dynamic_thresholding_matches_diffusers():
+    """sampler.threshold: the x0 of each clip is clipped to its |x0| quantile (clamped to [1, max]) and rescaled,
+    as diffusers' DDPMScheduler thresholds IF's samples; x0 within [-1, 1] is untouched."""
+    from lumiere_pl.diffusion.thresholding import dynamic_threshold
+
+    x0 = torch.randn(3, 3, 4, 8, 8) * torch.tensor([0.2, 1.3, 3.0]).view(3, 1, 1, 1, 1)   # inside, mild, saturated
+    fn = dynamic_threshold(lambda x, s, cond: x, 0.95, 1.5)
+    sched = if_scheduler()
+    ref = sched._threshold_sample(x0)
+    torch.testing.assert_close(fn(x0, None, {}), ref)
+    assert torch.equal(fn(x0, None, {})[0], x0[0]) and fn(x0, None, {}).abs().max() <= 1.0
+    assert dynamic_threshold(fn, 0.0, 1.5) is fn

@@ -16,6 +16,7 @@ from lumiere_pl.config import ExperimentConfig, from_dict, to_dict
 from lumiere_pl.diffusion import SAMPLERS, Denoiser, c_noise, diffusion_loss, get_sigmas, guided, make_schedule
 from lumiere_pl.diffusion.process import NoiseCond
 from lumiere_pl.diffusion.schedules import LogSNR
+from lumiere_pl.diffusion.thresholding import dynamic_threshold
 from lumiere_pl.diffusion.multidiffusion import multidiffusion
 from lumiere_pl.lit.conditioning import condition_from, random_video_condition
 from lumiere_pl.lit.guard import NonFiniteGuard
@@ -162,7 +163,8 @@ class DiffusionModule(L.LightningModule):
         cond = {**self.text_condition(prompts), **(extra_cond or {})}
         if self.is_video and self.cfg.model.temporal.conditional and "cond_video" not in cond:
             cond.update(condition_from(x.new_zeros(x.shape), x.new_zeros(x[:, :1].shape)))   # task none: M = 0
-        denoise = self.wrap_denoiser(guided(self.denoiser, s.guidance if guidance is None else guidance))
+        denoise = guided(self.denoiser, s.guidance if guidance is None else guidance)
+        denoise = self.wrap_denoiser(dynamic_threshold(denoise, s.threshold, s.threshold_max))
         g = torch.Generator(device=self.device).manual_seed(seeds[0] if seeds else seed)  # eta > 0 noise
         was_training = self.net.training
         self.net.eval()

@@ -37,7 +37,8 @@ def build_diffusers_stunet(cfg: ExperimentConfig, text_dim: int, t2i_state: Opti
     unet = load_unet(locate(cfg.model.init_from, d.variant, d.vae), d.variant)
     if t2i_state is not None:
         unet.load_state_dict(t2i_state)
-    return DiffusersSTUNet(unet.train(), cfg.model.temporal, text_dim)   # from_pretrained leaves it in eval mode
+    return DiffusersSTUNet(unet.train(), cfg.model.temporal, text_dim,   # from_pretrained leaves it in eval mode
+                           grad_checkpointing=d.grad_checkpointing)
 
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from lumiere_pl.diffusion.discrete import BETA_SCHEDULES
+from lumiere_pl.models.diffusers_stunet import check_unet_config
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}   # diffusers' name -> diffusion.prediction
@@ -79,9 +80,11 @@ def locate(path: str, variant: Optional[str] = None, vae: Optional[str] = None) 
         raise FileNotFoundError(f"{root} is neither a diffusers pipeline folder (missing {root / 'unet' / 'config.json'}) "
                                 f"nor a unet folder (missing {root / 'config.json'})")
     _require_weights(unet, "the U-Net", variant)
-    kind = _json(unet / "config.json").get("_class_name")
-    if kind != "UNet2DConditionModel":
-        raise ValueError(f"{unet / 'config.json'} describes a {kind}; the STUNet inflates a UNet2DConditionModel")
+    config = _json(unet / "config.json")
+    if config.get("_class_name") != "UNet2DConditionModel":
+        raise ValueError(f"{unet / 'config.json'} describes a {config.get('_class_name')}; the STUNet inflates a "
+                         f"UNet2DConditionModel")
+    check_unet_config(config)
     scheduler = pipeline / "scheduler" / "scheduler_config.json" if pipeline is not None else None
     vae_dir = Path(vae) if vae else (pipeline / "vae" if pipeline is not None and (pipeline / "vae").is_dir() else None)
     if vae_dir is not None:

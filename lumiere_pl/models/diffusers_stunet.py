@@ -25,6 +25,7 @@ from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lumiere_pl.config import TemporalConfig
 from lumiere_pl.models.layers import zero_
@@ -45,23 +46,32 @@ def text_width(unet_config) -> int:
     return int(hid if hid is not None else cross)
 
 
-def check_unet(unet: nn.Module) -> None:
-    """Refuse, by name, a U-Net this inflation does not walk (ValueError)."""
-    c = unet.config
-    blocks = [(f"down_blocks.{i}", b, SUPPORTED_DOWN) for i, b in enumerate(unet.down_blocks)]
-    blocks += [("mid_block", unet.mid_block, SUPPORTED_MID)]
-    blocks += [(f"up_blocks.{i}", b, SUPPORTED_UP) for i, b in enumerate(unet.up_blocks)]
-    for where, block, ok in blocks:
-        name = type(block).__name__
+def check_unet_config(c) -> None:
+    """Refuse, by name, a U-Net this inflation does not walk (ValueError); c: its config.json as a dict."""
+    blocks = [(f"down_blocks.{i}", n, SUPPORTED_DOWN) for i, n in enumerate(c.get("down_block_types", ()))]
+    blocks += [("mid_block", c.get("mid_block_type", "UNetMidBlock2DCrossAttn"), SUPPORTED_MID)]
+    blocks += [(f"up_blocks.{i}", n, SUPPORTED_UP) for i, n in enumerate(c.get("up_block_types", ()))]
+    for where, name, ok in blocks:
         if name not in ok:
             raise ValueError(f"diffusers U-Net {where} is a {name}, which the STUNet inflation does not support; "
                              f"supported here: {', '.join(ok)}")
     for key, allowed in (("class_embed_type", (None,)), ("addition_embed_type", (None, "text")),
                          ("encoder_hid_dim_type", (None, "text_proj")), ("time_cond_proj_dim", (None,)),
-                         ("attention_type", ("default",)), ("dual_cross_attention", (False,))):
-        if getattr(c, key, None) not in allowed:
-            raise ValueError(f"diffusers U-Net config {key}={getattr(c, key)!r} is not supported by the STUNet "
+                         ("attention_type", ("default", None)), ("dual_cross_attention", (False, None))):
+        if c.get(key) not in allowed:
+            raise ValueError(f"diffusers U-Net config {key}={c.get(key)!r} is not supported by the STUNet "
                              f"inflation (supported: {list(allowed)})")
+
+
+def check_unet(unet: nn.Module) -> None:
+    """check_unet_config on a built U-Net, and on its blocks' class names."""
+    check_unet_config(dict(unet.config))
+    for blocks, ok in ((unet.down_blocks, SUPPORTED_DOWN), ([unet.mid_block], SUPPORTED_MID),
+                       (unet.up_blocks, SUPPORTED_UP)):
+        for block in blocks:
+            if type(block).__name__ not in ok:
+                raise ValueError(f"diffusers U-Net block {type(block).__name__} is not supported; supported here: "
+                                 f"{', '.join(ok)}")
 
 
 class _PerFrame:
@@ -84,8 +94,9 @@ class DiffusersSTUNet(nn.Module):
     input; they enter through a new zero-initialised conv added to the pretrained conv_in.
     """
 
-    def __init__(self, unet: nn.Module, cfg: TemporalConfig, text_dim: int):
+    def __init__(self, unet: nn.Module, cfg: TemporalConfig, text_dim: int, grad_checkpointing: bool = False):
         super().__init__()
+        self.grad_checkpointing = grad_checkpointing        # recompute the 2D layers in backward (activation memory)
         check_unet(unet)
         if text_dim != text_width(unet.config):
             raise ValueError(f"the text encoder gives {text_dim}-d tokens, the diffusers U-Net expects "
@@ -160,6 +171,12 @@ class DiffusersSTUNet(nn.Module):
             emb = unet.time_embed_act(emb)
         return emb, unet.process_encoder_hidden_states(encoder_hidden_states=text, added_cond_kwargs={})
 
+    def _2d(self, fn, *args) -> Tensor:
+        """A pretrained 2D layer on ((b t) ...) frames; recomputed in backward with grad_checkpointing."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
     def _temporal(self, key: str, h: Tensor, t: int, ctx: TemporalContext) -> Tuple[Tensor, int]:
         for k in (key, key + "_attn"):
             if k in self.temporal:
@@ -200,37 +217,37 @@ class DiffusersSTUNet(nn.Module):
         for i, block in enumerate(unet.down_blocks):
             attns = getattr(block, "attentions", None) or [None] * len(block.resnets)
             for j, resnet in enumerate(block.resnets):
-                h = resnet(h, frame(t)[0])
+                h = self._2d(resnet, h, frame(t)[0])
                 h, t = self._temporal(f"down{i}_res{j}", h, t, ctx)
                 if attns[j] is not None:
-                    h = self._attend(attns[j], h, frame(t)[1])
+                    h = self._2d(self._attend, attns[j], h, frame(t)[1])
                 skips.append((h, t))
             if block.downsamplers is not None:
                 for layer in block.downsamplers:
-                    h = self._resample(layer, h, frame(t)[0])
+                    h = self._2d(self._resample, layer, h, frame(t)[0])
                 h, t = self._temporal(f"down{i}_resample", h, t, ctx)   # (b*T/2 ...) at a down level
                 skips.append((h, t))
         mid = unet.mid_block                                        # coarsest level: T / 2^k frames
-        h = mid.resnets[0](h, frame(t)[0])
+        h = self._2d(mid.resnets[0], h, frame(t)[0])
         h, t = self._temporal("mid_res0", h, t, ctx)
         for k, (attn, resnet) in enumerate(zip(mid.attentions, mid.resnets[1:])):
-            h = self._attend(attn, h, frame(t)[1])
+            h = self._2d(self._attend, attn, h, frame(t)[1])
             if k == len(mid.attentions) - 1:
                 h, t = self._temporal("mid_attn", h, t, ctx)
-            h = resnet(h, frame(t)[0])
+            h = self._2d(resnet, h, frame(t)[0])
             h, t = self._temporal(f"mid_res{k + 1}", h, t, ctx)
         for i, block in enumerate(unet.up_blocks):
             attns = getattr(block, "attentions", None) or [None] * len(block.resnets)
             for j, resnet in enumerate(block.resnets):
                 skip, t_skip = skips.pop()
                 assert t_skip == t, f"skip at {t_skip} frames meets features at {t} frames"
-                h = resnet(torch.cat([h, skip], dim=1), frame(t)[0])
+                h = self._2d(resnet, torch.cat([h, skip], dim=1), frame(t)[0])
                 h, t = self._temporal(f"up{i}_res{j}", h, t, ctx)
                 if attns[j] is not None:
-                    h = self._attend(attns[j], h, frame(t)[1])
+                    h = self._2d(self._attend, attns[j], h, frame(t)[1])
             if block.upsamplers is not None:
                 for layer in block.upsamplers:
-                    h = self._resample(layer, h, frame(t)[0])
+                    h = self._2d(self._resample, layer, h, frame(t)[0])
                 h, t = self._temporal(f"up{i}_resample", h, t, ctx)
         if unet.conv_norm_out is not None:
             h = unet.conv_act(unet.conv_norm_out(h))

@@ -52,18 +52,16 @@ class TextEncoder(FrozenHolder):
     @torch.no_grad()
     def forward(self, captions: List[str], device: Optional[torch.device | str] = None) -> Encoded:
         """captions (b) -> states (b L d) in the encoder's dtype, mask (b L) bool, on `device` (default: its own)."""
-        missing = sorted({c for c in captions if c not in self._cache})
-        fresh = {}
+        found = {c: self._cache[c] for c in dict.fromkeys(captions) if c in self._cache}
+        for c in found:
+            self._cache.move_to_end(c)                                 # most recently used
+        missing = sorted(set(captions) - set(found))
         if missing:
             states, mask = self._encode(missing)
             for c, s, m in zip(missing, states.cpu(), mask.cpu()):
-                fresh[c] = (s.clone(), m.clone())                      # own storage: nbytes is what it holds
-                self._remember(c, *fresh[c])
-        pairs = []
-        for c in captions:
-            if c in self._cache:
-                self._cache.move_to_end(c)
-            pairs.append(fresh[c] if c in fresh else self._cache[c])
+                found[c] = (s.clone(), m.clone())                      # own storage: nbytes is what it holds
+                self._remember(c, *found[c])
+        pairs = [found[c] for c in captions]
         device = self.device if device is None else device
         states = torch.stack([p[0].to(self.dtype) for p in pairs]).to(device)
         return states, torch.stack([p[1] for p in pairs]).to(device)
