@@ -255,3 +255,46 @@ def test_experiment_configs_resolve_on_a_folder(kind, pipelines):
     cfg, _ = train_cli.inherit_t2i(cfg)
     assert cfg.text.path == str(pipelines[kind]) and cfg.trainer.precision == "bf16-mixed"
     assert (cfg.model.diffusers.vae is not None) == (kind == "sd")
+
+
+def test_lightning_moves_and_casts_the_frozen_encoders_but_never_saves_them(pipelines, tmp_path):
+    """The text encoder (and VAE) follow the LightningModule: Lightning's bf16-true plugin casts them, .to(device)
+    moves them (meta here: no GPU on CI); no key of theirs is in the module's state_dict."""
+    from lightning.pytorch.plugins.precision import HalfPrecision
+
+    from lumiere_pl.config import load_config, to_dict
+    from lumiere_pl.lit import module_class
+
+    cfg = load_config(None, ["model.name=diffusers_stunet", f"model.init_from={pipelines['sd']}", "text.encoder=clip",
+                             f"text.path={pipelines['sd']}", "text.max_length=8", "data.size=32", "data.frames=8",
+                             f"out_dir={tmp_path}"])
+    cfg, _ = train_cli.inherit_t2i(cfg)
+    module = module_class(cfg.model.name)(to_dict(cfg))
+    assert not any(k.startswith(("text_encoder.", "codec.")) for k in module.state_dict())
+    HalfPrecision("bf16-true").convert_module(module)
+    assert module.text_encoder.model.dtype == torch.bfloat16 and module.codec.vae.dtype == torch.bfloat16
+    assert module.text_condition(["a dog"])["text"].dtype == torch.bfloat16
+    module.to("meta")
+    assert module.text_encoder.model.device.type == "meta" and module.codec.vae.device.type == "meta"
+
+
+def test_our_stunet_exports_as_a_folder_too(tiny_overrides, tmp_path, single_thread):
+    """save_pretrained / from_pretrained work for any model: the folder samples like the module's EMA."""
+    from lumiere_pl.checkpoint import save_pretrained
+    from lumiere_pl.config import load_config, to_dict
+    from lumiere_pl.lit import module_class
+
+    cfg = load_config(None, tiny_overrides + ["sampler.steps=2"])
+    module = module_class("stunet")(to_dict(cfg))
+    module.ema.update(module.net)
+    with torch.no_grad():
+        for p in module.net.temporal.parameters():
+            p.add_(0.01)
+    out = save_pretrained(module, tmp_path / "export")
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "model.safetensors"]
+    loaded = from_pretrained(out)
+    torch.testing.assert_close(loaded.generate(["a red circle"], seed=2), module.generate(["a red circle"], seed=2),
+                               atol=1e-6, rtol=0)
+    with pytest.raises(FileNotFoundError, match="missing .*model.safetensors"):
+        (out / "model.safetensors").unlink()
+        from_pretrained(out)
