@@ -54,7 +54,9 @@ RESULTS = HERE / "results" / "diffusers.json"
 def build(name: str):
     """(net, call(x (b c t h w), timestep, text) -> (b c t h w)) with frozen 2D weights."""
     from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from diffusers.utils import logging
 
+    logging.set_verbosity_error()                 # from_unet2d's notice about float32 modules (there are none)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**UNET)
     if name == "unet2d":

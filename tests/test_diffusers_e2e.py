@@ -42,11 +42,11 @@ def frames_of(mp4: Path):
         return [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
 
 
-def run_experiment(kind: str, folder: Path, out: Path, *extra: str):
+def run_experiment(kind: str, folder: Path, out: Path, *extra: str, resume: bool = False):
     """lumiere-train on experiments/stunet_{kind}.yaml, tiny; returns the run folder."""
     size = {"if": 16, "sd": 32}[kind]
-    rc = train_cli.main(["--config", str(ROOT / f"experiments/stunet_{kind}.yaml"), f"model.init_from={folder}",
-                         f"data.size={size}", f"out_dir={out}", *TINY_RUN, *extra])
+    rc = train_cli.main(["--resume"] * resume + ["--config", str(ROOT / f"experiments/stunet_{kind}.yaml"),
+                         f"model.init_from={folder}", f"data.size={size}", f"out_dir={out}", *TINY_RUN, *extra])
     assert rc == 0
     return out / f"stunet_{kind}"
 
@@ -93,6 +93,9 @@ def test_train_sample_export_end_to_end(kind, pipelines, tmp_path, single_thread
                                atol=1e-5, rtol=0)
     assert sample_cli.main(["--ckpt", str(export), "--prompt", prompts[0], "--out", str(tmp_path / "e.mp4"),
                             "--steps", "2", "--device", "cpu"]) == 0
+    if kind == "if":                  # resuming loads the checkpoint strictly, the frozen U-Net from the folder
+        run_experiment(kind, folder, tmp_path, "model.diffusers.vae_chunk=3", "train.max_steps=4", resume=True)
+        assert load_checkpoint(ckpt_path)["global_step"] == 4
 
 
 def _train_rc(capsys, folder, *extra) -> tuple[int, str]:

@@ -27,6 +27,10 @@ class DiffusersModule(DiffusionModule):
         super().__init__(config, t2i_state)
         d = self.cfg.model.diffusers
         self.codec = LatentCodec(load_vae(d.vae, d.variant), d.vae_chunk) if d.vae else None
+        if self.codec is None and self.net.in_channels != 3:
+            raise ValueError(f"the U-Net of {self.cfg.model.init_from} takes {self.net.in_channels}-channel latents "
+                             f"but no VAE is set: model.diffusers.vae, or a pipeline folder with vae/ (resolved by "
+                             f"lumiere-train)")
         # frozen pretrained U-Net weights: not written to checkpoints, not expected back from them
         self.pretrained_keys = {f"net.unet.{n}" for n, p in self.net.unet.named_parameters() if not p.requires_grad}
         self.register_load_state_dict_post_hook(_pretrained_weights_not_missing)
@@ -50,6 +54,7 @@ class DiffusersModule(DiffusionModule):
 
     # --- checkpoints --------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         for k in self.pretrained_keys:
             checkpoint["state_dict"].pop(k, None)
 

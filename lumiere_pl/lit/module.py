@@ -14,10 +14,10 @@ from torch import Tensor
 
 from lumiere_pl.config import ExperimentConfig, from_dict, to_dict
 from lumiere_pl.diffusion import SAMPLERS, Denoiser, c_noise, diffusion_loss, get_sigmas, guided, make_schedule
+from lumiere_pl.diffusion.multidiffusion import multidiffusion
 from lumiere_pl.diffusion.process import NoiseCond
 from lumiere_pl.diffusion.schedules import LogSNR
 from lumiere_pl.diffusion.thresholding import dynamic_threshold
-from lumiere_pl.diffusion.multidiffusion import multidiffusion
 from lumiere_pl.lit.conditioning import condition_from, random_video_condition
 from lumiere_pl.lit.guard import NonFiniteGuard
 from lumiere_pl.models import build_model, count_parameters
