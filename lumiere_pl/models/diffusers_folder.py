@@ -145,13 +145,14 @@ def resolve(cfg):
 
 def _text_dim(text) -> Optional[int]:
     """Token width of a text config without loading the encoder (None when it cannot be read cheaply)."""
+    from lumiere_pl.text.encoders import minilm_path, model_folders
+
     if text.encoder == "tiny":
         return text.dim
-    if not text.path:
+    path = text.path or (minilm_path() if text.encoder == "minilm" else None)
+    if not path:
         return None
-    from lumiere_pl.text.encoders import model_folders
-
-    model_dir, _ = model_folders(text.path)
+    model_dir, _ = model_folders(path)
     c = _json(model_dir / "config.json")
     c = c.get("text_config", c)                      # a full CLIPModel folder nests its text config
     width = c.get("hidden_size", c.get("d_model"))
