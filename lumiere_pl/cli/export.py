@@ -1,11 +1,15 @@
 """lumiere-export: the EMA network weights of a training checkpoint as safetensors, with the config beside them.
 
   lumiere-export --ckpt runs/stunet_shapes/checkpoints/last.ckpt [--out runs/stunet_shapes/stunet_shapes.safetensors]
+  lumiere-export --ckpt runs/stunet_sd/checkpoints/last.ckpt --out runs/stunet_sd/export      # a folder
 
 Writes OUT (the network's state_dict, trainable weights replaced by their EMA; --live keeps the live ones) and OUT
 with .yaml (the resolved experiment config). lumiere_pl.checkpoint.load_exported rebuilds the module from the pair.
+An OUT that does not end in .safetensors is a folder (checkpoint.save_pretrained: config.yaml, model.safetensors, and
+for a diffusers_stunet its unet/, scheduler/, vae/), loaded back with checkpoint.from_pretrained or
+`lumiere-sample --ckpt OUT`; a diffusers_stunet always exports as a folder (default {run}/{name}).
 No optimizer, loop or callback state: for resuming training use the .ckpt.
-Exit codes: 0 done, 2 bad input (not a checkpoint, --out not .safetensors, an output that cannot be written),
+Exit codes: 0 done, 2 bad input (not a checkpoint, an output that cannot be written),
 1 internal error (README, "Exit codes").
 """
 from __future__ import annotations
@@ -23,17 +27,22 @@ def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="lumiere-export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True, help="a lumiere-train checkpoint (.ckpt)")
-    ap.add_argument("--out", help="output .safetensors (default: {run}/{name}.safetensors beside checkpoints/)")
+    ap.add_argument("--out", help="output .safetensors, or a folder (default: {run}/{name}.safetensors beside "
+                                  "checkpoints/; a diffusers_stunet: the folder {run}/{name})")
     ap.add_argument("--live", action="store_true", help="export the live weights instead of the EMA")
     ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = ap.parse_args(argv)
 
-    from lumiere_pl.checkpoint import config_of, export_weights, load_checkpoint
+    from lumiere_pl.checkpoint import config_of, export_weights, load_checkpoint, load_module, save_pretrained
 
     out = args.out
     if out is None:
         ckpt = Path(args.ckpt)
-        out = ckpt.parent.parent / f"{config_of(load_checkpoint(ckpt, mmap=True), ckpt).name}.safetensors"
+        cfg = config_of(load_checkpoint(ckpt, mmap=True), ckpt)
+        out = ckpt.parent.parent / (cfg.name if cfg.model.name == "diffusers_stunet" else f"{cfg.name}.safetensors")
+    if Path(out).suffix != ".safetensors":
+        print(f"folder : {save_pretrained(load_module(args.ckpt), out, ema=not args.live)}")
+        return 0
     weights, config = export_weights(args.ckpt, out, ema=not args.live)
     print(f"weights: {weights}\nconfig : {config}")
     return 0

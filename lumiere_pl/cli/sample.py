@@ -132,7 +132,8 @@ def load_models(args: argparse.Namespace):
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lumiere-sample", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", required=True, help="checkpoint written by lumiere-train (T2I, STUNet)")
+    ap.add_argument("--ckpt", required=True, help="checkpoint written by lumiere-train (T2I, STUNet), or a folder "
+                                                  "written by lumiere-export --out DIR")
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="one caption")
     what.add_argument("--prompts", type=Path, help="JSONL file, one {'prompt': ...} per line")

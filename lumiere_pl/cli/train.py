@@ -27,6 +27,9 @@ def inherit_t2i(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Optional[dict]
     from the T2I checkpoint (a differing value in the experiment is reported, then replaced)."""
     if not cfg.model.init_from:
         return cfg, None
+    if cfg.model.name == "diffusers_stunet":          # a diffusers folder: schedule, prediction, VAE from it
+        from lumiere_pl.models.diffusers_folder import resolve
+        return resolve(cfg), None
     from lumiere_pl.checkpoint import load_t2i
 
     t2i_cfg, state = load_t2i(cfg.model.init_from)
@@ -72,7 +75,7 @@ def dry_run(module, cfg: ExperimentConfig) -> None:
 
     d = cfg.data
     b = 1
-    shape = (b, 3, d.size, d.size) if not module.is_video else (b, 3, d.frames, d.size, d.size)
+    shape = (b, *module.sample_shape(d.frames))
     cond = {**module.text_condition(["a test caption"] * b), **module.example_condition(shape)}
     flops = forward_flops(module.net, torch.zeros(shape), torch.full((b,), 500.0), cond)
     s = module.summary()

@@ -2,11 +2,12 @@
 
 The network sees (z, c_noise, cond) and knows nothing of schedules: z is the VP-scaled noisy input, c_noise the
 noise level as 1000 * t_cosine (a DDPM-like scale whatever the schedule), cond a dict of conditioning tensors.
+A pretrained network with its own noise input (a diffusers U-Net's discrete timestep) gets it through `noise_cond`.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +16,7 @@ from lumiere_pl.diffusion.schedules import LogSNR, alpha_sigma
 from lumiere_pl.utils.tensors import append_dims
 
 PREDICTIONS = ("v", "eps", "x0")
+NoiseCond = Callable[[Tensor], Tensor]   # log-SNR (b,) -> the network's noise input (b,)
 
 
 def c_noise(logsnr: Tensor) -> Tensor:
@@ -51,25 +53,26 @@ class Denoiser:
     not an nn.Module: it owns no weights, so the network's parameters are registered once, by whoever owns it.
     """
 
-    def __init__(self, net: nn.Module, prediction: str = "v"):
+    def __init__(self, net: nn.Module, prediction: str = "v", noise_cond: NoiseCond = c_noise):
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction={prediction!r}: expected one of {PREDICTIONS}")
-        self.net, self.prediction = net, prediction
+        self.net, self.prediction, self.noise_cond = net, prediction, noise_cond
 
     def __call__(self, x: Tensor, s: Tensor, cond: dict) -> Tensor:
         s = s.to(torch.float32)                             # (b,)
         logsnr = -2.0 * torch.log(s.clamp_min(1e-20))
         alpha, sigma = (append_dims(c, x.ndim) for c in alpha_sigma(logsnr))
         z = x * alpha                                       # VP-scaled input, ~unit variance
-        out = self.net(z, c_noise(logsnr), cond).float()
+        out = self.net(z, self.noise_cond(logsnr), cond).float()
         return to_x0(out, z, alpha, sigma, self.prediction)
 
 
 def diffusion_loss(net: nn.Module, x0: Tensor, cond: dict, logsnr_fn: LogSNR, prediction: str = "v",
-                   generator: Optional[torch.Generator] = None) -> Tensor:
+                   generator: Optional[torch.Generator] = None, noise_cond: NoiseCond = c_noise) -> Tensor:
     """Mean squared error of the network's prediction at a uniformly drawn time t (per-sample mean, then batch mean).
 
-    x0: (b c h w) images or (b c t h w) videos in [-1, 1].
+    x0: (b c h w) images or (b c t h w) videos in [-1, 1] (or latents). noise_cond: log-SNR -> the network's noise
+    input (c_noise for ours; a pretrained model's own timestep for diffusers U-Nets, diffusion/discrete.py).
     """
     b = x0.shape[0]
     t = torch.rand(b, device=x0.device, generator=generator)                    # (b,)
@@ -77,5 +80,5 @@ def diffusion_loss(net: nn.Module, x0: Tensor, cond: dict, logsnr_fn: LogSNR, pr
     logsnr = logsnr_fn(t)
     alpha, sigma = (append_dims(c, x0.ndim) for c in alpha_sigma(logsnr))
     z = alpha * x0 + sigma * eps
-    out = net(z, c_noise(logsnr), cond).float()
+    out = net(z, noise_cond(logsnr), cond).float()
     return (out - target(x0, eps, alpha, sigma, prediction)).pow(2).mean()

@@ -1,11 +1,13 @@
 """LightningModules. LIGHTNING_MODULES maps model.name to the module class that trains it."""
 from __future__ import annotations
 
+from lumiere_pl.lit.diffusers_module import DiffusersModule
 from lumiere_pl.lit.module import DiffusionModule
 
 from lumiere_pl.lit.ssr import SSRModule
 
-LIGHTNING_MODULES = {"t2i": DiffusionModule, "stunet": DiffusionModule, "ssr": SSRModule}
+LIGHTNING_MODULES = {"t2i": DiffusionModule, "stunet": DiffusionModule, "ssr": SSRModule,
+                     "diffusers_stunet": DiffusersModule}
 
 
 def module_class(model_name: str):
@@ -14,4 +16,4 @@ def module_class(model_name: str):
     return LIGHTNING_MODULES[model_name]
 
 
-__all__ = ["DiffusionModule", "LIGHTNING_MODULES", "module_class"]
+__all__ = ["DiffusersModule", "DiffusionModule", "LIGHTNING_MODULES", "module_class"]

@@ -13,8 +13,11 @@ import torch
 from torch import Tensor
 
 from lumiere_pl.config import ExperimentConfig, from_dict, to_dict
-from lumiere_pl.diffusion import SAMPLERS, Denoiser, diffusion_loss, get_sigmas, guided, make_schedule
+from lumiere_pl.diffusion import SAMPLERS, Denoiser, c_noise, diffusion_loss, get_sigmas, guided, make_schedule
 from lumiere_pl.diffusion.multidiffusion import multidiffusion
+from lumiere_pl.diffusion.process import NoiseCond
+from lumiere_pl.diffusion.schedules import LogSNR
+from lumiere_pl.diffusion.thresholding import dynamic_threshold
 from lumiere_pl.lit.conditioning import condition_from, random_video_condition
 from lumiere_pl.lit.guard import NonFiniteGuard
 from lumiere_pl.models import build_model, count_parameters
@@ -32,11 +35,30 @@ class DiffusionModule(L.LightningModule):
         self.cfg: ExperimentConfig = from_dict(config)
         self.text_encoder = build_text_encoder(self.cfg.text)           # frozen, not part of the state_dict
         self.net = build_model(self.cfg, self.text_encoder.dim, t2i_state)
-        self.denoiser = Denoiser(self.net, self.cfg.diffusion.prediction)
+        self.logsnr, self.noise_cond = self.diffusion_schedule()
+        self.denoiser = Denoiser(self.net, self.cfg.diffusion.prediction, self.noise_cond)
         self.ema = EMA(self.net, self.cfg.train.ema_decay)
-        d = self.cfg.diffusion
-        self.logsnr = make_schedule(d.schedule, d.logsnr_min, d.logsnr_max, self.cfg.data.size, d.shift_base)
         self.guard = NonFiniteGuard(self.cfg.train.max_bad_steps)
+
+    def diffusion_schedule(self) -> tuple[LogSNR, NoiseCond]:
+        """The schedule (log-SNR of t in [0, 1]) and the network's noise input of a log-SNR (DiffusersModule: the
+        pretrained model's own discrete schedule and timestep)."""
+        d = self.cfg.diffusion
+        return make_schedule(d.schedule, d.logsnr_min, d.logsnr_max, self.cfg.data.size, d.shift_base), c_noise
+
+    # --- the space the diffusion runs in (pixels here; DiffusersModule: a VAE's latents) ------------------------
+    def encode(self, pixels: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Clips / images in [-1, 1] -> what the network denoises."""
+        return pixels
+
+    def decode(self, x: Tensor) -> Tensor:
+        """The inverse of encode: samples -> pixels in [-1, 1] (MP4s, TensorBoard, eval see RGB)."""
+        return x
+
+    def sample_shape(self, frames: Optional[int] = None) -> tuple:
+        """Shape of one sample the network denoises: (c t h w) for videos, (c h w) for images."""
+        d = self.cfg.data
+        return (3, frames or d.frames, d.size, d.size) if self.is_video else (3, d.size, d.size)
 
     # --- conditioning -------------------------------------------------------------------------------------------
     @property
@@ -67,8 +89,9 @@ class DiffusionModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Optional[Tensor]:
         # every draw of this step is a function of (seed, epoch, batch, rank): resumed runs repeat them exactly
         rng = step_rng(self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank, self.device)
-        loss = diffusion_loss(self.net, batch["pixels"], self.condition(batch, train=True, rng=rng), self.logsnr,
-                              self.cfg.diffusion.prediction, generator=rng.device)
+        x0 = self.encode(batch["pixels"], rng.device)
+        loss = diffusion_loss(self.net, x0, self.condition(batch, train=True, rng=rng), self.logsnr,
+                              self.cfg.diffusion.prediction, generator=rng.device, noise_cond=self.noise_cond)
         if not self.guard.loss_ok(loss, self.trainer.strategy):
             return None                                                  # Lightning skips backward and the update
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["pixels"].shape[0])
@@ -89,8 +112,9 @@ class DiffusionModule(L.LightningModule):
         rng = StepRNG(torch.Generator().manual_seed(batch_idx),                       # same noise every validation
                       torch.Generator(device=self.device).manual_seed(batch_idx))
         with self.ema.apply_to(self.net):
-            loss = diffusion_loss(self.net, batch["pixels"], self.condition(batch, train=False, rng=rng),
-                                  self.logsnr, self.cfg.diffusion.prediction, generator=rng.device)
+            loss = diffusion_loss(self.net, self.encode(batch["pixels"], rng.device),
+                                  self.condition(batch, train=False, rng=rng), self.logsnr,
+                                  self.cfg.diffusion.prediction, generator=rng.device, noise_cond=self.noise_cond)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["pixels"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
@@ -130,9 +154,8 @@ class DiffusionModule(L.LightningModule):
         A conditional STUNet without extra_cond samples the task none (C = 0, M = 0: plain text-to-video; the
         validation samples of a keyframes-only TSR are therefore out of its training tasks, a preview only).
         """
-        s, d = self.cfg.sampler, self.cfg.data
-        size = d.size
-        item = (3, frames or d.frames, size, size) if self.is_video else (3, size, size)
+        s = self.cfg.sampler
+        item = self.sample_shape(frames)
         seeds = seeds if seeds is not None else [seed + i for i in range(len(prompts))]
         sigmas = get_sigmas(self.logsnr, steps or s.steps, self.device)
         x = torch.stack([torch.randn(item, generator=torch.Generator().manual_seed(int(k))) for k in seeds])
@@ -140,13 +163,15 @@ class DiffusionModule(L.LightningModule):
         cond = {**self.text_condition(prompts), **(extra_cond or {})}
         if self.is_video and self.cfg.model.temporal.conditional and "cond_video" not in cond:
             cond.update(condition_from(x.new_zeros(x.shape), x.new_zeros(x[:, :1].shape)))   # task none: M = 0
-        denoise = self.wrap_denoiser(guided(self.denoiser, s.guidance if guidance is None else guidance))
+        denoise = guided(self.denoiser, s.guidance if guidance is None else guidance)
+        denoise = self.wrap_denoiser(dynamic_threshold(denoise, s.threshold, s.threshold_max))
         g = torch.Generator(device=self.device).manual_seed(seeds[0] if seeds else seed)  # eta > 0 noise
         was_training = self.net.training
         self.net.eval()
         try:
             with self.ema.apply_to(self.net) if use_ema else nullcontext():
-                return SAMPLERS[s.name](denoise, x, sigmas, cond, eta=s.eta, generator=g, progress=progress)
+                x = SAMPLERS[s.name](denoise, x, sigmas, cond, eta=s.eta, generator=g, progress=progress)
+            return self.decode(x)
         finally:
             self.net.train(was_training)
 

@@ -6,6 +6,7 @@ from typing import Callable, Dict, Optional
 from torch import nn
 
 from lumiere_pl.config import ExperimentConfig
+from lumiere_pl.models.diffusers_stunet import DiffusersSTUNet
 from lumiere_pl.models.ssr import build_ssr
 from lumiere_pl.models.stunet import STUNet
 from lumiere_pl.models.unet import UNet
@@ -27,10 +28,24 @@ def build_stunet(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict]
     return STUNet(t2i, cfg.model.temporal)
 
 
+def build_diffusers_stunet(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict] = None) -> DiffusersSTUNet:
+    """Inflate the diffusers U-Net of model.init_from (a local pipeline or unet folder, safetensors only); t2i_state,
+    if given, replaces its weights (a diffusers U-Net state_dict)."""
+    from lumiere_pl.models.diffusers_folder import load_unet, locate
+
+    d = cfg.model.diffusers
+    unet = load_unet(locate(cfg.model.init_from, d.variant, d.vae), d.variant)
+    if t2i_state is not None:
+        unet.load_state_dict(t2i_state)
+    return DiffusersSTUNet(unet.train(), cfg.model.temporal, text_dim,   # from_pretrained leaves it in eval mode
+                           grad_checkpointing=d.grad_checkpointing)
+
+
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     "t2i": build_t2i,
     "stunet": build_stunet,
     "ssr": build_ssr,
+    "diffusers_stunet": build_diffusers_stunet,     # DeepFloyd IF / Stable Diffusion U-Nets (docs/DIFFUSERS.md)
 }
 
 
@@ -45,4 +60,4 @@ def count_parameters(net: nn.Module) -> Dict[str, int]:
     return {"trainable": trainable, "frozen": sum(p.numel() for p in net.parameters()) - trainable}
 
 
-__all__ = ["MODELS", "STUNet", "UNet", "build_model", "count_parameters"]
+__all__ = ["MODELS", "DiffusersSTUNet", "STUNet", "UNet", "build_model", "count_parameters"]

@@ -1,0 +1,172 @@
+"""Reading a local diffusers folder for model.name=diffusers_stunet.
+
+model.init_from is a pipeline folder (unet/, scheduler/, vae/, text_encoder/, tokenizer/, as DeepFloyd IF and Stable
+Diffusion ship) or a unet folder alone. Nothing is downloaded (local_files_only) and only safetensors are read
+(pickle weights can run code). locate() checks the files before anything heavy is loaded and names the missing one;
+resolve() fills the experiment config with what the folder says (schedule, prediction type, the VAE's path) before
+training, so the saved config.yaml records exactly what was inflated.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from lumiere_pl.diffusion.discrete import BETA_SCHEDULES
+from lumiere_pl.models.diffusers_stunet import check_unet_config
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}   # diffusers' name -> diffusion.prediction
+
+
+def _with_variant(name: str, variant: Optional[str]) -> str:
+    """diffusers' file naming: model.safetensors -> model.fp16.safetensors."""
+    if not variant:
+        return name
+    stem, ext = name.split(".", 1)
+    return f"{stem}.{variant}.{ext}"
+
+
+def _require_weights(folder: Path, what: str, variant: Optional[str]) -> None:
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{what}: missing {folder / 'config.json'}")
+    single = folder / _with_variant(WEIGHTS, variant)
+    sharded = folder / (f"{WEIGHTS}.index.{variant}.json" if variant else f"{WEIGHTS}.index.json")
+    if single.is_file() or sharded.is_file():
+        return
+    pickles = sorted(p.name for p in folder.glob("*.bin"))
+    hint = (f"; found {pickles[0]}, but pickle weights are not loaded (they can run code): convert it to "
+            f"safetensors" if pickles else "")
+    others = sorted(p.name for p in folder.glob("*.safetensors"))
+    if others and not hint:
+        hint = f"; found {others[0]} (another variant? set model.diffusers.variant)"
+    raise FileNotFoundError(f"{what}: missing {single}{hint}")
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+
+
+@dataclass
+class DiffusersFolder:
+    unet: Path                       # the U-Net folder: config.json + safetensors weights
+    scheduler: Optional[Path]        # scheduler/scheduler_config.json beside the unet, if any
+    vae: Optional[Path]              # AutoencoderKL folder (latent diffusion), if any
+
+    def unet_config(self) -> dict:
+        return _json(self.unet / "config.json")
+
+    def vae_factor(self) -> int:
+        """Spatial downsampling of the VAE (1 in pixel space)."""
+        if self.vae is None:
+            return 1
+        return 2 ** (len(_json(self.vae / "config.json")["block_out_channels"]) - 1)
+
+
+def locate(path: str, variant: Optional[str] = None, vae: Optional[str] = None) -> DiffusersFolder:
+    """The U-Net, scheduler config and VAE of a pipeline or unet folder; FileNotFoundError names a missing file."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such folder: {root} (expected a diffusers pipeline folder or a unet folder)")
+    if (root / "unet").is_dir():
+        unet, pipeline = root / "unet", root
+    elif (root / "config.json").is_file():
+        unet, pipeline = root, (root.parent if root.name == "unet" else None)
+    else:
+        raise FileNotFoundError(f"{root} is neither a diffusers pipeline folder (missing {root / 'unet' / 'config.json'}) "
+                                f"nor a unet folder (missing {root / 'config.json'})")
+    _require_weights(unet, "the U-Net", variant)
+    config = _json(unet / "config.json")
+    if config.get("_class_name") != "UNet2DConditionModel":
+        raise ValueError(f"{unet / 'config.json'} describes a {config.get('_class_name')}; the STUNet inflates a "
+                         f"UNet2DConditionModel")
+    check_unet_config(config)
+    scheduler = pipeline / "scheduler" / "scheduler_config.json" if pipeline is not None else None
+    vae_dir = Path(vae) if vae else (pipeline / "vae" if pipeline is not None and (pipeline / "vae").is_dir() else None)
+    if vae_dir is not None:
+        _require_weights(vae_dir, "the VAE", variant)
+    return DiffusersFolder(unet, scheduler if scheduler is not None and scheduler.is_file() else None, vae_dir)
+
+
+def read_schedule(path: Path) -> tuple[dict, str]:
+    """scheduler_config.json -> (model.t2i_schedule fields, diffusion.prediction); ValueError for what the bridge
+    cannot represent."""
+    c = _json(path)
+    if c.get("trained_betas") is not None:
+        raise ValueError(f"{path}: trained_betas (an explicit beta table) is not supported; expected beta_schedule "
+                         f"one of {list(BETA_SCHEDULES)}")
+    if c.get("rescale_betas_zero_snr"):
+        raise ValueError(f"{path}: rescale_betas_zero_snr=true gives a zero terminal SNR, an infinite noise level in "
+                         f"the VE view of our samplers; not supported")
+    schedule = c.get("beta_schedule", "linear")
+    if schedule not in BETA_SCHEDULES:
+        raise ValueError(f"{path}: beta_schedule={schedule!r}; supported: {list(BETA_SCHEDULES)}")
+    prediction = c.get("prediction_type", "epsilon")
+    if prediction not in PREDICTION_TYPES:
+        raise ValueError(f"{path}: prediction_type={prediction!r}; supported: {list(PREDICTION_TYPES)}")
+    fields = {"beta_schedule": schedule, "beta_start": float(c.get("beta_start", 0.0001)),
+              "beta_end": float(c.get("beta_end", 0.02)), "num_train_timesteps": int(c.get("num_train_timesteps", 1000))}
+    return fields, PREDICTION_TYPES[prediction]
+
+
+def resolve(cfg):
+    """Fill cfg (an ExperimentConfig, model.name=diffusers_stunet) from its folder, before anything heavy: the
+    schedule and prediction of scheduler/ (a differing experiment value is reported, then replaced), the VAE's path,
+    and a check that the text encoder's width is the one the U-Net takes."""
+    from lumiere_pl.models.diffusers_stunet import text_width
+
+    m = cfg.model
+    folder = locate(m.init_from, m.diffusers.variant, m.diffusers.vae)
+    if folder.scheduler is not None:
+        fields, prediction = read_schedule(folder.scheduler)
+        ours = {k: getattr(m.t2i_schedule, k) for k in fields}
+        if ours != fields or cfg.diffusion.prediction != prediction:
+            print(f"note: model.t2i_schedule and diffusion.prediction taken from {folder.scheduler} "
+                  f"({fields['beta_schedule']}, prediction {prediction})")
+        for k, v in fields.items():
+            setattr(m.t2i_schedule, k, v)
+        cfg.diffusion.prediction = prediction
+    if m.t2i_schedule.beta_schedule not in BETA_SCHEDULES:
+        raise ValueError(f"model.t2i_schedule.beta_schedule={m.t2i_schedule.beta_schedule!r}: expected one of "
+                         f"{list(BETA_SCHEDULES)}")
+    m.diffusers.vae = str(folder.vae) if folder.vae is not None else None
+    want = text_width(folder.unet_config())
+    have = _text_dim(cfg.text)
+    if have is not None and have != want:
+        raise ValueError(f"text.encoder={cfg.text.encoder} gives {have}-d tokens; the U-Net in {folder.unet} takes "
+                         f"{want}-d (its encoder_hid_dim or cross_attention_dim): use its own text encoder "
+                         f"(DeepFloyd IF: t5, Stable Diffusion: clip, text.path = the pipeline folder)")
+    return cfg
+
+
+def _text_dim(text) -> Optional[int]:
+    """Token width of a text config without loading the encoder (None when it cannot be read cheaply)."""
+    from lumiere_pl.text.encoders import minilm_path, model_folders
+
+    if text.encoder == "tiny":
+        return text.dim
+    path = text.path or (minilm_path() if text.encoder == "minilm" else None)
+    if not path:
+        return None
+    model_dir, _ = model_folders(path)
+    c = _json(model_dir / "config.json")
+    c = c.get("text_config", c)                      # a full CLIPModel folder nests its text config
+    width = c.get("hidden_size", c.get("d_model"))
+    return int(width) if width is not None else None
+
+
+def load_unet(folder: DiffusersFolder, variant: Optional[str] = None):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(str(folder.unet), local_files_only=True, use_safetensors=True,
+                                                variant=variant)
+
+
+def load_vae(path: str, variant: Optional[str] = None):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(path, local_files_only=True, use_safetensors=True, variant=variant)
