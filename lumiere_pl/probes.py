@@ -7,6 +7,8 @@ motion diagnosis and is a plain function over a module (lumiere_pl.lit.Diffusion
   text_swap     the same noise with "left" / "right" (and "up" / "down"): do the samples move apart, the right way?
   loss_by_noise prediction error per noise level at fixed noise, against the frozen T2I run per frame (PerFrame):
                 where do the temporal layers help?
+  x0_motion     motion of the x0 the model predicts from noised real clips, per noise level: up to which noise
+                does it denoise coherently, and where does it fall into 2^k-frame blocks?
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 
 from lumiere_pl.data.shapes_motion import centroids, parse_caption, shape_mask, steps, summarise
 from lumiere_pl.data.synthetic import SHAPES, ShapeClip, clip_of, render_clip
-from lumiere_pl.diffusion.process import c_noise, target
+from lumiere_pl.diffusion.process import Denoiser, c_noise, target
 from lumiere_pl.diffusion.schedules import alpha_sigma
 from lumiere_pl.utils.tensors import append_dims, fold_time, unfold_time
 from lumiere_pl.utils.video import from_uint8, to_uint8
@@ -199,4 +201,32 @@ def loss_by_noise(module, nets: Dict[str, torch.nn.Module], n: int = 24,
                 pred = net(z[sl], c_noise(logsnr[sl]), module.text_condition(captions[sl])).float()
                 total += float((pred - tgt[sl]).pow(2).mean(dim=tuple(range(1, x0.ndim))).sum())
             out[name].append(total / n)
+    return out
+
+
+@torch.no_grad()
+def x0_motion(module, net: torch.nn.Module, n: int = 16, times: Sequence[float] = (0.9, 0.95, 0.97, 0.99),
+              block: int = 1, seed: int = 0, batch_size: int = 8) -> Dict[str, List]:
+    """Motion of the clean clip the network predicts from n unseen clips noised to each diffusion time (same noise
+    at every time): {"times": [...], "direction_match": [...], "jerk": [...], "detected": [...], "boundary_ratio":
+    [...]}. Near t = 1 a sample's layout and motion are decided; a model that denoises real clips coherently up to
+    some t but not beyond cannot make coherent samples. net is used as given (apply the EMA before)."""
+    clips = test_clips(module, n)
+    captions = [c.caption for c in clips]
+    x0 = render(module, clips)                                                   # (n 3 t h w)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    denoise = Denoiser(net, module.cfg.diffusion.prediction)
+    bg = module.cfg.data.synthetic.background
+    out: Dict[str, List] = {"times": [float(t) for t in times], "direction_match": [], "jerk": [], "detected": [],
+                            "boundary_ratio": []}
+    for t in times:
+        s = torch.exp(-0.5 * module.logsnr(torch.full((n,), float(t))))          # (n,) VE noise level
+        x = x0 + append_dims(s, x0.ndim) * eps
+        pred = torch.cat([denoise(x[i:i + batch_size], s[i:i + batch_size],
+                                  module.text_condition(captions[i:i + batch_size]))
+                          for i in range(0, n, batch_size)]).clamp(-1, 1)
+        m = motion([to_uint8(v) for v in pred], captions, block, bg)
+        for key in ("direction_match", "jerk", "detected"):
+            out[key].append(float(m[key]))
+        out["boundary_ratio"].append(float(m.get("boundary_ratio", math.nan)))
     return out

@@ -84,3 +84,37 @@ def test_per_frame_t2i_equals_a_fresh_stunet_without_temporal_downsampling():
 def test_swap_direction():
     assert probes.swap_direction("a red circle moving left slowly") == "a red circle moving right slowly"
     assert probes.swap_direction("a blue square moving down") == "a blue square moving up"
+
+
+class _Oracle(torch.nn.Module):
+    """A v-predicting "network" that knows the clean clips: its x0 is them, frames reordered by `order`."""
+
+    def __init__(self, x0: torch.Tensor, order: list):
+        super().__init__()
+        self.x0, self.order = x0, order
+
+    def forward(self, z, c_noise, cond):
+        r = torch.tan(c_noise.double() * torch.pi / 2000).float()                 # sigma / alpha of this level
+        alpha = (1 / torch.sqrt(1 + r * r)).view(-1, 1, 1, 1, 1)
+        sigma = alpha * r.view(-1, 1, 1, 1, 1)
+        return (alpha * z - self.x0[:, :, self.order]) / sigma                   # x0 = alpha z - sigma v
+
+
+def test_x0_motion_reads_the_motion_of_the_predicted_clips():
+    from lumiere_pl.config import load_config, to_dict
+    from lumiere_pl.lit import DiffusionModule
+
+    from conftest import TINY
+
+    module = DiffusionModule(to_dict(load_config(None, TINY + ["data.size=32"])))
+    n, frames = 8, module.cfg.data.frames
+    x0 = probes.render(module, probes.test_clips(module, n))
+    times = (0.5, 0.99)
+    kept = probes.x0_motion(module, _Oracle(x0, list(range(frames))), n, times, batch_size=n)
+    assert kept["times"] == list(times) and kept["direction_match"] == [1.0, 1.0]
+    assert kept["detected"] == [1.0, 1.0] and max(kept["jerk"]) < 0.03
+    reversed_ = probes.x0_motion(module, _Oracle(x0, list(range(frames))[::-1]), n, times, batch_size=n)
+    assert reversed_["direction_match"] == [0.0, 0.0]                             # played backwards
+    blocks = probes.x0_motion(module, _Oracle(x0, [i - i % 4 for i in range(frames)]), n, times, block=4,
+                              batch_size=n)
+    assert min(blocks["boundary_ratio"]) > 10 and min(blocks["jerk"]) > 3 * max(kept["jerk"])   # 4-frame holds

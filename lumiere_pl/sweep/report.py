@@ -26,6 +26,8 @@ METRICS: List[Tuple[str, str, str, str]] = [
     ("swap_separation", "text_swap.separation", ".3f", "text swap: separation"),
     ("loss_ratio_mid", "loss_by_noise", ".2f", "loss / T2I per frame at t=0.5"),
     ("swap_loss_mid", "loss_by_noise.swap", ".3f", "loss: swapped direction / true at t=0.5"),
+    ("x0_jerk_97", "x0_motion.jerk@0.97", ".3f", "jerk of x0 from real clips noised to t=0.97"),
+    ("x0_boundary_97", "x0_motion.boundary_ratio@0.97", ".2f", "block boundary / inner of that x0"),
     ("train_tflops", "train_tflops", ".1f", "train TFLOPs"),
     ("train_minutes", "train_seconds", ".1f", "train min"),
     ("sample_s", "sample_seconds_per_video", ".2f", "sample s / video"),
@@ -40,6 +42,13 @@ def _read(score: dict, path: str) -> float:
         i = lbn["times"].index(0.5) if 0.5 in lbn["times"] else len(lbn["times"]) // 2
         other = "stunet_swapped_direction" if path.endswith(".swap") else "t2i_per_frame"
         return lbn["stunet"][i] / lbn[other][i] if path == "loss_by_noise" else lbn[other][i] / lbn["stunet"][i]
+    if "@" in path:                                          # a curve over noise levels, read at one time
+        path, at = path.split("@")
+        group, key = path.split(".")
+        curve = score.get(group)
+        if not curve or float(at) not in curve["times"]:
+            return math.nan
+        return float(curve[key][curve["times"].index(float(at))])
     node = score
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -79,6 +88,7 @@ def collect(spec: SweepSpec) -> List[dict]:
             values = [_read(s, path) for s in sorted(scores, key=lambda s: s["seed"])]
             row[key] = {**summary(values), "values": values}
         row["loss_by_noise"] = _mean_curve([s.get("loss_by_noise") for s in scores])
+        row["x0_motion"] = _mean_curve([s.get("x0_motion") for s in scores])
         row["per_transition"] = _mean_list([s.get("motion", {}).get("per_transition") for s in scores])
         rows.append(row)
     return rows

@@ -116,6 +116,9 @@ def score_run(spec: SweepSpec, plan, point: int, ckpts: Dict[str, Path], real: O
         swap_clips = probes.test_clips(pipe.model, spec.score.text_swap)
         result["text_swap"] = probes.text_swap(lambda p, s: pipe.generate(p, s, desc="text swap"), swap_clips,
                                                settings.seed, bg)
+    if spec.score.x0_motion and pipe.keyframes is None:
+        with pipe.model.ema.apply_to(pipe.model.net):
+            result["x0_motion"] = probes.x0_motion(pipe.model, pipe.model.net, spec.score.x0_motion, block=pipe.block)
     if spec.score.loss_by_noise and pipe.keyframes is None and init_from:
         result["loss_by_noise"] = _loss_by_noise(pipe.model, init_from, spec.score.loss_by_noise)
     return result

@@ -66,6 +66,7 @@ class ScoreSpec:
     n_real: int = 256
     text_swap: int = 0               # > 0: that many caption pairs sampled with the direction word swapped
     loss_by_noise: int = 0           # > 0: v-loss per noise level on that many clips, against the inflated T2I
+    x0_motion: int = 0               # > 0: motion of the x0 predicted from that many noised real clips per noise level
 
 
 @dataclass
