@@ -20,7 +20,8 @@ from lumiere_pl.config import ExperimentConfig, ModelConfig, from_dict
 from lumiere_pl.errors import CheckpointError, InputError
 
 
-MODEL_NAMES = {"t2i": "a T2I U-Net", "stunet": "a STUNet", "ssr": "an SSR model"}   # model.name, in words
+MODEL_NAMES = {"t2i": "a T2I U-Net", "stunet": "a STUNet", "ssr": "an SSR model",   # model.name, in words
+               "diffusers_stunet": "a STUNet inflated from a diffusers U-Net"}
 EXPECTED = "a checkpoint written by lumiere-train (.ckpt)"
 
 
@@ -98,7 +99,7 @@ def check_model(path: str | Path, ckpt: dict, expect: Optional[Sequence[str]], h
     """A checkpoint of another model than `expect` (model.name values; None: any) -> CheckpointError."""
     name = model_name(ckpt)
     if expect is not None and name not in expect:
-        what = MODEL_NAMES.get(name, f"an unknown model (model.name={name!r})")
+        what = MODEL_NAMES.get(name, "an unknown model")
         wanted = " or ".join(MODEL_NAMES.get(n, n) for n in expect)
         raise CheckpointError(f"{path}: a checkpoint of {what} (model.name={name!r}); expected a checkpoint of "
                               f"{wanted}{hint}")

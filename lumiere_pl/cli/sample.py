@@ -122,7 +122,7 @@ def load_models(args: argparse.Namespace):
             raise InputError(f"--frames {args.frames}: the cascade makes the TSR's {module.cfg.data.frames} frames")
     else:
         keyframes = None
-        module = load_module(args.ckpt, args.device, expect=["t2i", "stunet"],
+        module = load_module(args.ckpt, args.device, expect=["t2i", "stunet", "diffusers_stunet"],
                              hint="; an SSR checkpoint upscales: give it as --ssr-ckpt, or alone with --input-video")
         check_frames(module, args.frames)
     ssr = load_ssr(args.ssr_ckpt, args) if args.ssr_ckpt else None

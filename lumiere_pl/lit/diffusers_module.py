@@ -20,6 +20,7 @@ from lumiere_pl.diffusion.discrete import DiscreteSchedule, alphas_cumprod
 from lumiere_pl.lit.module import DiffusionModule
 from lumiere_pl.models.diffusers_folder import load_vae
 from lumiere_pl.models.latent import LatentCodec
+from lumiere_pl.errors import InputError
 
 
 class DiffusersModule(DiffusionModule):
@@ -28,7 +29,7 @@ class DiffusersModule(DiffusionModule):
         d = self.cfg.model.diffusers
         self.codec = LatentCodec(load_vae(d.vae, d.variant), d.vae_chunk) if d.vae else None
         if self.codec is None and self.net.in_channels != 3:
-            raise ValueError(f"the U-Net of {self.cfg.model.init_from} takes {self.net.in_channels}-channel latents "
+            raise InputError(f"the U-Net of {self.cfg.model.init_from} takes {self.net.in_channels}-channel latents "
                              f"but no VAE is set: model.diffusers.vae, or a pipeline folder with vae/ (resolved by "
                              f"lumiere-train)")
         # frozen pretrained U-Net weights: not written to checkpoints, not expected back from them

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from lumiere_pl.diffusion.discrete import BETA_SCHEDULES
+from lumiere_pl.errors import InputError
 from lumiere_pl.models.diffusers_stunet import check_unet_config
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -48,7 +49,7 @@ def _json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
+        raise InputError(f"cannot read {path}: {err}") from None
 
 
 @dataclass
@@ -82,7 +83,7 @@ def locate(path: str, variant: Optional[str] = None, vae: Optional[str] = None) 
     _require_weights(unet, "the U-Net", variant)
     config = _json(unet / "config.json")
     if config.get("_class_name") != "UNet2DConditionModel":
-        raise ValueError(f"{unet / 'config.json'} describes a {config.get('_class_name')}; the STUNet inflates a "
+        raise InputError(f"{unet / 'config.json'} describes a {config.get('_class_name')}; the STUNet inflates a "
                          f"UNet2DConditionModel")
     check_unet_config(config)
     scheduler = pipeline / "scheduler" / "scheduler_config.json" if pipeline is not None else None
@@ -97,17 +98,17 @@ def read_schedule(path: Path) -> tuple[dict, str]:
     cannot represent."""
     c = _json(path)
     if c.get("trained_betas") is not None:
-        raise ValueError(f"{path}: trained_betas (an explicit beta table) is not supported; expected beta_schedule "
+        raise InputError(f"{path}: trained_betas (an explicit beta table) is not supported; expected beta_schedule "
                          f"one of {list(BETA_SCHEDULES)}")
     if c.get("rescale_betas_zero_snr"):
-        raise ValueError(f"{path}: rescale_betas_zero_snr=true gives a zero terminal SNR, an infinite noise level in "
+        raise InputError(f"{path}: rescale_betas_zero_snr=true gives a zero terminal SNR, an infinite noise level in "
                          f"the VE view of our samplers; not supported")
     schedule = c.get("beta_schedule", "linear")
     if schedule not in BETA_SCHEDULES:
-        raise ValueError(f"{path}: beta_schedule={schedule!r}; supported: {list(BETA_SCHEDULES)}")
+        raise InputError(f"{path}: beta_schedule={schedule!r}; supported: {list(BETA_SCHEDULES)}")
     prediction = c.get("prediction_type", "epsilon")
     if prediction not in PREDICTION_TYPES:
-        raise ValueError(f"{path}: prediction_type={prediction!r}; supported: {list(PREDICTION_TYPES)}")
+        raise InputError(f"{path}: prediction_type={prediction!r}; supported: {list(PREDICTION_TYPES)}")
     fields = {"beta_schedule": schedule, "beta_start": float(c.get("beta_start", 0.0001)),
               "beta_end": float(c.get("beta_end", 0.02)), "num_train_timesteps": int(c.get("num_train_timesteps", 1000))}
     return fields, PREDICTION_TYPES[prediction]
@@ -131,13 +132,13 @@ def resolve(cfg):
             setattr(m.t2i_schedule, k, v)
         cfg.diffusion.prediction = prediction
     if m.t2i_schedule.beta_schedule not in BETA_SCHEDULES:
-        raise ValueError(f"model.t2i_schedule.beta_schedule={m.t2i_schedule.beta_schedule!r}: expected one of "
+        raise InputError(f"model.t2i_schedule.beta_schedule={m.t2i_schedule.beta_schedule!r}: expected one of "
                          f"{list(BETA_SCHEDULES)}")
     m.diffusers.vae = str(folder.vae) if folder.vae is not None else None
     want = text_width(folder.unet_config())
     have = _text_dim(cfg.text)
     if have is not None and have != want:
-        raise ValueError(f"text.encoder={cfg.text.encoder} gives {have}-d tokens; the U-Net in {folder.unet} takes "
+        raise InputError(f"text.encoder={cfg.text.encoder} gives {have}-d tokens; the U-Net in {folder.unet} takes "
                          f"{want}-d (its encoder_hid_dim or cross_attention_dim): use its own text encoder "
                          f"(DeepFloyd IF: t5, Stable Diffusion: clip, text.path = the pipeline folder)")
     return cfg

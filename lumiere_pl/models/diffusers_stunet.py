@@ -31,6 +31,7 @@ from lumiere_pl.config import TemporalConfig
 from lumiere_pl.models.layers import zero_
 from lumiere_pl.models.temporal import TemporalContext, TemporalDownsample, TemporalModules
 from lumiere_pl.utils.tensors import fold_time, unfold_time
+from lumiere_pl.errors import InputError
 
 SUPPORTED_DOWN = ("DownBlock2D", "CrossAttnDownBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D")
 SUPPORTED_MID = ("UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAttn")
@@ -53,13 +54,13 @@ def check_unet_config(c) -> None:
     blocks += [(f"up_blocks.{i}", n, SUPPORTED_UP) for i, n in enumerate(c.get("up_block_types", ()))]
     for where, name, ok in blocks:
         if name not in ok:
-            raise ValueError(f"diffusers U-Net {where} is a {name}, which the STUNet inflation does not support; "
+            raise InputError(f"diffusers U-Net {where} is a {name}, which the STUNet inflation does not support; "
                              f"supported here: {', '.join(ok)}")
     for key, allowed in (("class_embed_type", (None,)), ("addition_embed_type", (None, "text")),
                          ("encoder_hid_dim_type", (None, "text_proj")), ("time_cond_proj_dim", (None,)),
                          ("attention_type", ("default", None)), ("dual_cross_attention", (False, None))):
         if c.get(key) not in allowed:
-            raise ValueError(f"diffusers U-Net config {key}={c.get(key)!r} is not supported by the STUNet "
+            raise InputError(f"diffusers U-Net config {key}={c.get(key)!r} is not supported by the STUNet "
                              f"inflation (supported: {list(allowed)})")
 
 
@@ -70,7 +71,7 @@ def check_unet(unet: nn.Module) -> None:
                        (unet.up_blocks, SUPPORTED_UP)):
         for block in blocks:
             if type(block).__name__ not in ok:
-                raise ValueError(f"diffusers U-Net block {type(block).__name__} is not supported; supported here: "
+                raise InputError(f"diffusers U-Net block {type(block).__name__} is not supported; supported here: "
                                  f"{', '.join(ok)}")
 
 
@@ -99,7 +100,7 @@ class DiffusersSTUNet(nn.Module):
         self.grad_checkpointing = grad_checkpointing        # recompute the 2D layers in backward (activation memory)
         check_unet(unet)
         if text_dim != text_width(unet.config):
-            raise ValueError(f"the text encoder gives {text_dim}-d tokens, the diffusers U-Net expects "
+            raise InputError(f"the text encoder gives {text_dim}-d tokens, the diffusers U-Net expects "
                              f"{text_width(unet.config)}-d (its encoder_hid_dim or cross_attention_dim)")
         self.cfg, self.unet = cfg, unet
         c = unet.config
