@@ -8,7 +8,7 @@ Overfits a tiny STUNet (every weight trainable, real MiniLM captions) on two cli
 Everything else about the set (192 captions, random starts) is removed, so this isolates the text -> motion path
 and the noise levels it is learned at. About 2.5 minutes per seed and 600 steps on one CPU core.
 
-  python experiments/two_clips.py --steps 600 --seeds 0 1 2 [diffusion.shift_base=4 ...]
+  python experiments/two_clips.py --steps 600 --seeds 0 1 2 [--set diffusion.shift_base=4 ...]
 """
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. diffusion.shift_base=4")
+    ap.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="config overrides, e.g. --set diffusion.shift_base=4")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, 1 thread; steps {args.steps}; "
