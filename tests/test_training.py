@@ -110,6 +110,19 @@ def test_sampling_is_batch_independent(tiny_overrides):
     torch.testing.assert_close(both[1:], alone, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim_eta"])
+def test_stochastic_sampling_is_batch_independent(tiny_overrides, sampler):
+    """With eta > 0 each clip's added noise comes from its own generator too: alone or in a batch, the same video,
+    and two clips of one batch do not share noise."""
+    eta = ["sampler.name=ddpm"] if sampler == "ddpm" else ["sampler.name=ddim", "sampler.eta=0.5"]
+    cfg = load_config(None, tiny_overrides + ["sampler.steps=3", "sampler.guidance=1.0", *eta])
+    module = module_class("stunet")(to_dict(cfg)).eval()
+    both = module.generate(["a red circle", "a red circle"], seeds=[5, 9])
+    alone = module.generate(["a red circle"], seeds=[9])
+    torch.testing.assert_close(both[1:], alone, atol=1e-5, rtol=0)
+    assert (both[0] - both[1]).abs().mean() > 1e-3
+
+
 def test_short_training_lowers_the_loss(tiny_overrides):
     """60 tiny steps on a batch of the shapes set: the mean loss of the last steps is clearly below the first."""
     from lumiere_pl.data import build_datamodule

@@ -8,7 +8,7 @@ Heun (2nd order, 2 calls per step) and DPM-Solver++(2M) (2nd order, 1 call per s
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -25,9 +25,22 @@ def ancestral_step(s: float, s_next: float, eta: float) -> tuple[float, float]:
     return (s_next ** 2 - s_up ** 2) ** 0.5, s_up
 
 
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def noise_like(x: Tensor, generator: Generators) -> Tensor:
+    """Standard normal noise of x's shape. generator: one for the batch, or one per clip (b of them), so that clip i's
+    noise depends on its own generator only: a clip samples the same alone or in any batch."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}; expected one per clip")
+    return torch.stack([torch.randn(x.shape[1:], device=x.device, dtype=x.dtype, generator=g) for g in generator])
+
+
 @torch.no_grad()
 def sample_ddim(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, eta: float = 0.0,
-                generator: Optional[torch.Generator] = None, progress: bool = False) -> Tensor:
+                generator: Generators = None, progress: bool = False) -> Tensor:
     """DDIM (Song et al. 2021). x: initial noise already scaled by sigmas[0]; returns the x0 sample."""
     ones = x.new_ones(x.shape[0])
     steps = range(len(sigmas) - 1)
@@ -40,12 +53,12 @@ def sample_ddim(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, eta: 
         s_down, s_up = ancestral_step(s, s_next, eta)
         x = x0 + (x - x0) * (s_down / s)                  # move along the predicted noise direction
         if s_up > 0.0:
-            x = x + s_up * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+            x = x + s_up * noise_like(x, generator)
     return x
 
 
 def sample_ddpm(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, eta: float = 1.0,
-                generator: Optional[torch.Generator] = None, progress: bool = False) -> Tensor:
+                generator: Generators = None, progress: bool = False) -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020): DDIM with the full posterior noise (eta=1)."""
     return sample_ddim(denoise, x, sigmas, cond, eta=1.0, generator=generator, progress=progress)
 
@@ -58,7 +71,7 @@ def _deterministic(name: str, eta: float) -> None:
 
 @torch.no_grad()
 def sample_heun(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, eta: float = 0.0,
-                generator: Optional[torch.Generator] = None, progress: bool = False) -> Tensor:
+                generator: Generators = None, progress: bool = False) -> Tensor:
     """Heun's second-order method on the probability-flow ODE dx/ds = (x - D(x, s)) / s (Karras et al. 2022,
     Alg. 1): an Euler step, then the trapezoid of the two slopes; two network calls per step, one for the last."""
     _deterministic("heun", eta)
@@ -77,7 +90,7 @@ def sample_heun(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, eta: 
 
 @torch.no_grad()
 def sample_dpmpp_2m(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, eta: float = 0.0,
-                    generator: Optional[torch.Generator] = None, progress: bool = False) -> Tensor:
+                    generator: Generators = None, progress: bool = False) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), multistep: one network call per step. In lambda = -log s the exact
     solution is x' = (s'/s) x + (1 - s'/s) x0 for a constant x0; 2M replaces x0 by a linear extrapolation of the
     last two predictions, D + (D - D_prev) h / (2 h_prev). The first and the last (s' = 0) steps are DDIM's."""

@@ -27,6 +27,9 @@ from lumiere_pl.utils.rng import StepRNG, step_rng
 from lumiere_pl.utils.video import log_video, to_uint8, write_mp4
 
 
+NOISE_SEED_OFFSET = 7_919_993          # the stochastic sampler noise of clip seed k is seeded k + this
+
+
 class DiffusionModule(L.LightningModule):
     def __init__(self, config: dict, t2i_state: Optional[dict] = None):
         """config: the resolved experiment config as a plain dict (to_dict), so checkpoints load weights_only."""
@@ -165,7 +168,8 @@ class DiffusionModule(L.LightningModule):
             cond.update(condition_from(x.new_zeros(x.shape), x.new_zeros(x[:, :1].shape)))   # task none: M = 0
         denoise = guided(self.denoiser, s.guidance if guidance is None else guidance)
         denoise = self.wrap_denoiser(dynamic_threshold(denoise, s.threshold, s.threshold_max))
-        g = torch.Generator(device=self.device).manual_seed(seeds[0] if seeds else seed)  # eta > 0 noise
+        # eta > 0 noise: one generator per clip, seeded apart from its initial noise (no clip depends on its batch)
+        g = [torch.Generator(device=self.device).manual_seed(int(k) + NOISE_SEED_OFFSET) for k in seeds]
         was_training = self.net.training
         self.net.eval()
         try:
