@@ -115,7 +115,7 @@ class DiffusionConfig:
 
 @dataclass
 class SamplerConfig:
-    name: str = "ddim"              # registry key in lumiere_pl.diffusion.SAMPLERS: ddim | ddpm
+    name: str = "ddim"              # registry key in lumiere_pl.diffusion.SAMPLERS: ddim | ddpm | heun | dpmpp_2m
     steps: int = 25
     guidance: float = 3.0           # classifier-free guidance scale; 1 = conditional prediction only
     eta: float = 0.0                # DDIM stochasticity (0 deterministic)
