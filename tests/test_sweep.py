@@ -139,3 +139,18 @@ def test_summary_is_the_t_interval():
     assert s["n"] == 3 and s["mean"] == 2.0 and s["std"] == pytest.approx(1.0)
     assert s["ci95"] == pytest.approx(4.302652729911275 / math.sqrt(3))    # t(0.975, 2) * std / sqrt(n)
     assert summary([5.0])["n"] == 1 and math.isnan(summary([5.0])["ci95"])
+
+
+def test_a_score_answers_settings_added_to_the_schema_after_it_as_their_defaults():
+    """A score written before a spec key existed counts as asked with that key's default; any real change redoes it."""
+    import dataclasses
+
+    from lumiere_pl.sweep.scoring import answers
+    from lumiere_pl.sweep.spec import SampleSpec, ScoreSpec
+
+    now = {"sample": dataclasses.asdict(SampleSpec(n=32)), "score": dataclasses.asdict(ScoreSpec(fvd=False))}
+    old = {"sample": dict(now["sample"]), "score": {k: v for k, v in now["score"].items() if k != "x0_motion"}}
+    assert answers(old, now)
+    assert not answers(old, {**now, "score": {**now["score"], "x0_motion": 16}})        # asked for more: redone
+    assert not answers({**old, "sample": {**old["sample"], "n": 16}}, now)
+    assert not answers(None, now)

@@ -186,8 +186,8 @@ def run_all(spec: SweepSpec, only: Optional[List[int]] = None, launcher: Optiona
         print(f"[sweep] run {i + 1}/{len(todo)}: {p.run.name}", flush=True)
         for j, point in enumerate(p.points):
             out = spec.root / "scores" / p.run.name / f"step{point:07d}.json"
-            from lumiere_pl.sweep.scoring import asked, score_run
-            if not out.is_file() or json.loads(out.read_text()).get("asked") != asked(spec, p.run):
+            from lumiere_pl.sweep.scoring import answers, asked, score_run
+            if not out.is_file() or not answers(json.loads(out.read_text()).get("asked"), asked(spec, p.run)):
                 ckpts = {name: _train(spec, cfg, ov, steps[j], init_from, launcher)
                          for name, (cfg, ov, steps) in p.stages.items()}
                 _write_json(out, score_run(spec, p, point, ckpts, real, init_from))

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lumiere_pl import probes
-from lumiere_pl.sweep.spec import SampleSpec, SweepSpec
+from lumiere_pl.sweep.spec import SampleSpec, ScoreSpec, SweepSpec
 
 
 class Pipeline:
@@ -68,6 +68,16 @@ def asked(spec: SweepSpec, run) -> dict:
     """The sampling and scoring settings a score answers: when the spec asks for others, the score is redone."""
     import dataclasses
     return {"sample": dataclasses.asdict(run.sample_settings(spec.sample)), "score": dataclasses.asdict(spec.score)}
+
+
+def answers(stored: Optional[dict], now: dict) -> bool:
+    """Whether a score that recorded `stored` (its "asked") answers the settings `now`. A setting the score does not
+    record was added to the spec schema after it was written: it held its default then, so it compares as that."""
+    import dataclasses
+    if not stored:
+        return False
+    defaults = {"sample": dataclasses.asdict(SampleSpec()), "score": dataclasses.asdict(ScoreSpec())}
+    return all({**defaults[k], **stored.get(k, {})} == v for k, v in now.items())
 
 
 def _train_seconds(ckpt: Path, steps: int) -> float:
