@@ -6,6 +6,8 @@ across an epoch boundary, and loads in one process (load_module, weights_only) t
 """
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -27,6 +29,19 @@ CLIP = 0.01                           # small enough that gradient clipping acts
 # the whole net trains (a random T2I's zero output conv, frozen, would leave every gradient at zero)
 COMMON = ["model.temporal.freeze_spatial=false", "train.lr=1e-3", "train.warmup_steps=1", f"train.grad_clip={CLIP}",
           "train.ema_decay=0.9", "train.seed=3"]
+
+
+def _run(cmd) -> subprocess.CompletedProcess:
+    """lumiere-train in its own process group: on a timeout the rank Lightning started is killed too."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _fsdp_cmd(out, *extra):
@@ -83,8 +98,7 @@ def _assert_close(a: dict, b: dict, tol: float = 1e-5):
 
 @pytest.mark.slow
 def test_fsdp_two_processes_equal_one_then_resume_and_sample(tmp_path, single_thread):
-    first = subprocess.run(_fsdp_cmd(tmp_path, f"train.max_steps={FIRST}"), cwd=ROOT, env=ENV,
-                           capture_output=True, text=True, timeout=600)
+    first = _run(_fsdp_cmd(tmp_path, f"train.max_steps={FIRST}"))
     out = first.stdout + first.stderr
     assert first.returncode == 0, out[-4000:]
     assert "distributed_backend=gloo" in out and "FSDPSTUNet" in out, out[-4000:]    # 2 processes, sharded net
@@ -93,8 +107,7 @@ def test_fsdp_two_processes_equal_one_then_resume_and_sample(tmp_path, single_th
     assert at_first["global_step"] == FIRST
     assert (run / "samples" / f"step_{FIRST:07d}" / "00.mp4").is_file()             # validation sampled with the EMA
 
-    again = subprocess.run(_fsdp_cmd(tmp_path, f"train.max_steps={STEPS}", "--resume", "last"), cwd=ROOT, env=ENV,
-                           capture_output=True, text=True, timeout=600)
+    again = _run(_fsdp_cmd(tmp_path, f"train.max_steps={STEPS}", "--resume", "last"))
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert f"Done: fsdp ({STEPS} steps)" in again.stdout
     final = load_checkpoint(run / "checkpoints" / "last.ckpt")
