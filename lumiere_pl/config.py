@@ -154,13 +154,28 @@ class TrainConfig:
     val_prompts: List[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving down"])
 
 
+FSDP_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class FSDPConfig:
+    """trainer.strategy=fsdp: FSDP2 (torch fully_shard) through Lightning's ModelParallelStrategy (docs/SCALING.md)."""
+    shard_size: int = 0             # processes sharing one copy of the weights; 0 = all (FSDP); k = HSDP, world/k replicas
+    shard_modules: List[str] = field(default_factory=lambda: [   # module classes sharded as their own unit (each
+        "ResBlock", "AttentionBlock", "TemporalConv", "TemporalAttention"])   # gathered only for its forward); net too
+    reshard_after_forward: bool = True   # free gathered weights after each unit's forward (false: ZeRO-2-like, faster)
+    param_dtype: str = "float32"    # mixed-precision policy: dtype of the gathered weights in forward/backward
+    reduce_dtype: str = "float32"   # dtype in which gradients are reduce-scattered (kept float32: exact averages)
+
+
 @dataclass
 class TrainerConfig:
     """Passed to lightning.Trainer: scale out by config only (devices, strategy, precision)."""
     accelerator: str = "auto"
     devices: Any = 1                # int, "auto" or a list of ids
     num_nodes: int = 1
-    strategy: str = "auto"          # auto | ddp | fsdp | deepspeed_...
+    strategy: str = "auto"          # auto | ddp | fsdp (FSDP2, options in trainer.fsdp) | any Lightning strategy name
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     precision: str = "32-true"      # bf16-mixed on GPU
     log_every_n_steps: int = 10
     accumulate_grad_batches: int = 1
@@ -413,6 +428,24 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("max_steps", "ckpt_every_n_steps", "val_every_n_steps", "max_bad_steps"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
+    _check_fsdp(cfg)
+
+
+def _check_fsdp(cfg: ExperimentConfig) -> None:
+    """trainer.fsdp.*: checked whatever the strategy, so that a typo fails before a run switches to fsdp."""
+    tr, f = cfg.trainer, cfg.trainer.fsdp
+    for key in ("param_dtype", "reduce_dtype"):
+        _choice(f"trainer.fsdp.{key}", getattr(f, key), FSDP_DTYPES)
+    if f.shard_size < 0:
+        raise ConfigError(f"trainer.fsdp.shard_size={f.shard_size}: expected >= 0 (0: shard over all processes)")
+    world = tr.devices * tr.num_nodes if isinstance(tr.devices, int) and tr.devices > 0 else None
+    if tr.strategy == "fsdp" and world and f.shard_size and world % f.shard_size:
+        raise ConfigError(f"trainer.fsdp.shard_size={f.shard_size} does not divide the {world} processes "
+                          f"(trainer.devices={tr.devices} x trainer.num_nodes={tr.num_nodes})")
+    if cfg.model.name != "diffusers_stunet":          # diffusers' own classes are checked when the model is sharded
+        from lumiere_pl.models import SHARD_UNITS
+        for name in f.shard_modules:
+            _choice("trainer.fsdp.shard_modules", name, SHARD_UNITS)
 
 
 def _check_diffusers(cfg: ExperimentConfig) -> int:

@@ -11,6 +11,7 @@ from typing import Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 
 class NonFiniteError(RuntimeError):
@@ -60,7 +61,8 @@ class NonFiniteGuard:
     def check_grads(self, params: Iterable[nn.Parameter], strategy=None) -> None:
         """Before the optimizer step (and clipping): drop all gradients if any is non-finite, so nothing moves."""
         params = [p for p in params if p.grad is not None]
-        bad = bool(params) and not bool(torch.stack([torch.isfinite(p.grad).all() for p in params]).all())
+        local = [g.to_local() if isinstance(g, DTensor) else g for g in (p.grad for p in params)]  # FSDP: shards
+        bad = bool(local) and not bool(torch.stack([torch.isfinite(g).all() for g in local]).all())
         self._bad_grads = _any_rank(bad, strategy)
         if self._bad_grads:
             for p in params:

@@ -89,12 +89,24 @@ class DiffusionModule(L.LightningModule):
         return cond
 
     # --- training -----------------------------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> Optional[Tensor]:
-        # every draw of this step is a function of (seed, epoch, batch, rank): resumed runs repeat them exactly
-        rng = step_rng(self.cfg.train.seed, self.current_epoch, batch_idx, self.global_rank, self.device)
+    def configure_model(self) -> None:
+        """trainer.strategy=fsdp: shard the network and its EMA (FSDP2); other strategies: nothing to do."""
+        from lumiere_pl.lit.sharding import FSDP2Strategy, device_mesh, shard
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, FSDP2Strategy):
+            shard(self.net, self.ema, self.cfg.trainer.fsdp, device_mesh(strategy))
+
+    def step_loss(self, batch: dict, batch_idx: int, rank: int) -> Tensor:
+        """The training loss of `batch` as process `rank` draws it: every draw is a function of (seed, epoch, batch,
+        rank), so resumed runs repeat them exactly."""
+        rng = step_rng(self.cfg.train.seed, self.current_epoch, batch_idx, rank, self.device)
         x0 = self.encode(batch["pixels"], rng.device)
-        loss = diffusion_loss(self.net, x0, self.condition(batch, train=True, rng=rng), self.logsnr,
+        return diffusion_loss(self.net, x0, self.condition(batch, train=True, rng=rng), self.logsnr,
                               self.cfg.diffusion.prediction, generator=rng.device, noise_cond=self.noise_cond)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Optional[Tensor]:
+        loss = self.step_loss(batch, batch_idx, self.global_rank)
         if not self.guard.loss_ok(loss, self.trainer.strategy):
             return None                                                  # Lightning skips backward and the update
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["pixels"].shape[0])

@@ -49,6 +49,12 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
+# Module classes trainer.fsdp.shard_modules may name: each is called through its own forward by its parent (FSDP2
+# gathers a unit's weights in that forward's hook), in every model above but diffusers_stunet (diffusers' classes).
+SHARD_UNITS = ("ResBlock", "AttentionBlock", "Downsample", "Upsample",
+               "TemporalConv", "TemporalAttention", "TemporalDownsample", "TemporalUpsample")
+
+
 def build_model(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict] = None) -> nn.Module:
     if cfg.model.name not in MODELS:
         raise KeyError(f"model.name={cfg.model.name!r}: known models are {sorted(MODELS)}")
@@ -60,4 +66,4 @@ def count_parameters(net: nn.Module) -> Dict[str, int]:
     return {"trainable": trainable, "frozen": sum(p.numel() for p in net.parameters()) - trainable}
 
 
-__all__ = ["MODELS", "DiffusersSTUNet", "STUNet", "UNet", "build_model", "count_parameters"]
+__all__ = ["MODELS", "SHARD_UNITS", "DiffusersSTUNet", "STUNet", "UNet", "build_model", "count_parameters"]
