@@ -10,7 +10,9 @@
 Runs go one after another on this machine; a finished training, sample set or score is never redone, so an
 interrupted sweep continues where it stopped. The table: {root}/table.md, table.json, table.png
 ({root} = out_dir/name of the spec). Spec format: lumiere_pl/sweep/spec.py; examples under experiments/sweeps/.
-Exit codes: 0 done, 1 a training run failed, 2 bad spec or config (nothing was trained).
+Exit codes: 0 done; 1 a training run failed (its command is named) or an internal error; 2 bad spec or config
+(nothing was trained), --collect with nothing finished, an output that cannot be written; --debug or LUMIERE_DEBUG=1
+adds the traceback (README, "Errors and exit codes").
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
+
+from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.utils.atomic import write_text
 
 SBATCH = """#!/bin/bash
 # {n} runs of sweep {name}, one per array task: sbatch {path}
@@ -40,17 +45,18 @@ def emit_jobs(spec, spec_path: str, sets: List[str], gpus: int, n: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     set_args = "".join(f"--set {shlex.quote(s)} " for s in sets)
     script = folder / "array.sbatch"
-    script.write_text(SBATCH.format(n=n, name=spec.name, path=script, last=n - 1, gpus=gpus, root=spec.root,
+    write_text(script, SBATCH.format(n=n, name=spec.name, path=script, last=n - 1, gpus=gpus, root=spec.root,
                                     cwd=Path.cwd(), spec=spec_path, sets=set_args, python=sys.executable))
     lines = [f"{sys.executable} -m lumiere_pl.cli.sweep {spec_path} {set_args}--only {i}" for i in range(n)]
     lines.append(f"# torchrun instead of Lightning's own launcher for the training processes:\n"
                  f"# {sys.executable} -m lumiere_pl.cli.sweep {spec_path} {set_args}--only I "
                  f"--train-launcher 'torchrun --nproc_per_node {gpus} -m'")
-    (folder / "commands.txt").write_text("\n".join(lines) + "\n")
+    write_text(folder / "commands.txt", "\n".join(lines) + "\n")
     return script
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+@command("lumiere-sweep")
+def main(argv: Optional[List[str]]) -> int:
     ap = argparse.ArgumentParser(prog="lumiere-sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("spec", help="sweep spec YAML (experiments/sweeps/*.yaml)")
@@ -63,21 +69,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--train-launcher", default=None,
                     help="command that runs a module for training, default 'python -m' (e.g. 'torchrun "
                          "--nproc_per_node 8 -m')")
+    ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = ap.parse_args(argv)
 
-    from lumiere_pl.config import ConfigError
     from lumiere_pl.sweep.report import write_report
-    from lumiere_pl.sweep.runner import plan, run_all
+    from lumiere_pl.sweep.runner import TrainingFailed, plan, run_all
     from lumiere_pl.sweep.spec import SpecError, load_spec
 
-    try:
-        spec = load_spec(args.spec, args.set)
-        plans = plan(spec)
-        if args.only and max(args.only) >= len(plans):
-            raise SpecError(f"--only {max(args.only)}: the sweep has runs 0..{len(plans) - 1}")
-    except (SpecError, ConfigError) as err:
-        print(f"lumiere-sweep: {err}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.spec, args.set)                  # SpecError / ConfigError: one line, exit 2
+    plans = plan(spec)
+    if args.only and max(args.only) >= len(plans):
+        raise SpecError(f"--only {max(args.only)}: the sweep has runs 0..{len(plans) - 1}")
     if args.dry_run:
         for i, p in enumerate(plans):
             stages = ", ".join(f"{name} {steps}" for name, (_, _, steps) in p.stages.items())
@@ -92,23 +94,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         launcher = shlex.split(args.train_launcher) if args.train_launcher else None
         try:
             run_all(spec, args.only, launcher)
-        except SpecError as err:
-            print(f"lumiere-sweep: {err}", file=sys.stderr)
-            return 2
-        except RuntimeError as err:
+        except TrainingFailed as err:
             print(f"lumiere-sweep: {err}", file=sys.stderr)
             return 1
         if args.only:
             return 0
-    try:
-        md, js, png = write_report(spec)
-    except FileNotFoundError as err:
-        print(f"lumiere-sweep: {err}", file=sys.stderr)
-        return 2
+    md, js, png = write_report(spec)                        # nothing finished: FileNotFoundError, exit 2
     print(md.read_text())
     print(f"wrote {md}, {js}, {png}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,6 +32,10 @@ class Plan:
     points: List[int]                # the sweep's step counts (the table's rows)
 
 
+class TrainingFailed(RuntimeError):
+    """A run's lumiere-train exited non-zero; the message is its command line."""
+
+
 def _overrides(spec: SweepSpec, run: Run, stage_name: str, stage: StageSpec) -> List[str]:
     train_dir = spec.root / "train" / run.train_name
     return [*spec.overrides, *stage.overrides, *run.train_extra, f"train.seed={run.seed}", f"data.seed={run.seed}",
@@ -80,7 +84,7 @@ def _train(spec: SweepSpec, config: str, overrides: List[str], steps: int, init_
     print(f"[sweep] train {cfg.run_dir} to {steps} steps", flush=True)
     t0 = time.perf_counter()
     if subprocess.run(cmd).returncode != 0:
-        raise RuntimeError(f"training failed: {shlex.join(cmd)}")
+        raise TrainingFailed(f"training failed (its output is above): {shlex.join(cmd)}")
     _record_seconds(cfg.run_dir / "sweep_train_seconds.json", steps, time.perf_counter() - t0)
     tmp = keep.with_name(keep.name + ".tmp")
     shutil.copyfile(ckpt_dir / "last.ckpt", tmp)

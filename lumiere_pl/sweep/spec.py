@@ -29,8 +29,10 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lumiere_pl.errors import InputError
 
-class SpecError(ValueError):
+
+class SpecError(InputError):
     """A sweep spec that cannot run; the message names the file, the key and what is expected."""
 
 
