@@ -100,6 +100,9 @@ class ModelConfig:
     upscale: int = 4                # ssr only: spatial factor; the low-res input is data.size / upscale pixels
     t2i_schedule: T2IScheduleConfig = field(default_factory=T2IScheduleConfig)   # diffusers_stunet only
     diffusers: DiffusersConfig = field(default_factory=DiffusersConfig)          # diffusers_stunet only
+    checkpointing: bool = False     # activation checkpointing: recompute each U-Net block (its 2D layers and their
+                                    # temporal modules) in backward; far less activation memory, about a third more
+                                    # compute. diffusers_stunet: turns on model.diffusers.grad_checkpointing
 
 
 @dataclass
@@ -148,6 +151,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     seed: int = 0
+    compile: bool = False           # torch.compile the network (in place: state_dict keys unchanged) when training
+                                    # starts; the first steps compile (minutes at paper shapes). CPU: needs a C++ compiler
     val_every_n_steps: int = 500    # sample and log videos every N steps (and at the end)
     ckpt_every_n_steps: int = 500
     max_bad_steps: int = 20         # consecutive non-finite losses/gradients before the run stops

@@ -40,6 +40,12 @@ class DiffusionModule(L.LightningModule):
         self.ema = EMA(self.net, self.cfg.train.ema_decay)
         self.guard = NonFiniteGuard(self.cfg.train.max_bad_steps)
 
+    def configure_model(self) -> None:
+        """Called by Trainer.fit under the strategy: train.compile compiles the network in place (nn.Module.compile:
+        parameters, state_dict keys and the EMA's pairing unchanged). A sharding strategy wraps the network first."""
+        if self.cfg.train.compile and getattr(self.net, "_compiled_call_impl", None) is None:
+            self.net.compile()
+
     def diffusion_schedule(self) -> tuple[LogSNR, NoiseCond]:
         """The schedule (log-SNR of t in [0, 1]) and the network's noise input of a log-SNR (DiffusersModule: the
         pretrained model's own discrete schedule and timestep)."""
