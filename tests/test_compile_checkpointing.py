@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lumiere_pl.cli import train as train_cli
-from lumiere_pl.config import load_config
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.diffusion import diffusion_loss, make_schedule
 from lumiere_pl.models import build_model
 from lumiere_pl.utils.flops import count_flops, forward_flops

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from lumiere_pl.cli.errors import DEBUG_HELP, command
-from lumiere_pl.config import ExperimentConfig, check_files, load_config, save_config, to_dict
+from lumiere_pl.config import ExperimentConfig, save_config, to_dict
+from lumiere_pl.config_checks import check_files, load_config
 from lumiere_pl.errors import InputError
 
 
