@@ -194,6 +194,18 @@ class DiffusionModule(L.LightningModule):
         return {}
 
     # --- summaries ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward_flops(self) -> tuple[tuple, int]:
+        """(input shape, FLOPs) of one forward pass of the network on one sample (data.frames frames at data.size):
+        the dry run and the model summary print it."""
+        from lumiere_pl.utils.flops import forward_flops
+
+        shape = (1, *self.sample_shape(self.cfg.data.frames))
+        cond = {**self.text_condition(["a test caption"]), **self.example_condition(shape)}
+        cond = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in cond.items()}
+        x, level = torch.zeros(shape, device=self.device), torch.full((1,), 500.0, device=self.device)
+        return shape, forward_flops(self.net, x, level, cond)
+
     def summary(self) -> dict:
         return {"model": self.cfg.model.name, **count_parameters(self.net), "text_encoder": self.text_encoder.name,
                 "text_dim": self.text_encoder.dim}
