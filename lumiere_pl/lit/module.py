@@ -201,10 +201,12 @@ class DiffusionModule(L.LightningModule):
         from lumiere_pl.utils.flops import forward_flops
 
         shape = (1, *self.sample_shape(self.cfg.data.frames))
-        cond = {**self.text_condition(["a test caption"]), **self.example_condition(shape)}
-        cond = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in cond.items()}
-        x, level = torch.zeros(shape, device=self.device), torch.full((1,), 500.0, device=self.device)
-        return shape, forward_flops(self.net, x, level, cond)
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):          # the example conditioning draws: training RNG untouched
+            cond = {**self.text_condition(["a test caption"]), **self.example_condition(shape)}
+            cond = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in cond.items()}
+            x, level = torch.zeros(shape, device=self.device), torch.full((1,), 500.0, device=self.device)
+            return shape, forward_flops(self.net, x, level, cond)
 
     def summary(self) -> dict:
         return {"model": self.cfg.model.name, **count_parameters(self.net), "text_encoder": self.text_encoder.name,
