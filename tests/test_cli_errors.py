@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from lumiere_pl.cli import apply, export, sample, sweep, train
-from lumiere_pl.config import load_config, to_dict
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import shards_cli
 from lumiere_pl.data.video_io import encode
 from lumiere_pl.lit import DiffusionModule

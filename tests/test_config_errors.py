@@ -9,7 +9,8 @@ import pytest
 import lumiere_pl.data
 import lumiere_pl.lit
 from lumiere_pl.cli import train as train_cli
-from lumiere_pl.config import ConfigError, check_files, load_config
+from lumiere_pl.config import ConfigError
+from lumiere_pl.config_checks import check_files, load_config
 
 
 def _error(overrides, path=None) -> str:

@@ -226,7 +226,8 @@ def test_real_weights_inflate_and_sample(kind, tmp_path):
     if not REAL[kind]:
         pytest.skip(f"set LUMIERE_{kind.upper()}_PATH to a local diffusers folder of "
                     f"{'DeepFloyd IF-I' if kind == 'if' else 'Stable Diffusion'} to run")
-    from lumiere_pl.config import load_config, to_dict
+    from lumiere_pl.config import to_dict
+    from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit import module_class
 
     size = {"if": 64, "sd": 256}[kind]
@@ -256,7 +257,7 @@ def test_real_weights_inflate_and_sample(kind, tmp_path):
 @pytest.mark.parametrize("kind", ["if", "sd"])
 def test_experiment_configs_resolve_on_a_folder(kind, pipelines):
     """stunet_if.yaml / stunet_sd.yaml validate on a diffusers folder: text.path follows model.init_from."""
-    from lumiere_pl.config import load_config
+    from lumiere_pl.config_checks import load_config
 
     cfg = load_config(str(ROOT / f"experiments/stunet_{kind}.yaml"),
                       [f"model.init_from={pipelines[kind]}", "data.train_shards=x.tar", "model.temporal.down_levels=[0,1]"])
@@ -270,7 +271,8 @@ def test_lightning_moves_and_casts_the_frozen_encoders_but_never_saves_them(pipe
     moves them (meta here: no GPU on CI); no key of theirs is in the module's state_dict."""
     from lightning.pytorch.plugins.precision import HalfPrecision
 
-    from lumiere_pl.config import load_config, to_dict
+    from lumiere_pl.config import to_dict
+    from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit import module_class
 
     cfg = load_config(None, ["model.name=diffusers_stunet", f"model.init_from={pipelines['sd']}", "text.encoder=clip",
@@ -289,7 +291,8 @@ def test_lightning_moves_and_casts_the_frozen_encoders_but_never_saves_them(pipe
 def test_our_stunet_exports_as_a_folder_too(tiny_overrides, tmp_path, single_thread):
     """save_pretrained / from_pretrained work for any model: the folder samples like the module's EMA."""
     from lumiere_pl.checkpoint import save_pretrained
-    from lumiere_pl.config import load_config, to_dict
+    from lumiere_pl.config import to_dict
+    from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit import module_class
 
     cfg = load_config(None, tiny_overrides + ["sampler.steps=2"])

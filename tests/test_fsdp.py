@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from lumiere_pl.checkpoint import load_checkpoint, load_module
-from lumiere_pl.config import ConfigError, load_config, to_dict
+from lumiere_pl.config import ConfigError, to_dict
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import build_datamodule
 from lumiere_pl.lit.module import DiffusionModule
 from lumiere_pl.utils.ema import EMA

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lumiere_pl.cli import train as train_cli
-from lumiere_pl.config import load_config, to_dict
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import build_datamodule
 from lumiere_pl.data.shapes_motion import measure
 from lumiere_pl.lit import module_class

@@ -101,7 +101,8 @@ class _Oracle(torch.nn.Module):
 
 
 def test_x0_motion_reads_the_motion_of_the_predicted_clips():
-    from lumiere_pl.config import load_config, to_dict
+    from lumiere_pl.config import to_dict
+    from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit import DiffusionModule
 
     from conftest import TINY

@@ -131,7 +131,7 @@ def test_kill_during_checkpoint_save_keeps_the_previous_one(tmp_path):
 
 
 def test_trainer_writes_checkpoints_atomically(tiny_overrides):
-    from lumiere_pl.config import load_config
+    from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit.checkpoint_io import AtomicCheckpointIO
 
     trainer = train_cli.build_trainer(load_config(None, tiny_overrides))

@@ -10,7 +10,8 @@ from safetensors import safe_open
 
 from lumiere_pl.checkpoint import load_exported
 from lumiere_pl.cli import export as export_cli
-from lumiere_pl.config import load_config, to_dict
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.lit import module_class
 
 

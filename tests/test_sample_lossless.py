@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from eval.video_io import decode
-from lumiere_pl.config import load_config, to_dict
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

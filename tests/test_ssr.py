@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lumiere_pl.config import ConfigError, load_config, to_dict
+from lumiere_pl.config import ConfigError, to_dict
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.lit.ssr import SSRModule
 from lumiere_pl.models import UNet, build_model
 from lumiere_pl.models.ssr import downsample, upsample

@@ -11,7 +11,8 @@ import torch
 from lumiere_pl.checkpoint import load_checkpoint, load_module, net_state
 from lumiere_pl.cli import sample as sample_cli
 from lumiere_pl.cli import train as train_cli
-from lumiere_pl.config import load_config, to_dict
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
 from lumiere_pl.lit import module_class
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from lumiere_pl.cli.errors import DEBUG_HELP, command
-from lumiere_pl.config import ExperimentConfig, check_files, load_config, save_config, to_dict
+from lumiere_pl.config import ExperimentConfig, save_config, to_dict
+from lumiere_pl.config_checks import check_files, load_config
 from lumiere_pl.errors import InputError
 
 
@@ -69,15 +70,7 @@ def check_resume(cfg: ExperimentConfig, path: str) -> None:
 
 
 def dry_run(module, cfg: ExperimentConfig) -> None:
-    import torch
-
-    from lumiere_pl.utils.flops import forward_flops
-
-    d = cfg.data
-    b = 1
-    shape = (b, *module.sample_shape(d.frames))
-    cond = {**module.text_condition(["a test caption"] * b), **module.example_condition(shape)}
-    flops = forward_flops(module.net, torch.zeros(shape), torch.full((b,), 500.0), cond)
+    shape, flops = module.forward_flops()
     s = module.summary()
     print(f"model: {s['model']}   input {tuple(shape)}   text encoder: {s['text_encoder']} ({s['text_dim']}-d)")
     print(f"parameters: trainable {s['trainable']:,}   frozen {s['frozen']:,}")

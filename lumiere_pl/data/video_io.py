@@ -71,13 +71,24 @@ def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def decode(data: bytes, indices: Optional[Sequence[int]] = None, short_side: int = 0) -> np.ndarray:
+def decode(data: bytes, indices: Optional[Sequence[int]] = None, short_side: int = 0, seek: bool = True) -> np.ndarray:
     """Decode the frames at `indices` (None: all) in presentation order; (t h w c) uint8.
 
     short_side > 0 resizes (area filter) so the short side has that many pixels; only wanted frames are converted,
-    and decoding stops after the last wanted frame.
+    and decoding stops after the last wanted frame. seek: start at the last keyframe at or before the first wanted
+    frame instead of frame 0 (a clip late in a long video costs its GOP, not the video before it); frame i is the
+    one at time i / fps. Streams whose timestamps do not give exact frame numbers decode from frame 0.
     """
     want = None if indices is None else sorted(set(indices))
+    if seek and want and want[0] > 0:
+        got, _ = _decode_seeking(data, want, short_side)
+        if got is not None:
+            return np.stack([got[i] for i in indices])
+    return _decode_from_start(data, indices, want, short_side)
+
+
+def _decode_from_start(data: bytes, indices: Optional[Sequence[int]], want: Optional[List[int]],
+                       short_side: int) -> np.ndarray:
     last = want[-1] if want else -1
     got: dict[int, np.ndarray] = {}
     with _open(data) as c:
@@ -86,9 +97,7 @@ def decode(data: bytes, indices: Optional[Sequence[int]] = None, short_side: int
         try:
             for i, frame in enumerate(c.decode(s)):
                 if want is None or i in want:
-                    if size:
-                        frame = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
-                    got[i] = frame.to_ndarray(format="rgb24")
+                    got[i] = _rgb(frame, size)
                 if want is not None and i >= last:
                     break
         except (av.FFmpegError, ValueError) as err:
@@ -99,6 +108,45 @@ def decode(data: bytes, indices: Optional[Sequence[int]] = None, short_side: int
         raise VideoError(f"clip too short: decoded {max(got) + 1} frames, need {last + 1}")
     order = indices if indices is not None else sorted(got)
     return np.stack([got[i] for i in order])
+
+
+def _rgb(frame: av.VideoFrame, size: Optional[tuple[int, int]]) -> np.ndarray:
+    if size:
+        frame = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+    return frame.to_ndarray(format="rgb24")                                  # (h w c)
+
+
+def _decode_seeking(data: bytes, want: List[int], short_side: int) -> tuple[Optional[dict[int, np.ndarray]], int]:
+    """(the wanted frames, how many frames were decoded) after a seek to the keyframe before want[0]; the frames are
+    None when this stream cannot be seeked by frame number (no constant rate, no timestamps, or the seek landed after
+    the first wanted frame): the caller then decodes from frame 0. Frame numbers come from timestamps:
+    round((pts - start) * time_base * rate)."""
+    with _open(data) as c:
+        s = c.streams.video[0]
+        rate, tb = s.average_rate or s.guessed_rate, s.time_base
+        if not rate or not tb or s.start_time is None:
+            return None, 0
+        size = scaled_size(s.codec_context.width, s.codec_context.height, short_side) if short_side else None
+        target = s.start_time + round(Fraction(want[0]) / Fraction(rate) / Fraction(tb))   # pts of frame want[0]
+        got: dict[int, np.ndarray] = {}
+        wanted, n = set(want), 0
+        try:
+            c.seek(target, stream=s, backward=True, any_frame=False)             # the keyframe at or before it
+            for frame in c.decode(s):
+                n += 1
+                if frame.pts is None:
+                    return None, n
+                exact = (frame.pts - s.start_time) * Fraction(tb) * Fraction(rate)
+                i = round(exact)
+                if abs(exact - i) > Fraction(1, 4) or (not got and i > want[0]):
+                    return None, n                                               # not frame-exact: decode from 0
+                if i in wanted:
+                    got[i] = _rgb(frame, size)
+                if i >= want[-1]:
+                    break
+        except (av.FFmpegError, ValueError) as err:
+            raise VideoError(f"decode failed after {len(got)} frames: {err}") from None
+    return (got if all(i in got for i in want) else None), n   # a gap or an early end: decode from 0 decides
 
 
 def count_frames(data: bytes) -> int:

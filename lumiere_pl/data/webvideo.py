@@ -17,8 +17,10 @@ Validation: no shuffling, centred frames and crops, all ranks capped to the same
 Exact resume: an epoch's stream is a pure function of (seed, epoch, rank, num_workers): shard order, shuffle buffer
 and resampled shard draws are seeded per (seed, epoch, rank, worker), and each sample's start frame and crop per
 its position in its worker's stream. On fit start from a checkpoint, the training loader starts at the checkpoint's
-epoch and drops the batches already trained in it (EpochLoader.start_at): it re-reads and decodes them, at most one
-epoch's worth, so the next batch is the one the uninterrupted run would have trained on.
+epoch and drops the batches already trained in it (EpochLoader.start_at), so the next batch is the one the
+uninterrupted run would have trained on. When the checkpoint records that no sample of that pass was skipped as bad
+(WebVideoDataModule.state_dict, summed over ranks), the workers pass over the trained samples reading their bytes
+without decoding them; otherwise the batches are decoded and dropped (at most one epoch's worth).
 """
 from __future__ import annotations
 
@@ -56,6 +58,15 @@ def assign_shards(urls: List[str], rank: int, world: int, order_seed: Optional[i
     return mine + [(i, u, True) for i, u in enumerate(order) if i >= whole]
 
 
+def worker_samples(urls: List[str], counts: List[int], rank: int, world: int, order_seed: Optional[int],
+                   num_workers: int) -> List[int]:
+    """Samples in each DataLoader worker's stream of this rank for one epoch (WebVideoDataset._raw's split)."""
+    by_url, out = dict(zip(urls, counts)), [0] * num_workers
+    for n, (i, u, shared) in enumerate(assign_shards(urls, rank, world, order_seed)):
+        out[n % num_workers] += sum(1 for j in range(by_url[u]) if (j + i) % world == rank) if shared else by_url[u]
+    return out
+
+
 def samples_per_rank(urls: List[str], counts: List[int], world: int, order_seed: Optional[int]) -> int:
     """The smallest rank's sample count for an epoch: the cap every rank stops at."""
     by_url = dict(zip(urls, counts))
@@ -77,6 +88,12 @@ class WebVideoDataset(IterableDataset):
         self.rank, self.world, self.resampled = rank, world, resampled
         # set by EpochLoader before each pass; shared memory, so persistent workers read the current pass
         self._epoch = multiprocessing.Value("q", 0, lock=False)
+        # resume without decoding (EpochLoader.start_at): in pass `_skip_epoch` only, logical worker w passes over
+        # the first _skip[w] samples of its stream undecoded, and DataLoader worker i plays logical worker
+        # (i + _rotate) % num_workers, so the batches come in the order the interrupted pass would have served them
+        self._skip_epoch = multiprocessing.Value("q", -1, lock=False)
+        self._rotate = multiprocessing.Value("q", 0, lock=False)
+        self._skip = multiprocessing.Array("q", max(1, cfg.num_workers), lock=False)
 
     @property
     def epoch(self) -> int:
@@ -120,11 +137,22 @@ class WebVideoDataset(IterableDataset):
         rng.shuffle(buf)
         yield from buf
 
+    def skip_ahead(self, epoch: int, samples: List[int], rotate: int) -> None:
+        """In pass `epoch` only: logical worker w skips its first samples[w] samples without decoding them."""
+        self._skip_epoch.value, self._rotate.value = epoch, rotate
+        self._skip[:] = samples
+
     def __iter__(self) -> Iterator[Dict[str, object]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        skip = 0
+        if self.epoch == self._skip_epoch.value:
+            wid = (wid + self._rotate.value) % nw                # the logical worker: its shards, seeds, views
+            skip = self._skip[wid]
         rng = random.Random(hash((self.cfg.seed, self.epoch, self.rank, wid, self.train)))
         for n, raw in enumerate(self._shuffled(self._raw(wid, nw, rng), rng)):
+            if n < skip:
+                continue                                         # trained before the resume: read, not decoded
             # start frame and crop: a function of the sample's position in this worker's stream, nothing else
             view = None
             if self.train:
@@ -145,21 +173,49 @@ class EpochLoader:
     Worker batches are re-batched in the main process, so partial batches at worker ends do not change the count.
     drop_last: whole batches only (training). When the stream runs dry early (bad data), it restarts to fill.
     start_at(epoch, batches): the next pass is epoch `epoch` without its first `batches` batches (exact resume).
+    worker_samples(epoch): samples in each worker's stream of that pass (None: endless, resampled; unknown: None).
     """
 
     def __init__(self, loader: DataLoader, dataset: WebVideoDataset, batch_size: int,
-                 num_samples: Callable[[int], Optional[int]], drop_last: bool):
+                 num_samples: Callable[[int], Optional[int]], drop_last: bool,
+                 worker_samples: Optional[Callable[[int], Optional[List[Optional[int]]]]] = None):
         self.loader, self.dataset, self.batch_size = loader, dataset, batch_size
         self.num_samples_fn, self.drop_last, self.epoch = num_samples, drop_last, 0
-        self._skip = 0                          # batches to drop at the start of the next pass
+        self.worker_samples = worker_samples
+        self._skip = 0                          # batches to drop at the start of the next pass (decoded)
+        self._done = 0                          # samples of the next pass already trained (skipped undecoded)
+        self.pass_epoch, self.skips_at_start = -1, 0   # the pass in progress; the bad-sample count when it began
 
-    def start_at(self, epoch: int, batches: int) -> None:
+    def start_at(self, epoch: int, batches: int, undecoded: bool = False) -> None:
         """Resume: the next pass is `epoch`, skipping the `batches` batches a checkpoint already trained on; a
-        checkpoint that closed its epoch (batches == the epoch's count) starts the next epoch."""
+        checkpoint that closed its epoch (batches == the epoch's count) starts the next epoch.
+
+        undecoded: the caller knows no sample of those batches was skipped as bad (so each worker served whole
+        batches of consecutive samples): the workers then pass over them without decoding, when every skipped
+        batch was a full batch of the DataLoader's round-robin over workers; otherwise they are decoded and
+        dropped (still exact, slower)."""
         n = self.num_samples(epoch)
         if batches and n is not None and batches >= -(-n // self.batch_size):
             epoch, batches = epoch + 1, 0
-        self.epoch, self._skip = epoch, batches
+        self.epoch, self._skip, self._done = epoch, batches, 0
+        samples = self._undecoded_skip(epoch, batches) if undecoded and batches else None
+        if samples is not None:
+            self.dataset.skip_ahead(epoch, samples, batches % len(samples))
+            self._skip, self._done = 0, batches * self.batch_size
+
+    def _undecoded_skip(self, epoch: int, batches: int) -> Optional[List[int]]:
+        """Samples each logical worker skips so that the first `batches` batches are gone: batch k came from worker
+        k % nw, full, while every worker had a full batch left. None when that does not hold or is unknown."""
+        nw = max(1, self.loader.num_workers)
+        caps = self.worker_samples(epoch) if self.worker_samples is not None else None
+        if caps is None or len(caps) != nw:
+            return None
+        b, per = self.batch_size, [0] * nw
+        for k in range(batches):
+            per[k % nw] += b
+            if caps[k % nw] is not None and per[k % nw] > caps[k % nw]:
+                return None                                      # a partial batch was among them: decode instead
+        return per
 
     def num_samples(self, epoch: int) -> Optional[int]:
         n = self.num_samples_fn(epoch)
@@ -196,10 +252,11 @@ class EpochLoader:
     def _epoch(self) -> Iterator[Dict[str, object]]:
         num, b = self.num_samples(self.epoch), self.batch_size
         self.dataset.epoch = self.epoch
+        self.pass_epoch, self.skips_at_start = self.epoch, self.dataset.skips.total
         self.epoch += 1
-        if num == 0:
+        emitted, self._done, pending = self._done, 0, []        # emitted: samples of this pass trained or served
+        if num == 0 or (num is not None and emitted >= num):
             return
-        emitted, pending = 0, []
         for batch in self._stream(num):
             if not pending and len(batch["caption"]) == b and (num is None or emitted + b <= num):
                 emitted += b
@@ -235,6 +292,8 @@ class WebVideoDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.skips: Optional[SkipCounter] = None
         self._skips_pid = -1
+        self._train_loader: Optional[EpochLoader] = None
+        self._resumed_state: Dict[str, int] = {}                # state_dict of the checkpoint resumed from
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self._skips_pid != os.getpid():      # one counter per process (DDP rank), shared with its workers
@@ -259,15 +318,42 @@ class WebVideoDataModule(L.LightningDataModule):
             if counts is None:
                 return None
             return samples_per_rank(urls, counts, world, WebVideoDataset.order_seed_for(c, train, epoch))
+
+        def per_worker(epoch: int) -> Optional[List[Optional[int]]]:
+            nw = max(1, c.num_workers)
+            if resampled:
+                return [None] * nw                                        # endless streams
+            if counts is None:
+                return None
+            return worker_samples(urls, counts, rank, world, WebVideoDataset.order_seed_for(c, train, epoch), nw)
         loader = DataLoader(ds, batch_size=c.batch_size, num_workers=c.num_workers,  # workers kept across passes
                             persistent_workers=c.num_workers > 0, prefetch_factor=4 if c.num_workers > 0 else None)
-        return EpochLoader(loader, ds, c.batch_size, num, drop_last=train)
+        return EpochLoader(loader, ds, c.batch_size, num, drop_last=train, worker_samples=per_worker)
 
     def train_dataloader(self) -> EpochLoader:
-        """A resumed fit starts at its checkpoint's epoch and batch (resume_position reads the restored loops)."""
+        """A resumed fit starts at its checkpoint's epoch and batch (resume_position reads the restored loops); the
+        trained batches are skipped without decoding when the checkpoint says no sample of that pass was bad."""
         loader = self._loader(self.cfg.train_shards, train=True)
-        loader.start_at(*resume_position(self.trainer))
+        epoch, batches = resume_position(self.trainer)
+        saved = self._resumed_state
+        loader.start_at(epoch, batches, undecoded=saved.get("epoch") == epoch and saved.get("bad_samples") == 0)
+        self._train_loader = loader
         return loader
+
+    def state_dict(self) -> Dict[str, int]:
+        """In every checkpoint: the training pass in progress and how many samples were skipped as bad in it, summed
+        over ranks (called on every rank, as saving is). 0 lets a resume skip the pass's trained samples undecoded."""
+        loader = self._train_loader
+        if loader is None or loader.pass_epoch < 0 or self.skips is None:
+            return {}
+        bad = self.skips.total - loader.skips_at_start
+        if self.trainer is not None and self.trainer.world_size > 1:
+            strategy = self.trainer.strategy
+            bad = int(strategy.reduce(torch.tensor(float(bad), device=strategy.root_device), reduce_op="sum"))
+        return {"epoch": loader.pass_epoch, "bad_samples": bad}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self._resumed_state = dict(state)
 
     def val_dataloader(self) -> EpochLoader:
         return self._loader(self.cfg.val_shards or self.cfg.train_shards, train=False)

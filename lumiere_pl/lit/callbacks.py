@@ -9,7 +9,9 @@ from typing import List, Optional
 
 import lightning as L
 import torch.distributed as dist
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks.model_summary import log as summary_log
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lumiere_pl.config import ExperimentConfig
@@ -113,6 +115,25 @@ def _destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
+class FlopsModelSummary(ModelSummary):
+    """Lightning's model summary with the FLOPs of our counter (lumiere_pl/utils/flops.py, CPU attention included).
+    Lightning's own FLOPs need an example_input_array (our network takes a noise level and a conditioning dict, not
+    a batch) and printed 0 for every layer and in total: the per-layer column goes, the total is one forward pass
+    of one sample. Computed on every rank: under a sharding strategy the forward gathers parameters collectively."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._max_depth:
+            return
+        summary = self._summary(trainer, pl_module)
+        columns = [(name, col) for name, col in summary._get_summary_data() if name != "FLOPs"]
+        shape, flops = pl_module.forward_flops()
+        if trainer.is_global_zero:
+            table = _format_summary_table(summary.total_parameters, summary.trainable_parameters, summary.model_size,
+                                          summary.total_training_modes, flops, *columns)
+            what = f"FLOPs of one forward pass per {'clip' if len(shape) == 5 else 'image'} {tuple(shape[1:])}"
+            summary_log.info("\n" + table.replace("Total Flops", what))
+
+
 class ReleaseProcessGroup(Callback):
     """Destroys the process group when each DDP process exits. Left to interpreter shutdown, torch 2.13's gloo group
     aborts about one process exit in three ("terminate called without an active exception", SIGABRT) after a
@@ -132,4 +153,4 @@ def training_callbacks(cfg: ExperimentConfig) -> List[Callback]:
                           save_last=True, save_top_k=1, monitor=None,
                           enable_version_counter=False)   # one last.ckpt per run folder, also after a resume
     return [ckpt, ExceptionCheckpoint(ckpt_dir), RngStateCallback(), GuardState(),
-            LossCSV(cfg.run_dir / "train_loss.csv"), DataHealthCallback(), ReleaseProcessGroup()]
+            LossCSV(cfg.run_dir / "train_loss.csv"), DataHealthCallback(), ReleaseProcessGroup(), FlopsModelSummary()]

@@ -43,6 +43,18 @@ class DiffusionModule(L.LightningModule):
         self.ema = EMA(self.net, self.cfg.train.ema_decay)
         self.guard = NonFiniteGuard(self.cfg.train.max_bad_steps)
 
+    def configure_model(self) -> None:
+        """Called by Trainer.fit under the strategy. trainer.strategy=fsdp: shard the network and its EMA (FSDP2)
+        first; then train.compile compiles the network in place (nn.Module.compile: parameters, state_dict keys and
+        the EMA's pairing unchanged)."""
+        from lumiere_pl.lit.sharding import FSDP2Strategy, device_mesh, shard
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, FSDP2Strategy):
+            shard(self.net, self.ema, self.cfg.trainer.fsdp, device_mesh(strategy))
+        if self.cfg.train.compile and getattr(self.net, "_compiled_call_impl", None) is None:
+            self.net.compile()
+
     def diffusion_schedule(self) -> tuple[LogSNR, NoiseCond]:
         """The schedule (log-SNR of t in [0, 1]) and the network's noise input of a log-SNR (DiffusersModule: the
         pretrained model's own discrete schedule and timestep)."""
@@ -89,14 +101,6 @@ class DiffusionModule(L.LightningModule):
         return cond
 
     # --- training -----------------------------------------------------------------------------------------------
-    def configure_model(self) -> None:
-        """trainer.strategy=fsdp: shard the network and its EMA (FSDP2); other strategies: nothing to do."""
-        from lumiere_pl.lit.sharding import FSDP2Strategy, device_mesh, shard
-
-        strategy = self._trainer.strategy if self._trainer is not None else None
-        if isinstance(strategy, FSDP2Strategy):
-            shard(self.net, self.ema, self.cfg.trainer.fsdp, device_mesh(strategy))
-
     def step_loss(self, batch: dict, batch_idx: int, rank: int) -> Tensor:
         """The training loss of `batch` as process `rank` draws it: every draw is a function of (seed, epoch, batch,
         rank), so resumed runs repeat them exactly."""
@@ -204,6 +208,20 @@ class DiffusionModule(L.LightningModule):
         return {}
 
     # --- summaries ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward_flops(self) -> tuple[tuple, int]:
+        """(input shape, FLOPs) of one forward pass of the network on one sample (data.frames frames at data.size):
+        the dry run and the model summary print it."""
+        from lumiere_pl.utils.flops import forward_flops
+
+        shape = (1, *self.sample_shape(self.cfg.data.frames))
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):          # the example conditioning draws: training RNG untouched
+            cond = {**self.text_condition(["a test caption"]), **self.example_condition(shape)}
+            cond = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in cond.items()}
+            x, level = torch.zeros(shape, device=self.device), torch.full((1,), 500.0, device=self.device)
+            return shape, forward_flops(self.net, x, level, cond)
+
     def summary(self) -> dict:
         return {"model": self.cfg.model.name, **count_parameters(self.net), "text_encoder": self.text_encoder.name,
                 "text_dim": self.text_encoder.dim}

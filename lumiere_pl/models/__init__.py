@@ -38,7 +38,7 @@ def build_diffusers_stunet(cfg: ExperimentConfig, text_dim: int, t2i_state: Opti
     if t2i_state is not None:
         unet.load_state_dict(t2i_state)
     return DiffusersSTUNet(unet.train(), cfg.model.temporal, text_dim,   # from_pretrained leaves it in eval mode
-                           grad_checkpointing=d.grad_checkpointing)
+                           grad_checkpointing=d.grad_checkpointing or cfg.model.checkpointing)
 
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {
@@ -58,7 +58,10 @@ SHARD_UNITS = ("ResBlock", "AttentionBlock", "Downsample", "Upsample",
 def build_model(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict] = None) -> nn.Module:
     if cfg.model.name not in MODELS:
         raise KeyError(f"model.name={cfg.model.name!r}: known models are {sorted(MODELS)}")
-    return MODELS[cfg.model.name](cfg, text_dim, t2i_state)
+    net = MODELS[cfg.model.name](cfg, text_dim, t2i_state)
+    if cfg.model.checkpointing:
+        net.grad_checkpointing = True        # every network recomputes its blocks in backward when this is set
+    return net
 
 
 def count_parameters(net: nn.Module) -> Dict[str, int]:

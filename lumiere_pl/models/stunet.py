@@ -18,9 +18,11 @@ from typing import Callable, Dict, Iterator, List, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lumiere_pl.config import TemporalConfig
-from lumiere_pl.models.layers import AttentionBlock, Block, Downsample, FrameContexts, ResBlock, Upsample, zero_
+from lumiere_pl.models.layers import (AttentionBlock, Block, BlockContext, Downsample, FrameContexts, ResBlock,
+                                      Upsample, zero_)
 from lumiere_pl.models.temporal import TemporalContext, TemporalDownsample, TemporalModules
 from lumiere_pl.models.unet import UNet, check_resolution
 from lumiere_pl.utils.tensors import fold_time, unfold_time
@@ -36,6 +38,7 @@ class STUNet(nn.Module):
     def __init__(self, t2i: UNet, cfg: TemporalConfig):
         super().__init__()
         self.cfg, self.t2i = cfg, t2i
+        self.grad_checkpointing = False      # recompute each block with its temporal modules in backward
         ucfg = t2i.cfg
         make = TemporalModules(cfg, t2i.emb_dim, t2i.text_dim, ucfg.head_dim)
         self.temporal = nn.ModuleDict()
@@ -77,8 +80,17 @@ class STUNet(nn.Module):
 
     def _run(self, prefix: str, block: Block, h: Tensor, t: int, ctxs: FrameContexts,
              tctx: TemporalContext) -> tuple[Tensor, int]:
+        """One block of the T2I with the temporal modules after its layers; with grad_checkpointing, its activations
+        are recomputed in backward instead of kept (model.checkpointing)."""
+        ctx = ctxs[t]        # outside the recomputed region; t changes only after a block's last layer (resampling)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._layers, prefix, block, h, t, ctx, tctx, use_reentrant=False)
+        return self._layers(prefix, block, h, t, ctx, tctx)
+
+    def _layers(self, prefix: str, block: Block, h: Tensor, t: int, ctx: BlockContext,
+                tctx: TemporalContext) -> tuple[Tensor, int]:
         for j, layer in enumerate(block):
-            h = layer(h, ctxs[t])                                  # ((b t) c h w), pretrained 2D layer
+            h = layer(h, ctx)                                      # ((b t) c h w), pretrained 2D layer
             for key in (f"{prefix}_{j}", f"{prefix}_{j}_attn"):
                 if key in self.temporal:
                     v = self.temporal[key](unfold_time(h, t), tctx)   # (b c t' h w)

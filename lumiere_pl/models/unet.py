@@ -5,6 +5,7 @@ from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lumiere_pl.config import UNetConfig
 from lumiere_pl.models.layers import (AttentionBlock, Block, BlockContext, Downsample, ResBlock, Upsample, norm,
@@ -21,6 +22,7 @@ class UNet(nn.Module):
     def __init__(self, cfg: UNetConfig, text_dim: int):
         super().__init__()
         self.cfg, self.text_dim = cfg, text_dim
+        self.grad_checkpointing = False      # recompute each Block in backward (model.checkpointing)
         ch, mults = cfg.channels, list(cfg.channel_mults)
         emb_dim = 4 * ch
         self.emb_dim = emb_dim
@@ -100,12 +102,18 @@ class UNet(nn.Module):
         h = self.conv_in(self.input(x, cond))                              # (b ch h w)
         skips = [h]
         for block in self.input_blocks:
-            h = block(h, ctx)
+            h = self._block(block, h, ctx)
             skips.append(h)
-        h = self.middle_block(h, ctx)                                      # (b C h/2^k w/2^k)
+        h = self._block(self.middle_block, h, ctx)                         # (b C h/2^k w/2^k)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), ctx)
+            h = self._block(block, torch.cat([h, skips.pop()], dim=1), ctx)
         return self.out(h)                                                 # (b out h w)
+
+    def _block(self, block: Block, h: Tensor, ctx: BlockContext) -> Tensor:
+        """One Block; with grad_checkpointing its activations are recomputed in backward instead of kept."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, h, ctx, use_reentrant=False)
+        return block(h, ctx)
 
 
 def check_resolution(unet: UNet, h: int, w: int) -> None:

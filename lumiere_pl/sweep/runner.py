@@ -44,7 +44,8 @@ def _overrides(spec: SweepSpec, run: Run, stage_name: str, stage: StageSpec) -> 
 
 def plan(spec: SweepSpec) -> List[Plan]:
     """Resolve and check every run's configs before anything trains (a bad override fails here, naming it)."""
-    from lumiere_pl.config import ConfigError, load_config
+    from lumiere_pl.config import ConfigError
+    from lumiere_pl.config_checks import load_config
 
     plans, shape = [], None
     for run in expand(spec):
@@ -71,7 +72,7 @@ def plan(spec: SweepSpec) -> List[Plan]:
 def _train(spec: SweepSpec, config: str, overrides: List[str], steps: int, init_from: Optional[str],
            launcher: List[str]) -> Path:
     """Train (or resume) to `steps` and keep that checkpoint as sweep_step{steps}.ckpt; returns its path."""
-    from lumiere_pl.config import load_config
+    from lumiere_pl.config_checks import load_config
 
     cfg = load_config(config, overrides)
     _same_config(cfg, init_from)
@@ -149,7 +150,7 @@ def pretrain_checkpoint(spec: SweepSpec, launcher: List[str]) -> Optional[str]:
     if spec.pretrain is None:
         return None
     overrides = [*spec.pretrain.overrides, f"out_dir={spec.root}", "name=pretrain"]
-    from lumiere_pl.config import load_config
+    from lumiere_pl.config_checks import load_config
     steps = load_config(spec.pretrain.config, overrides).train.max_steps
     return str(_train(spec, spec.pretrain.config, overrides, steps, None, launcher))
 
@@ -157,7 +158,7 @@ def pretrain_checkpoint(spec: SweepSpec, launcher: List[str]) -> Optional[str]:
 def real_clips(spec: SweepSpec, plans: List[Plan], count: int) -> Path:
     """The first `count` clips of the test split, rendered as the runs' clips (lossless MP4): FVD's real set and the
     motion metrics' reference."""
-    from lumiere_pl.config import load_config
+    from lumiere_pl.config_checks import load_config
     from lumiere_pl.data.synthetic import clip_of, render_clip
     from lumiere_pl.utils.video import write_mp4
 

@@ -5,6 +5,7 @@ torch's counter knows the CUDA fused attention kernels only; on CPU every F.scal
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -34,5 +35,8 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 @torch.no_grad()
 def forward_flops(net: nn.Module, *args) -> int:
-    """FLOPs of one forward pass net(*args)."""
-    return count_flops(lambda: net(*args))
+    """FLOPs of one forward pass net(*args). A compiled network (train.compile) runs eagerly here: the count is the
+    same, and no graph is compiled for a shape training never uses."""
+    stance = getattr(torch.compiler, "set_stance", None)           # torch >= 2.6
+    with stance("force_eager") if stance is not None else nullcontext():
+        return count_flops(lambda: net(*args))

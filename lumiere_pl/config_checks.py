@@ -1,0 +1,232 @@
+"""The value checks of an experiment config: everything that can be known before building a model or reading data.
+
+Apart from lumiere_pl/config.py, which imports nothing of the project: these checks read the registries (models,
+schedules, samplers, text encoders, datamodules, conditioning tasks), so they sit above them. Every config loaded
+for use goes through load_config here: lumiere-train, the sweep runner, tests and benches.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import List, Optional
+
+from lumiere_pl.config import FSDP_DTYPES, ConfigError, ExperimentConfig, read_config
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> ExperimentConfig:
+    """Defaults <- YAML (with its `base:` chain) <- `key=value` overrides (lumiere_pl.config.read_config), then
+    validated."""
+    cfg = read_config(path, overrides)
+    validate(cfg)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Validation: everything that can be known before building a model or reading data.
+
+
+def _choice(key: str, value: str, allowed) -> None:
+    if value not in allowed:
+        close = difflib.get_close_matches(value, list(allowed), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key}={value!r} is not one of {sorted(allowed)}{hint}")
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    # imported here: the registries import torch-heavy modules, the dataclasses above do not
+    from lumiere_pl.data import DATAMODULES
+    from lumiere_pl.diffusion import SAMPLERS, SCHEDULES
+    from lumiere_pl.models import MODELS
+    from lumiere_pl.text import ENCODERS
+
+    m, u, t, d = cfg.model, cfg.model.unet, cfg.model.temporal, cfg.data
+    _choice("model.name", m.name, MODELS)
+    diffusers_levels = _check_diffusers(cfg) if m.name == "diffusers_stunet" else 0
+    _choice("diffusion.schedule", cfg.diffusion.schedule, SCHEDULES)
+    _choice("diffusion.prediction", cfg.diffusion.prediction, ("v", "eps", "x0"))
+    _choice("sampler.name", cfg.sampler.name, SAMPLERS)
+    _choice("text.encoder", cfg.text.encoder, ENCODERS)
+    _choice("data.name", d.name, DATAMODULES)
+    _choice("model.temporal.init", t.init, ("identity", "random"))
+
+    _check_tasks(cfg)
+    for group in t.unfreeze:
+        _choice("model.temporal.unfreeze", group, ("text",))
+    _choice("model.temporal.upsample", t.upsample, ("nearest", "linear"))
+    _choice("model.temporal.attn_kind", t.attn_kind, ("temporal", "spacetime"))
+    levels = diffusers_levels or len(u.channel_mults)
+    if levels < 1:
+        raise ConfigError("model.unet.channel_mults must list at least one level, e.g. [1, 2, 2]")
+    for key, lv in [("model.unet.attn_levels", u.attn_levels), ("model.temporal.down_levels", t.down_levels),
+                    ("model.temporal.attn_levels", t.attn_levels)]:
+        bad = [x for x in lv if not 0 <= x < levels]
+        if bad:
+            raise ConfigError(f"{key}={list(lv)}: levels {bad} do not exist; levels are 0..{levels - 1}")
+    if u.channels % 32 and u.channels % 8:
+        raise ConfigError(f"model.unet.channels={u.channels}: must be a multiple of 8 (GroupNorm groups)")
+    if d.size % (2 ** (levels - 1)):
+        raise ConfigError(
+            f"data.size={d.size}: the U-Net halves the resolution {levels - 1} times "
+            f"(model.unet.channel_mults={list(u.channel_mults)}), so the size must be divisible by {2 ** (levels - 1)}")
+    if m.name in ("stunet", "ssr", "diffusers_stunet") and not d.images:
+        # temporal downsampling happens after the spatial downsample of a level, which the last level does not have
+        tdown = [x for x in t.down_levels if x < levels - 1]
+        if len(tdown) != len(set(t.down_levels)):
+            raise ConfigError(
+                f"model.temporal.down_levels={list(t.down_levels)}: level {levels - 1} is the coarsest and has no "
+                f"downsample to attach a temporal downsample to; use levels 0..{levels - 2}")
+        k = len(tdown)
+        if d.frames % (2 ** k):
+            raise ConfigError(
+                f"data.frames={d.frames}: model.temporal.down_levels={list(t.down_levels)} halves time {k} times, "
+                f"so the frame count must be divisible by {2 ** k} (e.g. {d.frames - d.frames % 2 ** k or 2 ** k})")
+        if d.frames // 2 ** k > t.max_frames:
+            raise ConfigError(f"model.temporal.max_frames={t.max_frames} < {d.frames // 2 ** k} frames at the coarsest level")
+    if m.name == "t2i" and not d.images:
+        raise ConfigError("model.name=t2i trains on images: set data.images=true")
+    if m.init_from and m.name != "diffusers_stunet" and not Path(m.init_from).is_file():
+        raise ConfigError(f"model.init_from={m.init_from!r}: no such checkpoint file")
+    if cfg.text.encoder in ("t5", "clip") and not cfg.text.path:
+        raise ConfigError(f"text.encoder={cfg.text.encoder} needs text.path: a local folder with the model (or a "
+                          f"diffusers pipeline folder; no hub downloads here)")
+    if cfg.text.cache_mib < 0:
+        raise ConfigError(f"text.cache_mib={cfg.text.cache_mib}: expected >= 0 (MiB; 0 = no cache)")
+    if not 0.0 <= cfg.diffusion.cond_drop < 1.0:
+        raise ConfigError(f"diffusion.cond_drop={cfg.diffusion.cond_drop}: expected a probability in [0, 1)")
+    if cfg.sampler.steps < 1:
+        raise ConfigError(f"sampler.steps={cfg.sampler.steps}: expected >= 1")
+    if cfg.sampler.window and cfg.sampler.stride > cfg.sampler.window:
+        raise ConfigError(f"sampler.stride={cfg.sampler.stride} > sampler.window={cfg.sampler.window}: frames would be skipped")
+    if m.name in ("stunet", "ssr", "diffusers_stunet") and cfg.sampler.window:
+        k = len([x for x in t.down_levels if x < levels - 1])
+        if cfg.sampler.window % 2 ** k:
+            raise ConfigError(f"sampler.window={cfg.sampler.window}: each window goes through the STUNet, which "
+                              f"halves time {k} times (model.temporal.down_levels={list(t.down_levels)}); "
+                              f"use a multiple of {2 ** k}")
+    if not 0.0 <= cfg.sampler.threshold < 1.0 or cfg.sampler.threshold_max < 1.0:
+        raise ConfigError(f"sampler.threshold={cfg.sampler.threshold}, sampler.threshold_max="
+                          f"{cfg.sampler.threshold_max}: expected a quantile in [0, 1) (0 = off) and a max >= 1")
+    if cfg.sampler.window_batch < 1:
+        raise ConfigError(f"sampler.window_batch={cfg.sampler.window_batch}: expected >= 1")
+    if m.name == "ssr" and (m.upscale < 1 or d.size % m.upscale):
+        raise ConfigError(f"model.upscale={m.upscale}: must be >= 1 and divide data.size={d.size} "
+                          f"(the low-res input is data.size / upscale pixels)")
+    if not 0.0 <= cfg.diffusion.cond_aug_max <= 1.0:
+        raise ConfigError(f"diffusion.cond_aug_max={cfg.diffusion.cond_aug_max}: expected a time in [0, 1]")
+    if d.batch_size < 1:
+        raise ConfigError(f"data.batch_size={d.batch_size}: expected >= 1")
+    if d.name == "webdataset" and not d.train_shards:
+        raise ConfigError("data.train_shards=None: data.name=webdataset needs a shard path, brace pattern or URL, "
+                          "e.g. data/shards/real/train-{000000..000003}.tar")
+    for key in ("max_steps", "ckpt_every_n_steps", "val_every_n_steps", "max_bad_steps"):
+        if getattr(cfg.train, key) < 1:
+            raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
+    _check_fsdp(cfg)
+
+
+def _check_fsdp(cfg: ExperimentConfig) -> None:
+    """trainer.fsdp.*: checked whatever the strategy, so that a typo fails before a run switches to fsdp."""
+    tr, f = cfg.trainer, cfg.trainer.fsdp
+    for key in ("param_dtype", "reduce_dtype"):
+        _choice(f"trainer.fsdp.{key}", getattr(f, key), FSDP_DTYPES)
+    if f.shard_size < 0:
+        raise ConfigError(f"trainer.fsdp.shard_size={f.shard_size}: expected >= 0 (0: shard over all processes)")
+    world = tr.devices * tr.num_nodes if isinstance(tr.devices, int) and tr.devices > 0 else None
+    if tr.strategy == "fsdp" and world and f.shard_size and world % f.shard_size:
+        raise ConfigError(f"trainer.fsdp.shard_size={f.shard_size} does not divide the {world} processes "
+                          f"(trainer.devices={tr.devices} x trainer.num_nodes={tr.num_nodes})")
+    if cfg.model.name != "diffusers_stunet":          # diffusers' own classes are checked when the model is sharded
+        from lumiere_pl.models import SHARD_UNITS
+        for name in f.shard_modules:
+            _choice("trainer.fsdp.shard_modules", name, SHARD_UNITS)
+
+
+def _check_diffusers(cfg: ExperimentConfig) -> int:
+    """model.name=diffusers_stunet: the folder holds what will be loaded (config.json and safetensors weights of the
+    U-Net, of the VAE), the size fits the U-Net and the VAE. Returns the U-Net's number of resolution levels."""
+    from lumiere_pl.models.diffusers_folder import locate
+
+    m, d = cfg.model, cfg.data
+    if not m.init_from:
+        raise ConfigError("model.name=diffusers_stunet needs model.init_from: a local diffusers pipeline folder "
+                          "(with unet/, e.g. DeepFloyd IF or Stable Diffusion) or a unet folder")
+    try:
+        folder = locate(m.init_from, m.diffusers.variant, m.diffusers.vae)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"model.init_from={m.init_from!r}: {err}") from None
+    if m.diffusers.vae_chunk < 1:
+        raise ConfigError(f"model.diffusers.vae_chunk={m.diffusers.vae_chunk}: expected >= 1 frames")
+    levels, f = len(folder.unet_config()["block_out_channels"]), folder.vae_factor()
+    if d.size % (2 ** (levels - 1) * f):
+        raise ConfigError(f"data.size={d.size}: the VAE downsamples by {f} and the U-Net halves {levels - 1} times, so "
+                          f"the size must be divisible by {2 ** (levels - 1) * f}")
+    if folder.vae is not None and m.temporal.conditional:
+        raise ConfigError("model.temporal.conditional=true with a latent U-Net (a VAE in model.init_from or "
+                          "model.diffusers.vae) is not supported: the <C, M> input is built in pixel space")
+    return levels
+
+
+def _check_tasks(cfg: ExperimentConfig) -> None:
+    """model.temporal.tasks / keyframe_stride, and data.synthetic.frame_step."""
+    from lumiere_pl.lit.conditioning import TASKS
+
+    t, d = cfg.model.temporal, cfg.data
+    if not t.tasks:
+        raise ConfigError(f"model.temporal.tasks=[]: list at least one conditioning task; valid tasks: {list(TASKS)}")
+    for task in t.tasks:
+        if task not in TASKS:
+            close = difflib.get_close_matches(task, list(TASKS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"model.temporal.tasks={list(t.tasks)}: unknown task {task!r}{hint} "
+                              f"(valid tasks: {list(TASKS)})")
+    if t.keyframe_stride < 1:
+        raise ConfigError(f"model.temporal.keyframe_stride={t.keyframe_stride}: expected >= 1")
+    if t.conditional and "keyframes" in t.tasks and not d.images and d.frames % t.keyframe_stride:
+        # the TSR fills T frames from the T/k keyframes 0, k, ..., T-k that a keyframe model of T/k frames generates
+        raise ConfigError(
+            f"data.frames={d.frames}: the keyframes task (model.temporal.tasks) marks every "
+            f"model.temporal.keyframe_stride={t.keyframe_stride}-th frame, so the frame count must be divisible by "
+            f"{t.keyframe_stride} (e.g. {d.frames - d.frames % t.keyframe_stride or t.keyframe_stride})")
+    from lumiere_pl.data.synthetic import DIRECTIONS
+    if not d.synthetic.directions:
+        raise ConfigError(f"data.synthetic.directions=[]: list at least one of {list(DIRECTIONS)}")
+    for direction in d.synthetic.directions:
+        _choice("data.synthetic.directions", direction, DIRECTIONS)
+    _choice("data.synthetic.image_frames", d.synthetic.image_frames, ("first", "all"))
+    if d.synthetic.frame_step < 1:
+        raise ConfigError(f"data.synthetic.frame_step={d.synthetic.frame_step}: expected >= 1")
+
+
+def check_files(cfg: ExperimentConfig) -> None:
+    """The files a run will read exist: local shards (data.train_shards, data.val_shards) and text.path.
+
+    Apart from validate() because a config is meaningful without its data (building a model, a dry run, tests on a
+    fresh clone before `make shards`); lumiere-train calls both before building anything.
+    """
+    if cfg.text.path and not Path(cfg.text.path).exists():
+        raise ConfigError(f"text.path={cfg.text.path!r}: no such file or folder (expected a local model folder)")
+    d = cfg.data
+    for key, pattern in (("data.train_shards", d.train_shards), ("data.val_shards", d.val_shards)):
+        if d.name == "webdataset" and pattern:
+            _check_shards(key, pattern)
+
+
+_LOCAL_PREFIX = re.compile(r"^file:(//)?")                        # file:x.tar, file:///abs/x.tar: local paths
+_REMOTE = re.compile(r"^(pipe:|[a-zA-Z][a-zA-Z0-9+.-]+://)")      # other URLs and pipe: commands: not checked
+
+
+def _check_shards(key: str, pattern: str) -> None:
+    """A local shard path or brace pattern must name files that exist (before any data is read)."""
+    from lumiere_pl.data.tar_reader import expand
+
+    try:
+        urls = expand(pattern)
+    except ValueError as err:
+        raise ConfigError(f"{key}={pattern!r}: {err}") from None
+    local = [_LOCAL_PREFIX.sub("", u) for u in urls if _LOCAL_PREFIX.match(u) or not _REMOTE.match(u)]
+    missing = [u for u in local if not Path(u).is_file()]
+    if missing:
+        raise ConfigError(f"{key}={pattern!r}: {len(missing)} of {len(urls)} shards do not exist "
+                          f"(first: {missing[0]}); expected existing .tar files, a brace pattern over them, "
+                          f"or a URL / pipe: command")
