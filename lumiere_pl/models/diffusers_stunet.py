@@ -29,9 +29,9 @@ from torch.utils.checkpoint import checkpoint
 
 from lumiere_pl.config import TemporalConfig
 from lumiere_pl.models.layers import zero_
-from lumiere_pl.models.temporal import TemporalContext, TemporalDownsample, TemporalModules
-from lumiere_pl.utils.tensors import fold_time, unfold_time
+from lumiere_pl.models.temporal import TemporalContext, TemporalModules, temporal_halvings
 from lumiere_pl.errors import InputError
+from lumiere_pl.utils.tensors import fold_time, unfold_time
 
 SUPPORTED_DOWN = ("DownBlock2D", "CrossAttnDownBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D")
 SUPPORTED_MID = ("UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAttn")
@@ -133,16 +133,12 @@ class DiffusersSTUNet(nn.Module):
         self.cond_in = (zero_(nn.Conv2d(c.in_channels + 1, conv_in.out_channels, conv_in.kernel_size,
                                         padding=conv_in.padding)) if cfg.conditional else None)
         make.finish(self.temporal)
-        if cfg.freeze_spatial:
-            self.unet.requires_grad_(False)
-            for group in cfg.unfreeze:
-                for m in SPATIAL_GROUPS[group](self.unet):
-                    m.requires_grad_(True)
+        make.freeze(self.unet, SPATIAL_GROUPS)
 
     # --- shapes -------------------------------------------------------------------------------------------------
     @property
     def temporal_halvings(self) -> int:
-        return sum(isinstance(m, TemporalDownsample) for m in self.temporal.values())
+        return temporal_halvings(self.temporal)
 
     def coarsest_frames(self, t: int) -> int:
         return t // 2 ** self.temporal_halvings

@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from lumiere_pl.config import TemporalConfig
 from lumiere_pl.models.layers import (AttentionBlock, Block, BlockContext, Downsample, FrameContexts, ResBlock,
                                       Upsample, zero_)
-from lumiere_pl.models.temporal import TemporalContext, TemporalDownsample, TemporalModules
+from lumiere_pl.models.temporal import TemporalContext, TemporalModules, temporal_halvings
 from lumiere_pl.models.unet import UNet, check_resolution
 from lumiere_pl.utils.tensors import fold_time, unfold_time
 
@@ -62,15 +62,11 @@ class STUNet(nn.Module):
             after_layers(prefix, block, level)
         self.cond_in = (zero_(nn.Conv2d(4, ucfg.channels, 3, padding=1)) if cfg.conditional else None)
         make.finish(self.temporal)
-        if cfg.freeze_spatial:
-            self.t2i.requires_grad_(False)
-            for group in cfg.unfreeze:
-                for m in SPATIAL_GROUPS[group](self.t2i):
-                    m.requires_grad_(True)
+        make.freeze(self.t2i, SPATIAL_GROUPS)
 
     @property
     def temporal_halvings(self) -> int:
-        return sum(isinstance(m, TemporalDownsample) for m in self.temporal.values())
+        return temporal_halvings(self.temporal)
 
     def check_frames(self, t: int) -> None:
         k = self.temporal_halvings

@@ -11,7 +11,7 @@ what an option means.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -197,3 +197,17 @@ class TemporalModules:
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
         return modules
+
+    def freeze(self, spatial: nn.Module, groups: Dict[str, Callable[[nn.Module], List[nn.Module]]]) -> None:
+        """model.temporal.freeze_spatial: the pretrained 2D weights stop training, except the groups named in
+        model.temporal.unfreeze (groups: name -> the modules of `spatial` it covers)."""
+        if self.cfg.freeze_spatial:
+            spatial.requires_grad_(False)
+            for group in self.cfg.unfreeze:
+                for m in groups[group](spatial):
+                    m.requires_grad_(True)
+
+
+def temporal_halvings(temporal: nn.ModuleDict) -> int:
+    """How many times an inflated network halves time: its TemporalDownsample modules."""
+    return sum(isinstance(m, TemporalDownsample) for m in temporal.values())
