@@ -46,9 +46,6 @@ def train(module: DiffusionModule, x0: torch.Tensor, captions: list, steps: int,
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():                                                    # sample the trained weights, not an EMA
-        for p, shadow in module.ema._pairs(module.net):
-            shadow.copy_(p.detach())
 
 
 @torch.no_grad()
@@ -91,7 +88,8 @@ def main() -> None:
             for t in TIMES))
         for guidance in total:
             for cap in captions:
-                videos = module.generate([cap] * 4, seeds=[11, 12, 13, 14], guidance=guidance)
+                videos = module.generate([cap] * 4, seeds=[11, 12, 13, 14], guidance=guidance,
+                                         use_ema=False)              # the trained weights: no EMA here
                 went = [measure(to_uint8(v), cap).direction for v in videos]
                 total[guidance] += sum(w == cap.split()[-1] for w in went)
                 print(f"  guidance {guidance:g}, '{cap}': samples move {went}")
