@@ -199,6 +199,8 @@ class SyntheticConfig:
     background: List[int] = field(default_factory=lambda: [0, 0, 0])   # plain background colour, RGB 0..255
     directions: List[str] = field(default_factory=lambda: ["left", "right", "up", "down"])   # drawn from; one
                                     # direction = the single-direction oracle of docs/MOTION.md
+    start: str = "anywhere"         # anywhere: start uniform on the torus (translation-invariant) | across: the shape
+                                    # crosses the frame's middle at mid-clip (lumiere_pl/data/synthetic.py)
     image_frames: str = "first"     # images (T2I pretraining): first = frame 0 of each clip | all = every frame
     frame_step: int = 1             # clip frame i shows motion frame i * frame_step: the same motion at 1/frame_step
                                     # the frame rate (keyframe models of the cascade baseline; set data.fps to match)

@@ -194,6 +194,7 @@ def _check_tasks(cfg: ExperimentConfig) -> None:
     for direction in d.synthetic.directions:
         _choice("data.synthetic.directions", direction, DIRECTIONS)
     _choice("data.synthetic.image_frames", d.synthetic.image_frames, ("first", "all"))
+    _choice("data.synthetic.start", d.synthetic.start, ("anywhere", "across"))
     if d.synthetic.frame_step < 1:
         raise ConfigError(f"data.synthetic.frame_step={d.synthetic.frame_step}: expected >= 1")
 

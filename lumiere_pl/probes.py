@@ -28,7 +28,7 @@ from lumiere_pl.utils.video import from_uint8, to_uint8
 
 def test_clips(module, n: int, split: str = "test") -> List[ShapeClip]:
     """The first n clips of a split of the module's moving-shapes set (unseen in training for split test)."""
-    return [clip_of(module.cfg.data.synthetic, i, split) for i in range(n)]
+    return [clip_of(module.cfg.data, i, split) for i in range(n)]
 
 
 def render(module, clips: Sequence[ShapeClip], frames: Optional[int] = None) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The in-memory moving-shapes set: batch contract, determinism, captions match pixels, wrap-around motion."""
 import numpy as np
+import pytest
 import torch
 
 from lumiere_pl.data import DATAMODULES, DataConfig, build_datamodule
@@ -86,9 +87,10 @@ def test_image_frames_all_serves_every_frame_of_every_clip():
     from lumiere_pl.utils.video import from_uint8
 
     syn = SyntheticConfig(num_videos=3, image_frames="all")
-    ds = ShapesDataset(DataConfig(images=True, frames=4, size=16, synthetic=syn), "train", 3)
+    data = DataConfig(images=True, frames=4, size=16, synthetic=syn)
+    ds = ShapesDataset(data, "train", 3)
     assert len(ds) == 12
-    video = from_uint8(render_clip(clip_of(syn, 2, "train"), 4, 16, syn.shape_scale, syn.background))  # (c t h w)
+    video = from_uint8(render_clip(clip_of(data, 2, "train"), 4, 16, syn.shape_scale, syn.background))  # (c t h w)
     for frame in range(4):
         item = ds[2 * 4 + frame]
         assert item["key"] == f"shapes-train-000002-f{frame:03d}"
@@ -96,3 +98,33 @@ def test_image_frames_all_serves_every_frame_of_every_clip():
     first = ShapesDataset(DataConfig(images=True, frames=4, size=16, synthetic=SyntheticConfig(num_videos=3)),
                           "train", 3)
     assert len(first) == 3 and torch.equal(first[2]["pixels"], video[:, 0])
+
+
+def test_start_across_puts_the_middle_frame_in_the_middle_and_keeps_every_other_draw():
+    """start=across: the same clips as start=anywhere except the start, and at the middle motion frame the centre
+    lies in [0.35, 0.65] along the motion (the other axis untouched); so frame 0's position tells the direction."""
+    from lumiere_pl.data.synthetic import DIRECTIONS, SPEEDS
+    frames = 16
+    first_x = {"left": [], "right": []}
+    for i in range(200):
+        free, across = sample_clip(0, i, "test"), sample_clip(0, i, "test", across=frames)
+        assert (free.shape, free.colour, free.direction, free.speed, free.caption) == \
+            (across.shape, across.colour, across.direction, across.speed, across.caption)
+        ux, uy = DIRECTIONS[across.direction]
+        mid = (np.array([across.x0, across.y0]) + np.array([ux, uy]) * SPEEDS[across.speed] * (frames - 1) / 2) % 1
+        along, other = (0, 1) if ux else (1, 0)
+        assert 0.35 - 1e-9 <= mid[along] <= 0.65 + 1e-9
+        assert [across.x0, across.y0][other] == [free.x0, free.y0][other]
+        if across.direction in first_x and across.speed == "slowly":
+            first_x[across.direction].append(across.x0)
+    assert max(first_x["right"]) < 0.5 < min(first_x["left"])           # slow shapes start on the side they leave
+
+
+def test_start_across_reaches_the_datamodule_and_a_bad_value_is_refused():
+    from lumiere_pl.config_checks import ConfigError, load_config
+    from lumiere_pl.data.synthetic import clip_of
+
+    cfg = load_config(None, ["data.synthetic.start=across", "data.frames=8"])
+    assert clip_of(cfg.data, 3) == sample_clip(0, 3, "train", across=8)
+    with pytest.raises(ConfigError, match="data.synthetic.start"):
+        load_config(None, ["data.synthetic.start=sideways"])

@@ -8,11 +8,18 @@ Motion WRAPS around the frame (a torus): a shape leaving on the right re-enters 
 (whole, or split across opposite edges) and never changes direction, which keeps the caption true for every frame.
 Bouncing would reverse the direction mid-clip and make "moving left" false for part of the clip.
 
+Where a shape starts (data.synthetic.start):
+- anywhere (default): uniform on the torus, so the set is translation-invariant. Every frame's position is uniform
+  whatever the caption says, and the direction word only tells how the frames relate: a denoiser gains almost
+  nothing from it (docs/MOTION.md, section 7).
+- across: the shape passes the middle of the frame (+-0.15 along its motion) at the clip's middle frame, as a thing
+  "moving left" across a shot does. Where it is in a frame now depends on the direction word.
+
 Drawing is a per-pixel inside/outside test on integer pixel centres: no anti-aliasing, cheap, any size and T.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Sequence
 
 import numpy as np
@@ -52,11 +59,13 @@ class ShapeClip:
 
 
 def sample_clip(seed: int, index: int, split: str = "train", speed_word_prob: float = 0.5,
-                directions: Sequence[str] = tuple(DIRECTIONS)) -> ShapeClip:
+                directions: Sequence[str] = tuple(DIRECTIONS), across: int = 0) -> ShapeClip:
     """Clip `index` of a split; depends only on (seed, split, index), so any subset can be drawn in any order.
-    directions: the directions drawn from (all four by default; one for the single-direction oracle)."""
+    directions: the directions drawn from (all four by default; one for the single-direction oracle).
+    across: 0 = start anywhere; N > 0 = the shape passes the middle of the frame (+-0.15 along its motion) at motion
+    frame (N - 1) / 2 of an N-frame clip. The same random draws either way: only the start differs."""
     rng = np.random.default_rng([seed, ("train", "val", "test").index(split), index])
-    return ShapeClip(
+    clip = ShapeClip(
         shape=SHAPES[rng.integers(len(SHAPES))],
         colour=list(COLOURS)[rng.integers(len(COLOURS))],
         direction=list(directions)[rng.integers(len(directions))],
@@ -65,11 +74,21 @@ def sample_clip(seed: int, index: int, split: str = "train", speed_word_prob: fl
         y0=float(rng.random()),
         speed_in_caption=bool(rng.random() < speed_word_prob),
     )
+    if not across:
+        return clip
+    ux, uy = DIRECTIONS[clip.direction]
+    back = SPEEDS[clip.speed] * (across - 1) / 2                      # frame sides travelled to the middle frame
+    x0 = (0.35 + 0.3 * clip.x0 - ux * back) % 1.0 if ux else clip.x0
+    y0 = (0.35 + 0.3 * clip.y0 - uy * back) % 1.0 if uy else clip.y0
+    return replace(clip, x0=float(x0), y0=float(y0))
 
 
-def clip_of(cfg, index: int, split: str = "train") -> ShapeClip:
-    """Clip `index` of a split of the set a SyntheticConfig (data.synthetic) describes."""
-    return sample_clip(cfg.seed, index, split, cfg.speed_word_prob, cfg.directions)
+def clip_of(data, index: int, split: str = "train") -> ShapeClip:
+    """Clip `index` of a split of the moving-shapes set a DataConfig describes (data.synthetic; data.frames and
+    data.synthetic.frame_step set the motion span that start=across centres)."""
+    s = data.synthetic
+    across = data.frames * s.frame_step if s.start == "across" else 0
+    return sample_clip(s.seed, index, split, s.speed_word_prob, s.directions, across)
 
 
 def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:

@@ -34,7 +34,7 @@ class ShapesDataset(Dataset):
     def __getitem__(self, i: int) -> Dict[str, object]:
         s = self.cfg.synthetic
         idx, frame = divmod(i % (self.num_videos * self.per_clip), self.per_clip)
-        clip = clip_of(s, idx, self.split)
+        clip = clip_of(self.cfg, idx, self.split)
         frames = frame + 1 if self.cfg.images else self.cfg.frames
         x = from_uint8(render_clip(clip, frames, self.cfg.size, s.shape_scale, s.background,
                                   frame_step=s.frame_step))   # (c t h w)

@@ -166,7 +166,7 @@ def real_clips(spec: SweepSpec, plans: List[Plan], count: int) -> Path:
     d = load_config(config, overrides).data
     s = d.synthetic
     folder = spec.root / "real"
-    clips = [clip_of(s, i, "test") for i in range(count)]
+    clips = [clip_of(d, i, "test") for i in range(count)]
     for i, clip in enumerate(clips):
         path = folder / f"{i:06d}.mp4"
         if not path.exists():
