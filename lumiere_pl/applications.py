@@ -1,7 +1,8 @@
 """Lumiere's applications (Sec. 4) on top of a trained module: stylization, image-to-video, inpainting, cinemagraphs.
 
 The last three need a STUNet trained with model.temporal.conditional=true: they build the <C, M> conditioning
-(masked conditioning video, mask; M = 1 where pixels are known) and sample with it.
+(masked conditioning video, mask; M = 1 where pixels are known) in pixels, the module brings it to the space its
+network denoises (module.video_condition: a latent STUNet encodes it with its VAE) and samples with it.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 
-from lumiere_pl.lit.conditioning import condition_from
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ def _require_conditional(module) -> None:
 
 def _sample(module, prompts: List[str], video: Tensor, mask: Tensor, **kwargs) -> Tensor:
     _require_conditional(module)
-    return module.generate(prompts, frames=video.shape[2], extra_cond=condition_from(video, mask), **kwargs)
+    return module.generate(prompts, frames=video.shape[2], extra_cond=module.video_condition(video, mask), **kwargs)
 
 
 def image_to_video(module, image: Tensor, prompts: List[str], frames: int, **kwargs) -> Tensor:

@@ -105,6 +105,10 @@ class ModelConfig:
     checkpointing: bool = False     # activation checkpointing: recompute each U-Net block (its 2D layers and their
                                     # temporal modules) in backward; far less activation memory, about a third more
                                     # compute. diffusers_stunet: turns on model.diffusers.grad_checkpointing
+    frozen_dtype: str = "float32"   # storage dtype of the frozen pretrained weights: float32 | bfloat16 (half their
+                                    # memory; needs trainer.precision=bf16-mixed). diffusers_stunet only: the frozen
+                                    # 2D U-Net, the text encoder, the VAE; what trains (and its optimizer state, EMA)
+                                    # stays float32 (docs/DIFFUSERS.md)
 
 
 @dataclass
@@ -162,6 +166,7 @@ class TrainConfig:
 
 
 FSDP_DTYPES = ("float32", "bfloat16", "float16")
+FROZEN_DTYPES = ("float32", "bfloat16")          # model.frozen_dtype
 
 
 @dataclass

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import List, Optional
 
-from lumiere_pl.config import FSDP_DTYPES, ConfigError, ExperimentConfig, read_config
+from lumiere_pl.config import FROZEN_DTYPES, FSDP_DTYPES, ConfigError, ExperimentConfig, read_config
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> ExperimentConfig:
@@ -123,6 +123,7 @@ def validate(cfg: ExperimentConfig) -> None:
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
     _check_fsdp(cfg)
+    _check_frozen_dtype(cfg)
 
 
 def _check_fsdp(cfg: ExperimentConfig) -> None:
@@ -161,10 +162,27 @@ def _check_diffusers(cfg: ExperimentConfig) -> int:
     if d.size % (2 ** (levels - 1) * f):
         raise ConfigError(f"data.size={d.size}: the VAE downsamples by {f} and the U-Net halves {levels - 1} times, so "
                           f"the size must be divisible by {2 ** (levels - 1) * f}")
-    if folder.vae is not None and m.temporal.conditional:
-        raise ConfigError("model.temporal.conditional=true with a latent U-Net (a VAE in model.init_from or "
-                          "model.diffusers.vae) is not supported: the <C, M> input is built in pixel space")
     return levels
+
+
+def _check_frozen_dtype(cfg: ExperimentConfig) -> None:
+    """model.frozen_dtype: bfloat16 stores the frozen weights of a diffusers_stunet in bf16, which only its forward
+    under bf16 autocast (trainer.precision=bf16-mixed) handles, and which FSDP2 cannot shard beside float32 weights."""
+    m, tr = cfg.model, cfg.trainer
+    _choice("model.frozen_dtype", m.frozen_dtype, FROZEN_DTYPES)
+    if m.frozen_dtype == "float32":
+        return
+    if m.name != "diffusers_stunet":
+        raise ConfigError(f"model.frozen_dtype={m.frozen_dtype} is implemented for model.name=diffusers_stunet only "
+                          f"(got model.name={m.name}); use float32")
+    if tr.precision != "bf16-mixed":
+        raise ConfigError(f"model.frozen_dtype={m.frozen_dtype} needs trainer.precision=bf16-mixed (got "
+                          f"{tr.precision!r}): the frozen bf16 weights run under bf16 autocast beside the float32 "
+                          f"trainable ones")
+    if tr.strategy == "fsdp":
+        raise ConfigError(f"model.frozen_dtype={m.frozen_dtype} with trainer.strategy=fsdp is not supported: FSDP2 "
+                          f"shards each unit's weights in one dtype; under FSDP the frozen weights are already split "
+                          f"over the processes (trainer.fsdp.param_dtype=bfloat16 gathers them in bf16); use ddp")
 
 
 def _check_tasks(cfg: ExperimentConfig) -> None:

@@ -6,7 +6,9 @@
   lumiere-apply stylize     --ckpt STUNET.ckpt --style-t2i STYLE_T2I.ckpt --alpha 0.5 --prompt TEXT --out OUT.mp4
 
 i2v, inpaint and cinemagraph need a STUNet trained with model.temporal.conditional=true
-(experiments/stunet_conditional_shapes.yaml); stylize works with any STUNet.
+(experiments/stunet_conditional_shapes.yaml, or a diffusers STUNet, pixel or latent: docs/DIFFUSERS.md); stylize works
+with any STUNet of this project (model.name=stunet), not with a diffusers one (refused, exit 2).
+--ckpt: a checkpoint written by lumiere-train, or a folder written by lumiere-export.
 
 Masks: WHITE = the pixels to generate (inpaint: the hole to fill; cinemagraph: the region to animate), black = keep.
 A mask is read as grayscale and thresholded at 128; it must have the input's width x height (a PNG mask applies to
@@ -36,6 +38,10 @@ from lumiere_pl.errors import InputError
 
 REBUILD = ("train one with: lumiere-train --config experiments/stunet_conditional_shapes.yaml "
            "model.init_from=runs/t2i_shapes/checkpoints/last.ckpt (docs/APPLICATIONS.md)")
+REBUILD_DIFFUSERS = ("train one with: lumiere-train --config experiments/stunet_sd.yaml (or stunet_if.yaml) "
+                     "model.temporal.conditional=true model.init_from=... (docs/DIFFUSERS.md)")
+STYLIZE_HINT = (" of this project (model.name=stunet): stylize interpolates its spatial weights with a style T2I of "
+                "this project; a STUNet inflated from a diffusers U-Net has no such T2I")
 NEEDS_TASK = {"i2v": "first", "inpaint": "box", "cinemagraph": "box"}   # the training task each one relies on
 
 
@@ -150,13 +156,18 @@ def load(args: argparse.Namespace):
     """The STUNet of --ckpt (EMA weights baked in unless --no-ema), stylized for `stylize`."""
     from lumiere_pl.checkpoint import load_module
 
-    module = load_module(args.ckpt, args.device, expect=["stunet"])           # weights_only=True inside
+    stylize = args.command == "stylize"
+    module = load_module(args.ckpt, args.device, expect=["stunet"] if stylize else ["stunet", "diffusers_stunet"],
+                         hint=STYLIZE_HINT if stylize else "")                # weights_only=True inside
     cfg = module.cfg
+    if stylize and cfg.model.name != "stunet":                          # an exported folder: named here
+        raise InputError(f"{args.ckpt}: a model.name={cfg.model.name} export; stylize takes a STUNet{STYLIZE_HINT}")
     check_frames(module, args.frames)
     if args.command in NEEDS_TASK:
         if not cfg.model.temporal.conditional:
+            rebuild = REBUILD_DIFFUSERS if cfg.model.name == "diffusers_stunet" else REBUILD
             raise InputError(f"{args.ckpt}: {args.command} needs a STUNet trained with "
-                             f"model.temporal.conditional=true, this one is unconditional; {REBUILD}")
+                             f"model.temporal.conditional=true, this one is unconditional; {rebuild}")
         if NEEDS_TASK[args.command] not in cfg.model.temporal.tasks:
             print(f"lumiere-apply: note: {args.ckpt} was trained on the tasks {list(cfg.model.temporal.tasks)}, "
                   f"without {NEEDS_TASK[args.command]!r} that {args.command} relies on", file=sys.stderr)
@@ -248,7 +259,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def subcommand(name: str, help: str, paste: Optional[bool]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--ckpt", type=Path, required=True, help="STUNet checkpoint written by lumiere-train")
+        p.add_argument("--ckpt", type=Path, required=True, help="STUNet checkpoint written by lumiere-train, or "
+                                                                 "a folder written by lumiere-export")
         p.add_argument("--prompt", required=True, help="the caption")
         p.add_argument("--out", type=Path, required=True, help="output MP4")
         p.add_argument("--frames", type=int, help="frames of the clip (default: the checkpoint's data.frames)")

@@ -5,7 +5,9 @@ What differs from our own STUNet, and only that:
 - the diffusion is the pretrained model's own: its discrete schedule (model.t2i_schedule, read from the folder's
   scheduler/) bridged to log-SNR, the network's noise input its own timestep (diffusion/discrete.py), its prediction
   type (diffusion.prediction, from the same file); diffusion.schedule / logsnr_* / shift_base are not used;
-- latent diffusion when the folder has a VAE (SD): clips are encoded on the fly, samples decoded to RGB in chunks;
+- latent diffusion when the folder has a VAE (SD): clips are encoded on the fly, samples decoded to RGB in chunks,
+  the <C, M> conditioning of a conditional model encoded to the latent grid (video_condition);
+- model.frozen_dtype=bfloat16: the frozen U-Net, text encoder and VAE are stored in bf16 (what trains stays fp32);
 - checkpoints leave out the frozen U-Net weights: they are the pretrained ones, read again from model.init_from
   (GBs for IF or SD per checkpoint otherwise); anything that trains (temporal modules, unfrozen layers) is kept.
 """
@@ -28,6 +30,10 @@ class DiffusersModule(DiffusionModule):
         super().__init__(config, t2i_state)
         d = self.cfg.model.diffusers
         self.codec = LatentCodec(load_vae(d.vae, d.variant), d.vae_chunk) if d.vae else None
+        frozen = getattr(torch, self.cfg.model.frozen_dtype)     # model.frozen_dtype: the U-Net's is set by build
+        self.text_encoder.to(frozen)
+        if self.codec is not None:
+            self.codec.to(frozen)
         if self.codec is None and self.net.in_channels != 3:
             raise InputError(f"the U-Net of {self.cfg.model.init_from} takes {self.net.in_channels}-channel latents "
                              f"but no VAE is set: model.diffusers.vae, or a pipeline folder with vae/ (resolved by "
@@ -48,6 +54,13 @@ class DiffusersModule(DiffusionModule):
 
     def decode(self, x: Tensor) -> Tensor:
         return x if self.codec is None else self.codec.decode(x)
+
+    def video_condition(self, video: Tensor, known: Tensor) -> dict:
+        """<C, M> in pixels -> latents with a VAE (C: the masked clip's posterior mean, scaled; M: a latent cell is
+        known only if every pixel under it is; models/latent.py)."""
+        if self.codec is None:
+            return super().video_condition(video, known)
+        return self.codec.encode_condition(video, known)
 
     def sample_shape(self, frames: Optional[int] = None) -> tuple:
         d, f = self.cfg.data, self.codec.factor if self.codec is not None else 1

@@ -97,8 +97,14 @@ class DiffusionModule(L.LightningModule):
         cond = self.text_condition(batch["caption"], self.cfg.diffusion.cond_drop if train else 0.0, host)
         if self.is_video and self.cfg.model.temporal.conditional:
             t = self.cfg.model.temporal
-            cond.update(random_video_condition(batch["pixels"], host, t.tasks, t.keyframe_stride))
+            mask = random_video_condition(batch["pixels"], host, t.tasks, t.keyframe_stride)["cond_mask"]
+            cond.update(self.video_condition(batch["pixels"], mask))
         return cond
+
+    def video_condition(self, video: Tensor, known: Tensor) -> dict:
+        """Lumiere's <C, M> from a pixel clip (b 3 t h w) in [-1, 1] and its mask (b 1 t h w), 1 = known, in the
+        space the network denoises (DiffusersModule with a VAE: latents, models/latent.py)."""
+        return condition_from(video, known)
 
     # --- training -----------------------------------------------------------------------------------------------
     def step_loss(self, batch: dict, batch_idx: int, rank: int) -> Tensor:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional
 
+import torch
 from torch import nn
 
 from lumiere_pl.config import ExperimentConfig
@@ -38,7 +39,8 @@ def build_diffusers_stunet(cfg: ExperimentConfig, text_dim: int, t2i_state: Opti
     if t2i_state is not None:
         unet.load_state_dict(t2i_state)
     return DiffusersSTUNet(unet.train(), cfg.model.temporal, text_dim,   # from_pretrained leaves it in eval mode
-                           grad_checkpointing=d.grad_checkpointing or cfg.model.checkpointing)
+                           grad_checkpointing=d.grad_checkpointing or cfg.model.checkpointing,
+                           frozen_dtype=getattr(torch, cfg.model.frozen_dtype))
 
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {

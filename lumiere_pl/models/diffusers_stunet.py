@@ -75,6 +75,22 @@ def check_unet(unet: nn.Module) -> None:
                                  f"{', '.join(ok)}")
 
 
+NORMS = (nn.GroupNorm, nn.LayerNorm)       # keep float32 affine weights under model.frozen_dtype (see store_frozen)
+
+
+@torch.no_grad()
+def store_frozen(unet: nn.Module, dtype: torch.dtype) -> None:
+    """Store the frozen (requires_grad=False) weights of `unet` in `dtype`, in place; what trains stays float32, and
+    so do the normalisation layers' affine weights: 0.1% of the weights, and autocast on CPU does not cast them for
+    layer_norm (a bf16 weight beside float32 statistics fails there; CUDA would cast it back to float32 anyway)."""
+    for module in unet.modules():
+        if isinstance(module, NORMS):
+            continue
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad:
+                p.data = p.data.to(dtype)
+
+
 class _PerFrame:
     """The per-clip embedding and text states repeated for every frame, ((b t) ...), cached per frame count."""
 
@@ -92,10 +108,13 @@ class DiffusersSTUNet(nn.Module):
     """forward(x (b c t h w), timestep (b,), cond) -> (b c t h w); cond["text"] (b L text_dim) as the U-Net takes it.
 
     With cfg.conditional, cond["cond_video"] (b c t h w) and cond["cond_mask"] (b 1 t h w) form Lumiere's <J, C, M>
-    input; they enter through a new zero-initialised conv added to the pretrained conv_in.
+    input (latent U-Nets: C and M on the latent grid, models/latent.py); they enter through a new zero-initialised
+    conv added to the pretrained conv_in. frozen_dtype: storage dtype of the frozen U-Net weights (bf16: run under
+    bf16 autocast, entered by forward when the caller has not).
     """
 
-    def __init__(self, unet: nn.Module, cfg: TemporalConfig, text_dim: int, grad_checkpointing: bool = False):
+    def __init__(self, unet: nn.Module, cfg: TemporalConfig, text_dim: int, grad_checkpointing: bool = False,
+                 frozen_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.grad_checkpointing = grad_checkpointing        # recompute the 2D layers in backward (activation memory)
         check_unet(unet)
@@ -134,6 +153,8 @@ class DiffusersSTUNet(nn.Module):
                                         padding=conv_in.padding)) if cfg.conditional else None)
         make.finish(self.temporal)
         make.freeze(self.unet, SPATIAL_GROUPS)
+        self.frozen_dtype = frozen_dtype            # model.frozen_dtype: storage of the frozen U-Net weights
+        store_frozen(self.unet, frozen_dtype)
 
     # --- shapes -------------------------------------------------------------------------------------------------
     @property
@@ -194,6 +215,14 @@ class DiffusersSTUNet(nn.Module):
         return layer(h, emb) if type(layer).__name__ == "ResnetBlock2D" else layer(h)
 
     def forward(self, x: Tensor, timestep: Tensor, cond: dict) -> Tensor:
+        """Frozen weights stored in bf16 (model.frozen_dtype) compute under bf16 autocast: Lightning's bf16-mixed
+        opens it in training; sampling, export and the dry run outside Lightning get it here."""
+        if self.frozen_dtype != torch.float32 and not torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, dtype=self.frozen_dtype):
+                return self._forward(x, timestep, cond)
+        return self._forward(x, timestep, cond)
+
+    def _forward(self, x: Tensor, timestep: Tensor, cond: dict) -> Tensor:
         if x.ndim != 5:
             raise ValueError(f"DiffusersSTUNet expects videos (b c t h w), got shape {tuple(x.shape)}")
         b, _, t, hh, ww = x.shape
