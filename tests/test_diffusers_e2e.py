@@ -28,6 +28,7 @@ TINY_RUN = ["text.max_length=8", "data.name=synthetic", "data.train_shards=null"
             "train.val_every_n_steps=3", "train.ckpt_every_n_steps=3", "train.warmup_steps=1", "train.lr=1e-2",
             "train.ema_decay=0.5", "train.val_prompts=[a red circle moving left]", "sampler.steps=2",
             "trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto", "trainer.precision=32-true",
+            "model.frozen_dtype=float32",
             "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
 
 
@@ -233,7 +234,8 @@ def test_real_weights_inflate_and_sample(kind, tmp_path):
     size = {"if": 64, "sd": 256}[kind]
     cfg = load_config(str(ROOT / f"experiments/stunet_{kind}.yaml"),
                       [f"model.init_from={REAL[kind]}", "data.name=synthetic", "data.train_shards=null",
-                       "data.frames=8", f"data.size={size}", "trainer.accelerator=auto"])
+                       "data.frames=8", f"data.size={size}", "trainer.accelerator=auto",
+                       "model.frozen_dtype=float32"])          # the init property in full float32
     cfg, _ = train_cli.inherit_t2i(cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module = module_class(cfg.model.name)(to_dict(cfg)).to(device).eval()
@@ -263,6 +265,7 @@ def test_experiment_configs_resolve_on_a_folder(kind, pipelines):
                       [f"model.init_from={pipelines[kind]}", "data.train_shards=x.tar", "model.temporal.down_levels=[0,1]"])
     cfg, _ = train_cli.inherit_t2i(cfg)
     assert cfg.text.path == str(pipelines[kind]) and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.model.frozen_dtype == "bfloat16"
     assert (cfg.model.diffusers.vae is not None) == (kind == "sd")
 
 

@@ -29,7 +29,8 @@ TINY_RUN = ["text.max_length=8", "data.name=synthetic", "data.train_shards=null"
             "train.val_every_n_steps=3", "train.ckpt_every_n_steps=3", "train.warmup_steps=1", "train.lr=1e-2",
             "train.ema_decay=0.5", "train.val_prompts=[a red circle moving left]", "sampler.steps=2",
             "sampler.guidance=1.0", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto",
-            "trainer.precision=32-true", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
+            "trainer.precision=32-true", "model.frozen_dtype=float32", "trainer.enable_progress_bar=false",
+            "trainer.log_every_n_steps=1"]
 
 
 @pytest.fixture(scope="module")
