@@ -196,10 +196,11 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_averages_float32_gradients_beside_bf16_frozen_weights(tmp_path):
+def test_ddp_averages_float32_gradients_beside_bf16_frozen_weights(tmp_path, single_thread):
     """DDP on 2 CPU processes (gloo) over a STUNet with bf16 frozen weights: it wraps (broadcasting mixed-dtype
     weights), reduces the float32 gradients of the trainable weights only, and they are the mean of what each rank's
-    batch gives in one process (to 1e-5 relative); the frozen weights stay bf16 without gradients."""
+    batch gives in one process (to 1e-3 of the gradient's norm: bf16 autocast rounds each process's sums on its own;
+    one rank's gradient alone is > 1e-2 away); the frozen weights stay bf16 without gradients."""
     import socket
 
     import torch.multiprocessing as mp
@@ -211,7 +212,7 @@ def test_ddp_averages_float32_gradients_beside_bf16_frozen_weights(tmp_path):
     mp.spawn(_ddp_worker, args=(2, port, str(out)), nprocs=2, join=True)
     got = torch.load(out, weights_only=True)
     assert {d for n, d in got["dtypes"].items() if n.startswith("unet.conv_in.")} == {torch.bfloat16}
-    ref = {}
+    ref, first = {}, {}
     for rank in range(2):                                      # each rank's gradients, in this process
         torch.manual_seed(0)
         net = _perturbed(DiffusersSTUNet(sd_unet(), TemporalConfig(down_levels=[0, 1], conditional=True), TEXT_DIM,
@@ -225,9 +226,11 @@ def test_ddp_averages_float32_gradients_beside_bf16_frozen_weights(tmp_path):
         for n, p in net.named_parameters():
             if p.requires_grad:
                 ref[n] = ref.get(n, 0) + p.grad / 2
+                first.setdefault(n, p.grad.clone())
             else:
                 assert p.grad is None
     assert set(got["grads"]) == set(ref)
-    for n, v in ref.items():
-        assert got["grads"][n].dtype == torch.float32
-        torch.testing.assert_close(got["grads"][n], v, atol=1e-5 * float(v.abs().max()) + 1e-8, rtol=1e-4)
+    assert all(v.dtype == torch.float32 for v in got["grads"].values())
+    names = sorted(ref)
+    ddp, mean, one = (torch.cat([d[n].flatten() for n in names]) for d in (got["grads"], ref, first))
+    assert (ddp - mean).norm() <= 1e-3 * mean.norm() and (one - mean).norm() > 1e-2 * mean.norm()
