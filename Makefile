@@ -44,8 +44,11 @@ shards: install $(REAL_SHARDS)/manifest.json
 $(REAL_SHARDS)/manifest.json: data/real_clips.yaml | $(STAMP)
 	$(PY) -m lumiere_pl.data.shards_cli real $(REAL_SHARDS) --table data/real_clips.yaml
 
+# One pytest worker per core (pytest-xdist), one thread each (tests/conftest.py); tests that start 2 processes share
+# a worker. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 bench: install
 	$(PY) bench/run_all.py

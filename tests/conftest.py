@@ -6,6 +6,9 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One intra-op thread per test process (and the processes tests start): the models are tiny, so threads buy little,
+# and `make test` runs one pytest worker per core (pytest-xdist), which more threads would only oversubscribe.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY = [
     "text.encoder=tiny", "text.dim=16", "text.max_length=8",

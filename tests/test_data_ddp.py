@@ -12,6 +12,8 @@ from lumiere_pl.data.synthetic import render_clip, sample_clip
 from lumiere_pl.data.video_io import encode
 from lumiere_pl.lit.callbacks import ReleaseProcessGroup
 
+pytestmark = pytest.mark.xdist_group("two_processes")
+
 
 class KeyRecorder(L.LightningModule):
     def __init__(self, out: str):

@@ -5,10 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from lumiere_pl.checkpoint import load_checkpoint
 
 from conftest import TINY
 from test_resume import ENV, ROOT, read_losses
+
+pytestmark = pytest.mark.xdist_group("two_processes")
 
 
 def _cmd(out, *extra):

@@ -4,7 +4,9 @@ setup, the optimizer's parameters, the forward under bf16 autocast against float
 checks, a short training run + resume with lumiere-train, and DDP on 2 CPU processes. Tiny models built offline."""
 from __future__ import annotations
 
+import datetime
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -177,7 +179,8 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))   # a lost peer fails the test, not hangs it
     torch.manual_seed(0)                                       # same weights on every rank
     net = DiffusersSTUNet(sd_unet(), TemporalConfig(down_levels=[0, 1], conditional=True), TEXT_DIM,
                           frozen_dtype=torch.bfloat16)
@@ -192,10 +195,13 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     grads = {n: p.grad for n, p in net.named_parameters() if p.requires_grad}
     if rank == 0:
         torch.save({"grads": grads, "dtypes": {n: p.dtype for n, p in net.named_parameters()}}, out)
+    del ddp                                                    # the reducer goes before its process group: a DDP
+    dist.barrier()                                             # destroyed after it can hang at exit
     dist.destroy_process_group()
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two_processes")
 def test_ddp_averages_float32_gradients_beside_bf16_frozen_weights(tmp_path, single_thread):
     """DDP on 2 CPU processes (gloo) over a STUNet with bf16 frozen weights: it wraps (broadcasting mixed-dtype
     weights), reduces the float32 gradients of the trainable weights only, and they are the mean of what each rank's
@@ -209,7 +215,12 @@ def test_ddp_averages_float32_gradients_beside_bf16_frozen_weights(tmp_path, sin
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "rank0.pt"
-    mp.spawn(_ddp_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    ranks, deadline = mp.spawn(_ddp_worker, args=(2, port, str(out)), nprocs=2, join=False), time.monotonic() + 300
+    while not ranks.join(timeout=5):
+        if time.monotonic() > deadline:
+            for proc in ranks.processes:
+                proc.kill()
+            pytest.fail("2-process DDP did not finish in 300 s")
     got = torch.load(out, weights_only=True)
     assert {d for n, d in got["dtypes"].items() if n.startswith("unet.conv_in.")} == {torch.bfloat16}
     ref, first = {}, {}

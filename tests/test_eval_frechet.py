@@ -117,6 +117,7 @@ def _ddp_worker(rank: int, world: int, port: int, x: np.ndarray, y: np.ndarray, 
         dist.destroy_process_group()
 
 
+@pytest.mark.xdist_group("two_processes")
 def test_two_process_ddp_merge_equals_one_process():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((101, 6)).astype(np.float32)

@@ -25,6 +25,8 @@ from lumiere_pl.utils.ema import EMA
 from _resume_helpers import ENV, ROOT, read_losses
 from conftest import TINY
 
+pytestmark = pytest.mark.xdist_group("two_processes")
+
 FIRST, STEPS = 3, 6                   # 4 steps per epoch (32 clips, global batch 8): the resume crosses an epoch
 CLIP = 0.01                           # small enough that gradient clipping acts at every step (checked below)
 # the whole net trains (a random T2I's zero output conv, frozen, would leave every gradient at zero)

@@ -149,7 +149,7 @@ def pretrain_checkpoint(spec: SweepSpec, launcher: List[str]) -> Optional[str]:
         return spec.init_from
     if spec.pretrain is None:
         return None
-    overrides = [*spec.pretrain.overrides, f"out_dir={spec.root}", "name=pretrain"]
+    overrides = [*spec.overrides, *spec.pretrain.overrides, f"out_dir={spec.root}", "name=pretrain"]
     from lumiere_pl.config_checks import load_config
     steps = load_config(spec.pretrain.config, overrides).train.max_steps
     return str(_train(spec, spec.pretrain.config, overrides, steps, None, launcher))

@@ -5,7 +5,7 @@ is checked whole before anything trains: unknown keys, empty grids and every run
 
     name: motion_options                  # results under {out_dir}/{name}/
     pretrain: {config: experiments/t2i_shapes.yaml}   # trained once; each run inflates it (model.init_from)
-    overrides: [train.val_every_n_steps=100000]       # every run, every stage
+    overrides: [train.val_every_n_steps=100000]       # every run, every stage (the pretrain first)
     variants:                             # named pipelines
       paper: {config: experiments/stunet_shapes.yaml}
       emb: {config: experiments/stunet_shapes.yaml, overrides: [model.temporal.emb_cond=true]}
