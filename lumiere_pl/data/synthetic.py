@@ -10,8 +10,8 @@ Bouncing would reverse the direction mid-clip and make "moving left" false for p
 
 Where a shape starts (data.synthetic.start):
 - anywhere (default): uniform on the torus, so the set is translation-invariant. Every frame's position is uniform
-  whatever the caption says, and the direction word only tells how the frames relate: a denoiser gains almost
-  nothing from it (docs/MOTION.md, section 7).
+  whatever the caption says, and the direction word only tells how the frames relate: at pure noise a denoiser
+  gains nothing from it, and networks bind it slowly (docs/MOTION.md, section 7).
 - across: the shape passes the middle of the frame (+-0.15 along its motion) at the clip's middle frame, as a thing
   "moving left" across a shot does. Where it is in a frame now depends on the direction word.
 
