@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 
 # The default recipe: pretrain the T2I U-Net on frames of the embedded real clips, inflate it into a STUNet and train
 # the temporal layers. DATASET=shapes runs the same recipe on the in-memory moving-shapes set (32 px); DATASET=motion
-# the small 16 px recipe whose samples follow the caption's direction (docs/MOTION.md, section 7; ~30 min on 2 cores).
+# the small 16 px recipe whose samples follow the caption's direction (docs/MOTION.md, section 7; its two stages
+# trained in 2.3 + 21-25 min on one core of the 2-core CPU, through lumiere-sweep).
 DATASET ?= real
 train: install $(if $(filter real,$(DATASET)),shards)
 	$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/t2i_$(DATASET).yaml out_dir=$(RUNS) $(ARGS)
