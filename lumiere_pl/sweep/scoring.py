@@ -121,7 +121,7 @@ def score_run(spec: SweepSpec, plan, point: int, ckpts: Dict[str, Path], real: O
     if spec.score.motion:
         result["motion"] = probes.motion(videos, prompts, pipe.block, bg)
     if spec.score.fvd and real is not None:
-        result["fvd"] = _fvd(real, folder, spec.root / "cache")
+        result["fvd"] = _fvd(real, folder, spec.root / "cache", pipe.model.cfg.data.frames, fps)
     if spec.score.text_swap:
         swap_clips = probes.test_clips(pipe.model, spec.score.text_swap)
         result["text_swap"] = probes.text_swap(lambda p, s: pipe.generate(p, s, desc="text swap"), swap_clips,
@@ -134,13 +134,22 @@ def score_run(spec: SweepSpec, plan, point: int, ckpts: Dict[str, Path], real: O
     return result
 
 
-def _fvd(real: Path, fake: Path, cache: Path) -> dict:
-    from eval.detectors import I3DDetector
-    from eval.scoring import fvd
+def fvd_clip(frames: int, fps: float):
+    """The clips FVD reads: the first 16 frames; clips shorter than 16 frames (the I3D needs at least 9) are
+    resampled to twice their frame rate, every frame shown twice (2T - 1 frames), real and generated alike."""
     from eval.video_io import ClipSpec
 
-    out = fvd(real, fake, I3DDetector(), ClipSpec(frames=16), cache_dir=cache)
-    return {"value": out["value"], "n_real": out["n_real"], "n_fake": out["n_fake"]}
+    return ClipSpec(frames=16) if frames >= 16 else ClipSpec(frames=2 * frames - 1, fps=2 * fps)
+
+
+def _fvd(real: Path, fake: Path, cache: Path, frames: int, fps: float) -> dict:
+    from eval.detectors import I3DDetector
+    from eval.scoring import fvd
+
+    clip = fvd_clip(frames, fps)
+    out = fvd(real, fake, I3DDetector(), clip, cache_dir=cache)
+    return {"value": out["value"], "n_real": out["n_real"], "n_fake": out["n_fake"], "frames": clip.frames,
+            "fps": clip.fps}
 
 
 TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
