@@ -87,6 +87,41 @@ def test_tiny_sweep_end_to_end_and_resumable(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+CASCADE_SPEC = """
+name: tiny_cascade
+out_dir: {tmp}/sweeps
+pretrain: {{config: {tmp}/t2i.yaml}}
+variants:
+  cascade:
+    keyframes: {{config: {tmp}/stunet.yaml, steps_scale: 0.5,
+                overrides: [data.frames=4, data.fps=4, data.synthetic.frame_step=2]}}
+    tsr: {{config: {tmp}/stunet.yaml, steps_scale: 0.5,
+          overrides: [model.temporal.conditional=true, "model.temporal.tasks=[keyframes]",
+                      model.temporal.keyframe_stride=2]}}
+seeds: [0]
+steps: [2]
+sample: {{n: 2, batch_size: 2}}
+score: {{motion: true, fvd: false}}
+"""
+
+
+@pytest.mark.slow
+def test_cascade_run_is_trained_sampled_and_scored_with_both_stages(tmp_path):
+    """The cascade's two models train half the steps each, and its training FLOPs are both models' (per step x
+    steps): the pipeline's compute, counted by the stages' own names."""
+    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.sweep.scoring import train_step_flops
+
+    assert sweep_cli.main([str(_spec(tmp_path, CASCADE_SPEC))]) == 0
+    root = tmp_path / "sweeps" / "tiny_cascade"
+    score = json.loads((root / "scores/cascade/seed0/step0000002.json").read_text())
+    assert score["stage_steps"] == {"keyframes": 1, "tsr": 1} and score["n"] == 2
+    ckpts = {n: root / f"train/cascade/seed0/{n}/checkpoints/sweep_step0000001.ckpt" for n in ("keyframes", "tsr")}
+    flops = sum(train_step_flops(load_module(c)) for c in ckpts.values())
+    assert score["train_tflops"] == pytest.approx(flops / 1e12)
+    assert 0.0 <= score["motion"]["direction_match"] <= 1.0
+
+
 def test_job_array_and_collect(tmp_path, capsys):
     spec_path = _spec(tmp_path, SPEC)
     assert sweep_cli.main([str(spec_path), "--emit-jobs", "--gpus", "8"]) == 0

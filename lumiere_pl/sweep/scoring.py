@@ -25,7 +25,8 @@ class Pipeline:
         self.settings = settings
         self.keyframes = load_module(ckpts["keyframes"]) if "keyframes" in ckpts else None
         self.model = load_module(ckpts["tsr"] if self.keyframes is not None else ckpts["model"])
-        self.modules = {name: m for name, m in (("keyframes", self.keyframes), ("model", self.model)) if m is not None}
+        self.modules = ({"keyframes": self.keyframes, "tsr": self.model} if self.keyframes is not None
+                        else {"model": self.model})                        # keyed as the run's stages (ckpts)
 
     @property
     def block(self) -> int:
