@@ -3,17 +3,12 @@ A batch that runs out of memory is retried in halves; seeds are per video, so th
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from eval.video_io import decode
-from lumiere_pl.config import to_dict
-from lumiere_pl.config_checks import load_config
 from lumiere_pl.utils.batching import auto_batch_size, fitting_batches
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fits(limit, log):
@@ -49,20 +44,14 @@ def test_auto_starts_with_everything_on_a_gpu_and_a_cap_on_the_cpu():
     assert auto_batch_size(100, "cuda") == 100 and auto_batch_size(100, "cpu") == 16 and auto_batch_size(5, "cpu") == 5
 
 
-def test_sample_auto_batch_renders_the_same_videos_as_batch_one(tmp_path, monkeypatch):
+def test_sample_auto_batch_renders_the_same_videos_as_batch_one(tmp_path, tiny_sample_ckpt, monkeypatch):
     from lumiere_pl.cli.sample import main
     from lumiere_pl.lit import DiffusionModule
 
-    torch.manual_seed(0)
-    cfg = load_config(str(ROOT / "experiments" / "ssr_tiny.yaml"),
-                      ["name=base_tiny", "model.name=stunet", "model.unet.aug_embedding=false", "data.size=16"])
-    module = DiffusionModule(to_dict(cfg))
-    ckpt = tmp_path / "base.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": {"config": module.export_config()}}, ckpt)
     prompts = ["a red circle moving right", "a blue square moving up", "a green triangle moving left"]
     (tmp_path / "p.jsonl").write_text("".join(json.dumps({"index": i, "prompt": p}) + "\n"
                                               for i, p in enumerate(prompts)))
-    common = ["--ckpt", str(ckpt), "--prompts", str(tmp_path / "p.jsonl"), "--frames", "4", "--steps", "2",
+    common = ["--ckpt", str(tiny_sample_ckpt), "--prompts", str(tmp_path / "p.jsonl"), "--frames", "4", "--steps", "2",
               "--device", "cpu", "--lossless"]
     assert main([*common, "--out-dir", str(tmp_path / "one"), "--batch-size", "1"]) == 0
     generate = DiffusionModule.generate
