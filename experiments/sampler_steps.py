@@ -7,7 +7,7 @@ n_real test clips. A (sampler, steps) matches the reference when each metric's m
 the reference's seed-to-seed standard deviation of its mean. Resumable: one JSON per (checkpoint, sampler, steps).
 
   python experiments/sampler_steps.py --ckpt runs/sweeps/ablation/train/stunet/seed{0,1,2}/model/checkpoints/\\
-      sweep_step0006000.ckpt --out runs/sampler_steps        # then docs/BENCHMARKS.md, "Samplers"
+      sweep_step0006000.ckpt --real runs/sweeps/ablation/real --out runs/sampler_steps    # docs/BENCHMARKS.md
 
 Writes {out}/table.md and table.json; prints the table with the machine and versions.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-GRID = ("ddim:25,15,10", "dpmpp_2m:15,10,8,6", "dpmpp_3m:10,8,6", "heun:8,5")
+GRID = ("ddim:25,12", "dpmpp_2m:12,8,5", "dpmpp_3m:12,8,5", "heun:6,4")
 METRICS = ("direction_match", "jerk", "fvd")
 
 
@@ -105,12 +105,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--n-real", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--real", type=Path, help="a folder of the set's first test clips (lumiere-sweep's {root}/real, "
+                                              "whose features it caches beside it); default: rendered under --out")
     ap.add_argument("--out", default="runs/sampler_steps")
     args = ap.parse_args()
     out = Path(args.out)
     from lumiere_pl.utils.atomic import write_text
 
-    real = render_real(args.ckpt[0], args.n_real, out / "real")
+    real = args.real or render_real(args.ckpt[0], args.n_real, out / "real")
     grid = [(name, int(k)) for item in args.grid for name, ks in [item.split(":")] for k in ks.split(",")]
     rows = []
     for c, ckpt in enumerate(args.ckpt):
@@ -128,7 +130,8 @@ def main() -> None:
                   f"{row['seconds_per_video']:.2f} s/video", flush=True)
     name, steps = args.reference.split(":")
     md, stats = table(rows, (name, int(steps)))
-    header = (f"{len(args.ckpt)} checkpoints (training seeds), N = {args.n} prompts, FVD against {args.n_real} real "
+    n_real = len(list(real.glob("*.mp4")))
+    header = (f"{len(args.ckpt)} checkpoints (training seeds), N = {args.n} prompts, FVD against {n_real} real "
               f"clips; batch {args.batch_size}; {platform.processor() or platform.machine()}, "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     write_text(out / "table.md", header + "\n\n" + md + "\n")
