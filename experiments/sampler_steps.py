@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--real", type=Path, help="a folder of the set's first test clips (lumiere-sweep's {root}/real, "
                                               "whose features it caches beside it); default: rendered under --out")
+    ap.add_argument("--only", type=int, help="score only the checkpoint at this index (one process per core), no table")
     ap.add_argument("--out", default="runs/sampler_steps")
     args = ap.parse_args()
     out = Path(args.out)
@@ -116,6 +117,8 @@ def main() -> None:
     grid = [(name, int(k)) for item in args.grid for name, ks in [item.split(":")] for k in ks.split(",")]
     rows = []
     for c, ckpt in enumerate(args.ckpt):
+        if args.only is not None and c != args.only:
+            continue
         for sampler, steps in grid:
             path = out / "scores" / f"ckpt{c}" / f"{sampler}_{steps:03d}.json"
             if path.is_file() and json.loads(path.read_text())["ckpt"] == ckpt:
@@ -128,6 +131,8 @@ def main() -> None:
             print(f"{Path(ckpt).parent.parent.parent.name} {sampler:9s} {steps:3d} steps: direction "
                   f"{row['direction_match']:.0%}, jerk {row['jerk']:.3f}, FVD {row['fvd']:.1f}, "
                   f"{row['seconds_per_video']:.2f} s/video", flush=True)
+    if args.only is not None:
+        return
     name, steps = args.reference.split(":")
     md, stats = table(rows, (name, int(steps)))
     n_real = len(list(real.glob("*.mp4")))
