@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-GRID = ("ddim:25,12", "dpmpp_2m:10,6", "dpmpp_3m:10,6", "heun:5")
+GRID = ("ddim:25,12", "dpmpp_2m:15,10,6", "dpmpp_3m:15,10,6", "heun:5")
 METRICS = ("direction_match", "jerk", "fvd")
 
 
