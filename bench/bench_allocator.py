@@ -4,7 +4,9 @@ Each figure comes from a fresh process per (allocator, round), the two allocator
   sample  one guided DDIM call per video of `make train`'s STUNet (experiments/stunet_real.yaml, 32 px, 16 frames)
           at batch 8, the batch make eval used;
   train   one train step (forward, backward, AdamW) of the STUNet of bench_stunet.py, clip (2, 3, 16, 64, 64).
-Per figure: wall seconds, CPU seconds in user and kernel mode, minor page faults, peak memory (VmHWM).
+Per figure: wall seconds, CPU seconds in user and kernel mode, minor page faults, peak memory (VmHWM), and whether
+the outputs (the videos' sum of |x|, the last loss) are identical across allocators (they must be: malloc moves
+memory, not arithmetic).
   python bench/bench_allocator.py [--rounds 2]
 """
 from __future__ import annotations
@@ -41,8 +43,8 @@ def child(kind: str) -> None:
         module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "stunet_real.yaml")))).eval()
         prompts, calls = ["a person riding a horse on a beach"] * 8, 4
 
-        def work():
-            module.generate(prompts, steps=calls)       # steps + 1 sigmas: `calls` network calls
+        def work():                                     # steps + 1 sigmas: `calls` network calls
+            return float(module.generate(prompts, steps=calls).double().abs().sum())
         per = len(prompts) * calls
     else:
         import _stunet_worker as W
@@ -53,15 +55,17 @@ def child(kind: str) -> None:
         def work():
             for _ in range(2):
                 opt.zero_grad(set_to_none=True)
-                loss_fn().backward()
+                loss = loss_fn()
+                loss.backward()
                 opt.step()
+            return float(loss)
         per = 2
     work()                                              # warm-up
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    work()
+    value = work()
     r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t0
     hwm = next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM"))
-    print(json.dumps({"tuned": tuned, "wall": wall / per, "user": (r1.ru_utime - r0.ru_utime) / per,
+    print(json.dumps({"tuned": tuned, "value": value, "wall": wall / per, "user": (r1.ru_utime - r0.ru_utime) / per,
                       "sys": (r1.ru_stime - r0.ru_stime) / per, "faults": (r1.ru_minflt - r0.ru_minflt) / per,
                       "peak_mib": hwm / 1024}))
 
@@ -92,9 +96,12 @@ def main() -> None:
         for n, m in med.items():
             print(f"  {n:6s}  wall {m['wall']:.3f} s  user {m['user']:.3f} s  kernel {m['sys']:.3f} s  "
                   f"faults {m['faults']:,.0f}  peak {m['peak_mib']:,.0f} MiB")
+        same = len({r["value"] for rs in runs.values() for r in rs}) == 1
         s, t = med["system"], med["tuned"]
-        print(f"  tuned / system: wall {t['wall'] / s['wall']:.2f}x, CPU time {(t['user'] + t['sys']) / (s['user'] + "
-              f"s['sys']):.2f}x, peak memory {t['peak_mib'] / s['peak_mib']:.2f}x")
+        cpu = (t["user"] + t["sys"]) / (s["user"] + s["sys"])
+        print(f"  tuned / system: wall {t['wall'] / s['wall']:.2f}x, CPU time {cpu:.2f}x, peak memory "
+              f"{t['peak_mib'] / s['peak_mib']:.2f}x; outputs (videos' sum |x|, last loss) "
+              f"{'identical' if same else 'DIFFER'} across allocators and rounds")
 
 
 if __name__ == "__main__":
