@@ -33,3 +33,23 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny_sample_ckpt(tmp_path):
+    """A random 16 px STUNet checkpoint (the SSR tiny widths, MiniLM captions) for lumiere-sample tests."""
+    from pathlib import Path
+
+    import torch
+
+    from lumiere_pl.config import to_dict
+    from lumiere_pl.config_checks import load_config
+    from lumiere_pl.lit import DiffusionModule
+
+    torch.manual_seed(0)
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "experiments" / "ssr_tiny.yaml"),
+                      ["name=base_tiny", "model.name=stunet", "model.unet.aug_embedding=false", "data.size=16"])
+    module = DiffusionModule(to_dict(cfg))
+    ckpt = tmp_path / "base.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": {"config": module.export_config()}}, ckpt)
+    return ckpt

@@ -19,6 +19,7 @@ import traceback
 from typing import Callable, List, Optional, Tuple
 
 from lumiere_pl.errors import InputError
+from lumiere_pl.utils.allocator import keep_freed_memory
 
 DEBUG_HELP = "on an error, print the traceback too (also: environment LUMIERE_DEBUG=1)"
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -61,6 +62,7 @@ def command(prog: str) -> Callable[[Callable[[List[str]], int]], Callable[[Optio
         @functools.wraps(main)
         def run(argv: Optional[List[str]] = None) -> int:
             debug, args = split_debug(list(sys.argv[1:] if argv is None else [str(a) for a in argv]))
+            keep_freed_memory()                          # tensors on the CPU: no page faults per network call
             try:
                 return main(args)
             except SystemExit:                           # argparse usage errors (exit 2) and --help (exit 0)

@@ -74,7 +74,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError("--prompts needs --out-dir DIR")
     if args.out is not None and args.out.suffix.lower() != ".mp4":
         raise InputError(f"--out {args.out}: expected a .mp4 file name")
-    for flag, value in (("--frames", args.frames), ("--steps", args.steps), ("--batch-size", args.batch_size)):
+    size = None if args.batch_size == "auto" else args.batch_size
+    for flag, value in (("--frames", args.frames), ("--steps", args.steps), ("--batch-size", size)):
         if value is not None and value < 1:
             raise InputError(f"{flag} {value}: expected an integer >= 1")
     if args.fps is not None and not args.fps > 0:
@@ -144,7 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sampler.guidance)")
     ap.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: sampler.name")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=_batch_size, default=8,
+                    help="videos per batch, or auto: on a GPU the largest that fits (halved on out-of-memory), on "
+                         "the CPU 16; seeds are per video, so the batch never changes a video (default: 8)")
     ap.add_argument("--fps", type=float, help="MP4 frame rate (default: data.fps)")
     ap.add_argument("--lossless", action="store_true", help="lossless H.264 (RGB, qp 0) instead of CRF 18: for "
                                                             "evaluation, so compression does not move FVD")
@@ -155,6 +158,15 @@ def _parser() -> argparse.ArgumentParser:
     add_ssr_args(ap)
     ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return ap
+
+
+def _batch_size(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1 or auto") from None
 
 
 def _cuda() -> bool:
@@ -172,6 +184,7 @@ def main(argv: List[str]) -> int:
     module, keyframes, ssr = load_models(args)
 
     from lumiere_pl.utils.atomic import write_text
+    from lumiere_pl.utils.batching import auto_batch_size, fitting_batches
     from lumiere_pl.utils.video import to_uint8, write_mp4
 
     if args.sampler:
@@ -191,18 +204,21 @@ def main(argv: List[str]) -> int:
     done = sum(1 for r in rows if int(r["index"]) % world == rank) - len(todo)
     if done:
         print(f"lumiere-sample: {done} videos already rendered, {len(todo)} to go")
+
+    def render(batch: List[dict]):
+        opts = dict(steps=args.steps, guidance=args.guidance, seeds=[args.seed + int(r["index"]) for r in batch],
+                    use_ema=not args.no_ema, progress=len(todo) == 1)
+        start_time = time.perf_counter()
+        if keyframes is not None:
+            from lumiere_pl.cascade import sample_cascade
+            videos = sample_cascade(keyframes, module, [r["prompt"] for r in batch], **opts)
+        else:
+            videos = module.generate([r["prompt"] for r in batch], frames=args.frames, **opts)
+        return videos, (time.perf_counter() - start_time) / len(batch)    # sampling time per video, this batch
+
+    size = auto_batch_size(len(todo), args.device) if args.batch_size == "auto" else args.batch_size
     with tqdm(total=len(todo), desc=f"rendering (rank {rank}/{world})", unit="video") as bar:   # closed on errors
-        for start in range(0, len(todo), args.batch_size):
-            batch = todo[start:start + args.batch_size]
-            opts = dict(steps=args.steps, guidance=args.guidance, seeds=[args.seed + int(r["index"]) for r in batch],
-                        use_ema=not args.no_ema, progress=len(todo) == 1)
-            start_time = time.perf_counter()
-            if keyframes is not None:
-                from lumiere_pl.cascade import sample_cascade
-                videos = sample_cascade(keyframes, module, [r["prompt"] for r in batch], **opts)
-            else:
-                videos = module.generate([r["prompt"] for r in batch], frames=args.frames, **opts)
-            seconds = (time.perf_counter() - start_time) / len(batch)       # sampling time per video, this batch
+        for batch, (videos, seconds) in fitting_batches(todo, size, render):
             for row, video in zip(batch, videos):
                 path = target(row)
                 if args.prompts is not None:   # metadata first: an MP4 that exists always has its JSON

@@ -3,7 +3,8 @@
 `sigmas` is a decreasing sequence of VE noise levels ending in 0 (see schedules.get_sigmas). Start from
 x = randn * sigmas[0]. DDIM (eta=0) is the deterministic Euler step in this view; eta > 0 adds the DDPM posterior
 noise, and eta=1 is exactly DDPM's ancestral sampler (the variance of x_s' given x_s and x0 is s'^2 (s^2 - s'^2) / s^2).
-Heun (2nd order, 2 calls per step) and DPM-Solver++(2M) (2nd order, 1 call per step) solve the same ODE as DDIM.
+Heun (2nd order, 2 calls per step), DPM-Solver++(2M) and (3M) (2nd / 3rd order, 1 call per step) solve the same
+ODE as DDIM. Euler (k-diffusion's name) is DDIM with eta = 0 in this view: the same function under both names.
 """
 from __future__ import annotations
 
@@ -111,4 +112,40 @@ def sample_dpmpp_2m(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, e
     return x
 
 
-SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm, "heun": sample_heun, "dpmpp_2m": sample_dpmpp_2m}
+@torch.no_grad()
+def sample_dpmpp_3m(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, eta: float = 0.0,
+                    generator: Generators = None, progress: bool = False) -> Tensor:
+    """DPM-Solver++(3M), multistep: one network call per step. In lambda = -log s, with h = lambda' - lambda and the
+    prediction expanded as D + D' u + D'' u^2 / 2 around lambda, the exact step is
+        x' = e^-h x + (1 - e^-h) D + (h - 1 + e^-h) D' + (h^2 / 2 - h + 1 - e^-h) D''
+    with D', D'' the divided differences of the last three predictions (the last two: D' only, D'' = 0; the first
+    and the last (s' = 0) steps are DDIM's)."""
+    _deterministic("dpmpp_3m", eta)
+    ones = x.new_ones(x.shape[0])
+    prev: list = []                                              # [(lambda, D)] of the last two steps, newest last
+    for i in tqdm(range(len(sigmas) - 1), desc="sampling", disable=not progress, leave=False):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        x0 = denoise(x, s * ones, cond)
+        if s_next == 0.0:
+            x = x0
+            continue
+        lam, h = -math.log(s), math.log(s / s_next)
+        e = s_next / s                                           # e^-h
+        x = e * x + (1 - e) * x0
+        if prev:
+            lam1, d1 = prev[-1]
+            slope = (x0 - d1) / (lam - lam1)                     # D' at the midpoint of the last interval
+            if len(prev) == 2:
+                lam2, d2 = prev[-2]
+                curve = 2 * (slope - (d1 - d2) / (lam1 - lam2)) / (lam - lam2)     # D''
+                x = x + (h * h / 2 - h + 1 - e) * curve
+                slope = slope + curve * (lam - lam1) / 2                           # D' at lambda
+            x = x + (h - 1 + e) * slope
+        prev = (prev + [(lam, x0)])[-2:]
+    return x
+
+
+sample_euler = sample_ddim       # k-diffusion's Euler step on dx/ds = (x - D) / s is DDIM's deterministic step
+
+SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm, "euler": sample_euler, "heun": sample_heun,
+            "dpmpp_2m": sample_dpmpp_2m, "dpmpp_3m": sample_dpmpp_3m}

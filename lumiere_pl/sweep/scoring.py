@@ -122,7 +122,7 @@ def score_run(spec: SweepSpec, plan, point: int, ckpts: Dict[str, Path], real: O
     if spec.score.motion:
         result["motion"] = probes.motion(videos, prompts, pipe.block, bg)
     if spec.score.fvd and real is not None:
-        result["fvd"] = _fvd(real, folder, spec.root / "cache", pipe.model.cfg.data.frames, fps)
+        result["fvd"] = fvd_score(real, folder, spec.root / "cache", pipe.model.cfg.data.frames, fps)
     if spec.score.text_swap:
         swap_clips = probes.test_clips(pipe.model, spec.score.text_swap)
         result["text_swap"] = probes.text_swap(lambda p, s: pipe.generate(p, s, desc="text swap"), swap_clips,
@@ -143,7 +143,8 @@ def fvd_clip(frames: int, fps: float):
     return ClipSpec(frames=16) if frames >= 16 else ClipSpec(frames=2 * frames - 1, fps=2 * fps)
 
 
-def _fvd(real: Path, fake: Path, cache: Path, frames: int, fps: float) -> dict:
+def fvd_score(real: Path, fake: Path, cache: Path, frames: int, fps: float) -> dict:
+    """FVD (I3D, tf-fvd preset) between two folders of clips, read as fvd_clip says."""
     from eval.detectors import I3DDetector
     from eval.scoring import fvd
 

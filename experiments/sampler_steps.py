@@ -1,0 +1,148 @@
+"""Sampler x steps on the moving-shapes model: at how many network calls does each sampler match DDIM-25?
+
+Every checkpoint (one per training seed: the seed-to-seed spread) samples the captions of the same N unseen test
+clips from the same noise (seeds 0..N-1) with each (sampler, steps) of the grid, guidance as trained. Scored as
+`make ablation` scores: direction match and jerk (lumiere_pl/data/shapes_motion.py) and FVD (I3D) against the first
+n_real test clips. A (sampler, steps) matches the reference when each metric's mean over the checkpoints lies within
+the reference's seed-to-seed standard deviation of its mean. Resumable: one JSON per (checkpoint, sampler, steps).
+
+  python experiments/sampler_steps.py --ckpt runs/sweeps/ablation/train/stunet/seed{0,1,2}/model/checkpoints/\\
+      sweep_step0006000.ckpt --real runs/sweeps/ablation/real --out runs/sampler_steps    # docs/BENCHMARKS.md
+
+Writes {out}/table.md and table.json; prints the table with the machine and versions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+GRID = ("ddim:25,12", "dpmpp_2m:15,10,6", "dpmpp_3m:15,10,6", "heun:5")
+METRICS = ("direction_match", "jerk", "fvd")
+
+
+def calls(sampler: str, steps: int) -> int:
+    """Network evaluations per clip and guidance branch (Heun: two per step but the last)."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
+def score(ckpt: str, sampler: str, steps: int, n: int, real: Path, folder: Path, batch: int) -> dict:
+    from lumiere_pl import probes
+    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.sweep.scoring import fvd_score
+    from lumiere_pl.utils.video import to_uint8, write_mp4
+
+    module = load_module(ckpt)
+    module.cfg.sampler.name = sampler
+    clips = probes.test_clips(module, n)
+    prompts, videos = [c.caption for c in clips], []
+    module.generate(prompts[:1], steps=2)                        # warm-up: first calls allocate, not timed
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        out = module.generate(prompts[i:i + batch], steps=steps, seeds=list(range(i, min(i + batch, n))))
+        videos += [to_uint8(v) for v in out]
+    seconds = (time.perf_counter() - t0) / n
+    d = module.cfg.data
+    for i, v in enumerate(videos):
+        write_mp4(folder / f"{i:06d}.mp4", v, fps=d.fps, lossless=True)
+    motion = probes.motion(videos, prompts, background=d.synthetic.background)
+    fvd = fvd_score(real, folder, real.parent / "cache", d.frames, d.fps)
+    return {"ckpt": ckpt, "sampler": sampler, "steps": steps, "calls": calls(sampler, steps), "n": n,
+            "seconds_per_video": seconds, "batch": batch, "direction_match": motion["direction_match"],
+            "jerk": motion["jerk"], "fvd": fvd["value"]}
+
+
+def render_real(ckpt: str, count: int, folder: Path) -> Path:
+    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.data.synthetic import clip_of, render_clip
+    from lumiere_pl.utils.video import write_mp4
+
+    d = load_module(ckpt).cfg.data
+    for i in range(count):
+        path = folder / f"{i:06d}.mp4"
+        if not path.exists():
+            clip = clip_of(d, i, "test")
+            write_mp4(path, render_clip(clip, d.frames, d.size, d.synthetic.shape_scale, d.synthetic.background),
+                      fps=d.fps, lossless=True)
+    return folder
+
+
+def table(rows: list, ref: tuple) -> tuple[str, list]:
+    """Mean and seed-to-seed std per (sampler, steps); match = every metric within the reference's std."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["sampler"], r["steps"]), []).append(r)
+    stats = {k: {m: (float(np.mean([r[m] for r in v])), float(np.std([r[m] for r in v], ddof=1)) if len(v) > 1
+                     else float("nan")) for m in (*METRICS, "seconds_per_video")} for k, v in groups.items()}
+    base = stats.get(ref)
+    out, lines = [], ["| sampler | steps | calls | direction match | jerk | FVD | s / video | speed-up | "
+                      f"matches {ref[0]}-{ref[1]} |", "|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(stats, key=lambda k: (k[0] != ref[0], k[0], -k[1])):
+        s, (sampler, steps) = stats[key], key
+        match = base is not None and all(abs(s[m][0] - base[m][0]) <= base[m][1] for m in METRICS)
+        speed = base["seconds_per_video"][0] / s["seconds_per_video"][0] if base else float("nan")
+        row = {"sampler": sampler, "steps": steps, "calls": calls(sampler, steps), "seeds": len(groups[key]),
+               **{m: {"mean": s[m][0], "std": s[m][1]} for m in (*METRICS, "seconds_per_video")},
+               "speedup": speed, "matches_reference": bool(match)}
+        out.append(row)
+        lines.append(f"| {sampler} | {steps} | {row['calls']} | {s['direction_match'][0]:.1%} +- "
+                     f"{s['direction_match'][1]:.1%} | {s['jerk'][0]:.3f} +- {s['jerk'][1]:.3f} | "
+                     f"{s['fvd'][0]:.1f} +- {s['fvd'][1]:.1f} | {s['seconds_per_video'][0]:.2f} | {speed:.2f}x | "
+                     f"{'yes' if match else 'no'} |")
+    return "\n".join(lines), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", nargs="+", required=True, help="one moving-shapes STUNet checkpoint per training seed")
+    ap.add_argument("--grid", nargs="+", default=list(GRID), help="sampler:steps,steps,... (default: %(default)s)")
+    ap.add_argument("--reference", default="ddim:25")
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--n-real", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--real", type=Path, help="a folder of the set's first test clips (lumiere-sweep's {root}/real, "
+                                              "whose features it caches beside it); default: rendered under --out")
+    ap.add_argument("--only", type=int, help="score only the checkpoint at this index (one process per core), no table")
+    ap.add_argument("--out", default="runs/sampler_steps")
+    args = ap.parse_args()
+    out = Path(args.out)
+    from lumiere_pl.utils.atomic import write_text
+
+    real = args.real or render_real(args.ckpt[0], args.n_real, out / "real")
+    grid = [(name, int(k)) for item in args.grid for name, ks in [item.split(":")] for k in ks.split(",")]
+    rows = []
+    for c, ckpt in enumerate(args.ckpt):
+        if args.only is not None and c != args.only:
+            continue
+        for sampler, steps in grid:
+            path = out / "scores" / f"ckpt{c}" / f"{sampler}_{steps:03d}.json"
+            if path.is_file() and json.loads(path.read_text())["ckpt"] == ckpt:
+                rows.append(json.loads(path.read_text()))
+                continue
+            row = score(ckpt, sampler, steps, args.n, real, out / "samples" / f"ckpt{c}" / f"{sampler}_{steps:03d}",
+                        args.batch_size)
+            write_text(path, json.dumps(row, indent=2))
+            rows.append(row)
+            print(f"{Path(ckpt).parent.parent.parent.name} {sampler:9s} {steps:3d} steps: direction "
+                  f"{row['direction_match']:.0%}, jerk {row['jerk']:.3f}, FVD {row['fvd']:.1f}, "
+                  f"{row['seconds_per_video']:.2f} s/video", flush=True)
+    if args.only is not None:
+        return
+    name, steps = args.reference.split(":")
+    md, stats = table(rows, (name, int(steps)))
+    n_real = len(list(real.glob("*.mp4")))
+    header = (f"{len(args.ckpt)} checkpoints (training seeds), N = {args.n} prompts, FVD against {n_real} real "
+              f"clips; batch {args.batch_size}; {platform.processor() or platform.machine()}, "
+              f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    write_text(out / "table.md", header + "\n\n" + md + "\n")
+    write_text(out / "table.json", json.dumps({"header": header, "rows": stats}, indent=2))
+    print(header + "\n\n" + md)
+
+
+if __name__ == "__main__":
+    main()
