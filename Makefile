@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 # The default recipe: pretrain the T2I U-Net on frames of the embedded real clips, inflate it into a STUNet and train
 # the temporal layers. DATASET=shapes runs the same recipe on the in-memory moving-shapes set (32 px); DATASET=motion
 # the small 16 px recipe whose samples follow the caption's direction (docs/MOTION.md, section 7; its two stages
-# trained in 2.3 + 21-25 min on one core of the 2-core CPU, through lumiere-sweep).
+# trained in 1.1 + 13-17 min on one core of the 2-core CPU, through make ablation).
 DATASET ?= real
 train: install $(if $(filter real,$(DATASET)),shards)
 	$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/t2i_$(DATASET).yaml out_dir=$(RUNS) $(ARGS)
@@ -86,7 +86,8 @@ sweep: install
 
 # The paper's ablations as one sweep (docs/ABLATIONS.md): the STUNet against the keyframes + temporal
 # super-resolution cascade at equal training compute, without temporal down/up-sampling, with random temporal init;
-# 3 training seeds, N = 64 unseen prompts, FVD and motion coherence.
+# 3 training seeds, N = 64 unseen prompts, FVD and motion coherence, on the 16 px recipe of DATASET=motion (about
+# 2 hours on the 2-core CPU as two workers: docs/ABLATIONS.md).
 ablation: install
 	$(PY) -m lumiere_pl.cli.sweep experiments/sweeps/ablation.yaml --set out_dir=$(RUNS)/sweeps $(SWEEP_ARGS)
 
