@@ -4,7 +4,9 @@ Every checkpoint (one per training seed: the seed-to-seed spread) samples the ca
 clips from the same noise (seeds 0..N-1) with each (sampler, steps) of the grid, guidance as trained. Scored as
 `make ablation` scores: direction match and jerk (lumiere_pl/data/shapes_motion.py) and FVD (I3D) against the first
 n_real test clips. A (sampler, steps) matches the reference when each metric's mean over the checkpoints lies within
-the reference's seed-to-seed standard deviation of its mean. Resumable: one JSON per (checkpoint, sampler, steps).
+the reference's seed-to-seed standard deviation of its mean. Cost is counted in network calls (each the same guided
+batch): the seconds per video in the JSONs are wall time on whatever else the machine ran, not a speed figure
+(bench/bench_render.py times the calls). Resumable: one JSON per (checkpoint, sampler, steps).
 
   python experiments/sampler_steps.py --ckpt runs/sweeps/ablation/train/stunet/seed{0,1,2}/model/checkpoints/\\
       sweep_step0006000.ckpt --real runs/sweeps/ablation/real --out runs/sampler_steps    # docs/BENCHMARKS.md
@@ -80,20 +82,19 @@ def table(rows: list, ref: tuple) -> tuple[str, list]:
     stats = {k: {m: (float(np.mean([r[m] for r in v])), float(np.std([r[m] for r in v], ddof=1)) if len(v) > 1
                      else float("nan")) for m in (*METRICS, "seconds_per_video")} for k, v in groups.items()}
     base = stats.get(ref)
-    out, lines = [], ["| sampler | steps | calls | direction match | jerk | FVD | s / video | speed-up | "
-                      f"matches {ref[0]}-{ref[1]} |", "|---|---|---|---|---|---|---|---|---|"]
+    out, lines = [], ["| sampler | steps | calls | calls vs reference | direction match | jerk | FVD | "
+                      f"matches {ref[0]}-{ref[1]} |", "|---|---|---|---|---|---|---|---|"]
     for key in sorted(stats, key=lambda k: (k[0] != ref[0], k[0], -k[1])):
         s, (sampler, steps) = stats[key], key
         match = base is not None and all(abs(s[m][0] - base[m][0]) <= base[m][1] for m in METRICS)
-        speed = base["seconds_per_video"][0] / s["seconds_per_video"][0] if base else float("nan")
+        ratio = calls(sampler, steps) / calls(*ref)
         row = {"sampler": sampler, "steps": steps, "calls": calls(sampler, steps), "seeds": len(groups[key]),
                **{m: {"mean": s[m][0], "std": s[m][1]} for m in (*METRICS, "seconds_per_video")},
-               "speedup": speed, "matches_reference": bool(match)}
+               "calls_vs_reference": ratio, "matches_reference": bool(match)}
         out.append(row)
-        lines.append(f"| {sampler} | {steps} | {row['calls']} | {s['direction_match'][0]:.1%} +- "
+        lines.append(f"| {sampler} | {steps} | {row['calls']} | {ratio:.2f}x | {s['direction_match'][0]:.1%} +- "
                      f"{s['direction_match'][1]:.1%} | {s['jerk'][0]:.3f} +- {s['jerk'][1]:.3f} | "
-                     f"{s['fvd'][0]:.1f} +- {s['fvd'][1]:.1f} | {s['seconds_per_video'][0]:.2f} | {speed:.2f}x | "
-                     f"{'yes' if match else 'no'} |")
+                     f"{s['fvd'][0]:.1f} +- {s['fvd'][1]:.1f} | {'yes' if match else 'no'} |")
     return "\n".join(lines), out
 
 
@@ -121,7 +122,7 @@ def main() -> None:
             continue
         for sampler, steps in grid:
             path = out / "scores" / f"ckpt{c}" / f"{sampler}_{steps:03d}.json"
-            if path.is_file() and json.loads(path.read_text())["ckpt"] == ckpt:
+            if path.is_file() and Path(json.loads(path.read_text())["ckpt"]).resolve() == Path(ckpt).resolve():
                 rows.append(json.loads(path.read_text()))
                 continue
             row = score(ckpt, sampler, steps, args.n, real, out / "samples" / f"ckpt{c}" / f"{sampler}_{steps:03d}",
