@@ -70,7 +70,7 @@ UCF101      ?=
 eval: install
 	$(PY) -m eval.cli ucf101-prompts --n $(EVAL_N) --seed 0 --out $(EVAL_DIR)/prompts.jsonl
 	$(PY) -m lumiere_pl.cli.sample --ckpt $(EVAL_CKPT) --prompts $(EVAL_DIR)/prompts.jsonl \
-		--out-dir $(EVAL_DIR)/videos --frames $(EVAL_FRAMES) --lossless
+		--out-dir $(EVAL_DIR)/videos --frames $(EVAL_FRAMES) --lossless --batch-size auto
 	$(PY) -m eval.cli ucf101 --fake $(EVAL_DIR)/videos --real $(if $(UCF101),$(UCF101),local) \
 		--prompts $(EVAL_DIR)/prompts.jsonl --frames $(EVAL_FRAMES) --fps $(EVAL_FPS) --is-samples all \
 		--cache-dir $(EVAL_DIR)/cache --out $(EVAL_DIR)/ucf101_metrics.json --report-dir $(EVAL_DIR) $(EVAL_ARGS)

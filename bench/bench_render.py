@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from lumiere_pl.config import to_dict  # noqa: E402
 from lumiere_pl.config_checks import load_config  # noqa: E402
 from lumiere_pl.lit import DiffusionModule  # noqa: E402
+from lumiere_pl.utils.allocator import keep_freed_memory  # noqa: E402
 from lumiere_pl.utils.batching import auto_batch_size  # noqa: E402
 
 CONFIG = str(ROOT / "experiments" / "stunet_real.yaml")
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
 
+    keep_freed_memory()                                         # as lumiere-sample does (bench_allocator.py)
     torch.manual_seed(0)
     module = DiffusionModule(to_dict(load_config(CONFIG))).to(args.device).eval()
     auto = auto_batch_size(args.videos, args.device)
