@@ -124,7 +124,7 @@ class DiffusionConfig:
 
 @dataclass
 class SamplerConfig:
-    name: str = "ddim"              # registry key in lumiere_pl.diffusion.SAMPLERS: ddim | ddpm | euler | heun | dpmpp_2m | dpmpp_3m
+    name: str = "ddim"              # lumiere_pl.diffusion.SAMPLERS: ddim ddpm euler heun dpmpp_2m dpmpp_3m
     steps: int = 25
     guidance: float = 3.0           # classifier-free guidance scale; 1 = conditional prediction only
     eta: float = 0.0                # DDIM stochasticity (0 deterministic)

@@ -3,9 +3,9 @@
 By default glibc serves every allocation above a (dynamic, at most 32 MiB) threshold with its own mmap and returns it
 to the OS when freed, so each large activation of each network call costs fresh zeroed pages: page faults, kernel
 time. Keeping freed memory in the heap (no mmap for single allocations, no trimming) removes that; measured here
-(docs/BENCHMARKS.md, "Allocator"): half the CPU time of guided sampling, a sixth of a train step at 64 px, for a
-few percent more peak memory. Called by every lumiere-* command; LUMIERE_MALLOC=system keeps glibc's defaults.
-Without glibc (macOS, musl) it does nothing.
+(docs/BENCHMARKS.md, "The allocator"): 0.55x the time of guided sampling, 0.90x a train step at 64 px, identical
+outputs, up to 1.2x the peak memory. Called by every lumiere-* command (not by the standalone eval package);
+LUMIERE_MALLOC=system keeps glibc's defaults. Without glibc (macOS, musl) it does nothing.
 """
 from __future__ import annotations
 
