@@ -26,16 +26,13 @@ sys.path.insert(0, str(ROOT))
 
 from lumiere_pl.config import to_dict  # noqa: E402
 from lumiere_pl.config_checks import load_config  # noqa: E402
+from lumiere_pl.diffusion.samplers import network_calls  # noqa: E402
 from lumiere_pl.lit import DiffusionModule  # noqa: E402
 from lumiere_pl.utils.allocator import keep_freed_memory  # noqa: E402
 from lumiere_pl.utils.batching import auto_batch_size  # noqa: E402
 
 CONFIG = str(ROOT / "experiments" / "stunet_real.yaml")
-PROBE_STEPS = 3         # network calls per timed render: enough to dwarf the set-up, few enough for the CPU
-
-
-def calls(sampler: str, steps: int) -> int:
-    return 2 * steps - 1 if sampler == "heun" else steps
+PROBE_CALLS = 4         # network calls per timed render: enough to dwarf the set-up, few enough for the CPU
 
 
 def main() -> None:
@@ -55,7 +52,7 @@ def main() -> None:
     prompts = ["a person riding a horse on a beach"] * max(batches)
 
     def render(b: int) -> None:
-        module.generate(prompts[:b], steps=PROBE_STEPS + 1)     # steps + 1 sigmas: the last call is the x0 step
+        module.generate(prompts[:b], steps=PROBE_CALLS)          # one network call per step
 
     times = {b: [] for b in batches}
     for b in batches:
@@ -69,7 +66,7 @@ def main() -> None:
             if args.device == "cuda":
                 torch.cuda.synchronize()
             times[b].append(time.perf_counter() - t0)
-    per_call = {b: statistics.median(v) / (b * (PROBE_STEPS + 1)) for b, v in times.items()}
+    per_call = {b: statistics.median(v) / (b * PROBE_CALLS) for b, v in times.items()}
 
     d = module.cfg.data
     print(f"clip (3, {d.frames}, {d.size}, {d.size}), guidance {module.cfg.sampler.guidance} (conditional and "
@@ -79,7 +76,7 @@ def main() -> None:
         print(f"  batch {b:3d}: {per_call[b] * 1e3:7.1f} ms per call per video   ({per_call[8] / per_call[b]:.2f}x "
               f"batch 8)")
     before = 25 * per_call[8]
-    after = calls(args.sampler, args.steps) * per_call[auto]
+    after = network_calls(args.sampler, args.steps) * per_call[auto]
     print(f"  render: ddim 25 steps at batch 8 {before:.2f} s/video; {args.sampler} {args.steps} steps at batch "
           f"{auto} {after:.2f} s/video: {before / after:.2f}x")
 

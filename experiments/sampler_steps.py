@@ -24,22 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lumiere_pl.diffusion.samplers import network_calls
+
 GRID = ("ddim:25,12", "dpmpp_2m:15,10,6", "dpmpp_3m:15,10,6", "heun:5")
 METRICS = ("direction_match", "jerk", "fvd")
 
 
-def calls(sampler: str, steps: int) -> int:
-    """Network evaluations per clip and guidance branch (Heun: two per step but the last)."""
-    return 2 * steps - 1 if sampler == "heun" else steps
-
-
-def score(ckpt: str, sampler: str, steps: int, n: int, real: Path, folder: Path, batch: int) -> dict:
+def score(module, ckpt: str, sampler: str, steps: int, n: int, real: Path, folder: Path, batch: int) -> dict:
     from lumiere_pl import probes
-    from lumiere_pl.checkpoint import load_module
     from lumiere_pl.sweep.scoring import fvd_score
     from lumiere_pl.utils.video import to_uint8, write_mp4
 
-    module = load_module(ckpt)
     module.cfg.sampler.name = sampler
     clips = probes.test_clips(module, n)
     prompts, videos = [c.caption for c in clips], []
@@ -54,24 +49,9 @@ def score(ckpt: str, sampler: str, steps: int, n: int, real: Path, folder: Path,
         write_mp4(folder / f"{i:06d}.mp4", v, fps=d.fps, lossless=True)
     motion = probes.motion(videos, prompts, background=d.synthetic.background)
     fvd = fvd_score(real, folder, real.parent / "cache", d.frames, d.fps)
-    return {"ckpt": ckpt, "sampler": sampler, "steps": steps, "calls": calls(sampler, steps), "n": n,
+    return {"ckpt": ckpt, "sampler": sampler, "steps": steps, "calls": network_calls(sampler, steps), "n": n,
             "seconds_per_video": seconds, "batch": batch, "direction_match": motion["direction_match"],
             "jerk": motion["jerk"], "fvd": fvd["value"]}
-
-
-def render_real(ckpt: str, count: int, folder: Path) -> Path:
-    from lumiere_pl.checkpoint import load_module
-    from lumiere_pl.data.synthetic import clip_of, render_clip
-    from lumiere_pl.utils.video import write_mp4
-
-    d = load_module(ckpt).cfg.data
-    for i in range(count):
-        path = folder / f"{i:06d}.mp4"
-        if not path.exists():
-            clip = clip_of(d, i, "test")
-            write_mp4(path, render_clip(clip, d.frames, d.size, d.synthetic.shape_scale, d.synthetic.background),
-                      fps=d.fps, lossless=True)
-    return folder
 
 
 def table(rows: list, ref: tuple) -> tuple[str, list]:
@@ -87,8 +67,8 @@ def table(rows: list, ref: tuple) -> tuple[str, list]:
     for key in sorted(stats, key=lambda k: (k[0] != ref[0], k[0], -k[1])):
         s, (sampler, steps) = stats[key], key
         match = base is not None and all(abs(s[m][0] - base[m][0]) <= base[m][1] for m in METRICS)
-        ratio = calls(sampler, steps) / calls(*ref)
-        row = {"sampler": sampler, "steps": steps, "calls": calls(sampler, steps), "seeds": len(groups[key]),
+        ratio = network_calls(sampler, steps) / network_calls(*ref)
+        row = {"sampler": sampler, "steps": steps, "calls": network_calls(sampler, steps), "seeds": len(groups[key]),
                **{m: {"mean": s[m][0], "std": s[m][1]} for m in (*METRICS, "seconds_per_video")},
                "calls_vs_reference": ratio, "matches_reference": bool(match)}
         out.append(row)
@@ -112,20 +92,27 @@ def main() -> None:
     ap.add_argument("--out", default="runs/sampler_steps")
     args = ap.parse_args()
     out = Path(args.out)
+    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.sweep.runner import write_test_clips
     from lumiere_pl.utils.atomic import write_text
 
-    real = args.real or render_real(args.ckpt[0], args.n_real, out / "real")
+    real = args.real
+    if real is None:
+        real = out / "real"
+        write_test_clips(load_module(args.ckpt[0]).cfg.data, args.n_real, real)
     grid = [(name, int(k)) for item in args.grid for name, ks in [item.split(":")] for k in ks.split(",")]
     rows = []
     for c, ckpt in enumerate(args.ckpt):
         if args.only is not None and c != args.only:
             continue
+        module = None                                            # loaded once, when a score is missing
         for sampler, steps in grid:
             path = out / "scores" / f"ckpt{c}" / f"{sampler}_{steps:03d}.json"
             if path.is_file() and Path(json.loads(path.read_text())["ckpt"]).resolve() == Path(ckpt).resolve():
                 rows.append(json.loads(path.read_text()))
                 continue
-            row = score(ckpt, sampler, steps, args.n, real, out / "samples" / f"ckpt{c}" / f"{sampler}_{steps:03d}",
+            module = module or load_module(ckpt)
+            row = score(module, ckpt, sampler, steps, args.n, real, out / "samples" / f"ckpt{c}" / f"{sampler}_{steps:03d}",
                         args.batch_size)
             write_text(path, json.dumps(row, indent=2))
             rows.append(row)

@@ -243,3 +243,18 @@ def test_every_sampler_composes_with_guidance_and_multidiffusion(name):
     torch.testing.assert_close(run(guided(_gaussian_denoiser, 3.0)), plain)
     torch.testing.assert_close(run(multidiffusion(_gaussian_denoiser, window=4, stride=3)), plain)
     assert not torch.allclose(run(lambda z, s, c: _gaussian_denoiser(z, s, c) * 0.9), plain)   # it can tell
+
+
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "euler", "heun", "dpmpp_2m", "dpmpp_3m"])
+def test_network_calls_counts_the_denoiser_calls(name):
+    """The cost figure of experiments/sampler_steps.py and bench/bench_render.py: calls per clip for `steps`."""
+    from lumiere_pl.diffusion import SAMPLERS
+    from lumiere_pl.diffusion.samplers import network_calls
+
+    seen = []
+
+    def counting(x, s, cond):
+        seen.append(1)
+        return _gaussian_denoiser(x, s, cond)
+    SAMPLERS[name](counting, torch.zeros(2, 1), get_sigmas(make_schedule("cosine", -10, 10), 7).double(), {})
+    assert len(seen) == network_calls(name, 7)

@@ -147,5 +147,10 @@ def sample_dpmpp_3m(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, e
 
 sample_euler = sample_ddim       # k-diffusion's Euler step on dx/ds = (x - D) / s is DDIM's deterministic step
 
+def network_calls(name: str, steps: int) -> int:
+    """Denoiser calls per clip of `steps` steps (get_sigmas(..., steps)): two per step for Heun but the last."""
+    return 2 * steps - 1 if name == "heun" else steps
+
+
 SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm, "euler": sample_euler, "heun": sample_heun,
             "dpmpp_2m": sample_dpmpp_2m, "dpmpp_3m": sample_dpmpp_3m}

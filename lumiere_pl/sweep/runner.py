@@ -155,23 +155,30 @@ def pretrain_checkpoint(spec: SweepSpec, launcher: List[str]) -> Optional[str]:
     return str(_train(spec, spec.pretrain.config, overrides, steps, None, launcher))
 
 
-def real_clips(spec: SweepSpec, plans: List[Plan], count: int) -> Path:
-    """The first `count` clips of the test split, rendered as the runs' clips (lossless MP4): FVD's real set and the
-    motion metrics' reference."""
-    from lumiere_pl.config_checks import load_config
+def write_test_clips(d, count: int, folder: Path) -> list:
+    """The first `count` clips of the test split of data config `d`, as {folder}/NNNNNN.mp4 (lossless; existing files
+    are kept); returns the clips (captions and motion)."""
     from lumiere_pl.data.synthetic import clip_of, render_clip
     from lumiere_pl.utils.video import write_mp4
 
-    config, overrides, _ = next(iter(plans[0].stages.values()))
-    d = load_config(config, overrides).data
     s = d.synthetic
-    folder = spec.root / "real"
     clips = [clip_of(d, i, "test") for i in range(count)]
     for i, clip in enumerate(clips):
         path = folder / f"{i:06d}.mp4"
         if not path.exists():
             write_mp4(path, render_clip(clip, d.frames, d.size, s.shape_scale, s.background), fps=d.fps,
                       lossless=True)
+    return clips
+
+
+def real_clips(spec: SweepSpec, plans: List[Plan], count: int) -> Path:
+    """The first `count` clips of the test split, rendered as the runs' clips (lossless MP4): FVD's real set and the
+    motion metrics' reference."""
+    from lumiere_pl.config_checks import load_config
+
+    config, overrides, _ = next(iter(plans[0].stages.values()))
+    folder = spec.root / "real"
+    clips = write_test_clips(load_config(config, overrides).data, count, folder)
     captions, record = [c.caption for c in clips], spec.root / "real_captions.json"  # beside the videos
     if not record.is_file() or json.loads(record.read_text()) != captions:
         _write_json(record, captions)
