@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lumiere_pl.models.group_norm import GroupNorm
+
 
 @dataclass
 class BlockContext:
@@ -47,7 +49,7 @@ def timestep_embedding(c: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 
 
 def norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, ch // 4) if ch % 32 else 32, ch, eps=1e-6)
+    return GroupNorm(min(32, ch // 4) if ch % 32 else 32, ch, eps=1e-6)
 
 
 def zero_(module: nn.Module) -> nn.Module:

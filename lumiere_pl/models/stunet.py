@@ -39,6 +39,7 @@ class STUNet(nn.Module):
         super().__init__()
         self.cfg, self.t2i = cfg, t2i
         self.grad_checkpointing = False      # recompute each block with its temporal modules in backward
+        self.time_major = True               # features kept channels-last, (b t h w c) in memory (False: (b c t h w))
         ucfg = t2i.cfg
         make = TemporalModules(cfg, t2i.emb_dim, t2i.text_dim, ucfg.head_dim)
         self.temporal = nn.ModuleDict()
@@ -99,6 +100,8 @@ class STUNet(nn.Module):
         b, _, t, hh, ww = x.shape
         self.check_frames(t)
         check_resolution(self.t2i, hh, ww)
+        if self.time_major:                  # (b t h w c) in memory: fold / unfold below are views, no copies
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         ctx = self.t2i.context(c_noise, cond)
         ctxs = FrameContexts(ctx)
         tctx = TemporalContext(emb=ctx.emb, text=cond["text"], text_mask=cond.get("text_mask"))

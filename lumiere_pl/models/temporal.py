@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lumiere_pl.config import TemporalConfig
+from lumiere_pl.models.group_norm import is_channels_last
 from lumiere_pl.models.layers import Attention, norm, zero_
 
 
@@ -39,6 +40,8 @@ class TimeConv(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:                        # (b c t h w) -> (b c t' h w)
         b, c, t, h, w = x.shape
         y = super().forward(x.reshape(b, c, t, h * w))
+        if is_channels_last(x):                  # time-major in, time-major out (a strided conv may return (b c t s))
+            y = y.contiguous(memory_format=torch.channels_last)
         return y.reshape(b, y.shape[1], y.shape[2], h, w)
 
 
@@ -98,6 +101,8 @@ class TemporalUpsample(nn.Module):
         self.conv = _identity_(TimeConv(ch, kernel))
 
     def forward(self, x: Tensor, ctx: Optional[TemporalContext] = None) -> Tensor:   # (b c t h w) -> (b c 2t h w)
+        if self.mode == "nearest" and is_channels_last(x):       # time-major memory: repeat (h w c) blocks
+            return self.conv(x.movedim(1, -1).repeat_interleave(2, dim=1).movedim(-1, 1))
         if self.mode == "nearest":
             return self.conv(x.repeat_interleave(2, dim=2))
         b, c, t, h, w = x.shape                                  # half-pixel centres: frame 2j+1/2 is frame j
@@ -152,7 +157,8 @@ class TemporalAttention(nn.Module):
             q = (self.text_norm(tok) + self.pos[:t]).reshape(b, h * w * t, c)              # (b (h w t) c)
             tok = tok + self.text_attn(q, ctx.text, ctx.text_mask).reshape(b * h * w, t, c)
         tok = tok + self.mlp(self.norm2(tok))
-        return tok.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+        y = tok.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)     # (b c t h w)
+        return y.contiguous(memory_format=torch.channels_last_3d) if is_channels_last(x) else y
 
 
 class TemporalStack(nn.ModuleList):

@@ -1,0 +1,85 @@
+"""The STUNet's time-major (channels-last) layout: the same function as the (b c t h w) layout, with no layout flips
+between the spatial and the temporal layers, and a GroupNorm whose channels-last backward is exact."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lumiere_pl.config import TemporalConfig
+from lumiere_pl.models.group_norm import GroupNorm, _ChannelsLastGroupNorm, is_channels_last
+from lumiere_pl.models.stunet import STUNet
+from test_stunet import cond, make_t2i
+
+
+@pytest.mark.parametrize("shape,groups", [((3, 16, 5, 7), 4), ((2, 8, 3, 4, 5), 8), ((2, 32, 4, 6), 8)])
+def test_channels_last_group_norm_matches_torch(shape, groups):
+    """Values and all three gradients equal torch's GroupNorm on contiguous memory; dx stays channels-last."""
+    fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+    gn = GroupNorm(groups, shape[1]).double()
+    with torch.no_grad():
+        gn.weight.normal_()
+        gn.bias.normal_()
+    x = (torch.randn(shape, dtype=torch.double) * 3 + 1).contiguous(memory_format=fmt).requires_grad_()
+    assert is_channels_last(x)
+    y = gn(x)
+    dy = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, gn.weight, gn.bias), dy)
+    xr = x.detach().contiguous().requires_grad_()
+    yr = F.group_norm(xr, groups, gn.weight, gn.bias, gn.eps)
+    want = torch.autograd.grad(yr, (xr, gn.weight, gn.bias), dy)
+    assert torch.allclose(y, yr, atol=1e-12)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-10)
+    assert got[0].is_contiguous(memory_format=fmt)
+    assert torch.autograd.gradcheck(lambda *t: _ChannelsLastGroupNorm.apply(*t, groups, 1e-6),
+                                    (x, gn.weight, gn.bias))
+
+
+def test_ambiguous_strides_are_not_channels_last():
+    """A size-1 dim makes strides pass as both layouts: such tensors take torch's own kernel."""
+    x = torch.randn(2, 8, 1, 4, 4).contiguous(memory_format=torch.channels_last_3d)
+    assert not is_channels_last(x)
+    assert not is_channels_last(torch.randn(2, 8, 4, 4))
+    assert is_channels_last(torch.randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last))
+
+
+OPTIONS = {"paper": {}, "all": dict(emb_cond=True, text_attn=True, attn_levels=[0, 1, 2], attn_layers=2),
+           "linear": dict(upsample="linear"), "spacetime": dict(attn_kind="spacetime")}
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_time_major_layout_is_the_same_function(option):
+    """Outputs and parameter gradients agree between the two layouts, after training moved every temporal weight off
+    its init (so no module is an identity that would hide a layout bug)."""
+    net = STUNet(make_t2i(), TemporalConfig(down_levels=[0, 1], freeze_spatial=False, **OPTIONS[option]))
+    with torch.no_grad():
+        for p in net.temporal.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x, c_noise, c = torch.randn(2, 3, 8, 16, 16), torch.tensor([50.0, 700.0]), cond(2)
+    results = []
+    for time_major in (False, True):
+        net.time_major = time_major
+        net.zero_grad()
+        out = net(x, c_noise, c)
+        out.pow(2).mean().backward()
+        results.append((out.detach(), {k: p.grad.clone() for k, p in net.named_parameters()}))
+    (a, ga), (b, gb) = results
+    assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+    for k in ga:
+        assert torch.allclose(ga[k], gb[k], rtol=1e-3, atol=1e-6), k
+
+
+def test_temporal_modules_see_time_major_memory():
+    """With time_major, every temporal module gets (b c t h w) whose memory is (b t h w c): fold / unfold are views
+    and no layer flips the layout back (a flip costs a copy per module, the cost this layout removes)."""
+    net = STUNet(make_t2i(), TemporalConfig(down_levels=[0, 1], emb_cond=True, text_attn=True, attn_levels=[1]))
+    seen = []
+    for key, m in net.temporal.items():
+        m.register_forward_pre_hook(lambda m, args, key=key: seen.append((key, is_channels_last(args[0]))))
+    out = net(torch.randn(1, 3, 8, 16, 16), torch.tensor([300.0]), cond(1))
+    assert len(seen) == len(net.temporal) and all(ok for _, ok in seen), [k for k, ok in seen if not ok]
+    assert is_channels_last(out)
+    net.time_major, seen[:] = False, []
+    net(torch.randn(1, 3, 8, 16, 16), torch.tensor([300.0]), cond(1))
+    assert not any(ok for _, ok in seen)
