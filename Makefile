@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 # The default recipe: pretrain the T2I U-Net on frames of the embedded real clips, inflate it into a STUNet and train
 # the temporal layers. DATASET=shapes runs the same recipe on the in-memory moving-shapes set (32 px); DATASET=motion
 # the small 16 px recipe whose samples follow the caption's direction (docs/MOTION.md, section 7; its two stages
-# trained in 1.1 + 13-17 min on one core of the 2-core CPU, through make ablation).
+# T2I 1000 steps, STUNet 9000: about 1 + 30 min on one core of the 2-core CPU, measured in a sweep).
 DATASET ?= real
 train: install $(if $(filter real,$(DATASET)),shards)
 	$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/t2i_$(DATASET).yaml out_dir=$(RUNS) $(ARGS)

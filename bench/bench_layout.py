@@ -3,6 +3,7 @@
 One process, one network per figure, the layout switched round by round (STUNet.time_major), so both layouts run the
 same weights under the same load; glibc's allocator tuned as every lumiere-* command tunes it.
   train   one train step (forward, backward, AdamW) of bench_stunet.py's STUNet, clip (2, 3, 16, 64, 64)
+  call    one network call of that STUNet without grad, 2 clips with guidance's unconditional half (4 in the batch)
   sample  one guided DDIM call per video of `make train`'s STUNet (experiments/stunet_real.yaml, 32 px, 16 frames),
           batch 8 (16 with guidance's unconditional half), as make eval renders
 Then a profile of one train step in each layout, by kind of op (self CPU time): what the layout changed.
@@ -147,6 +148,15 @@ def main() -> None:
     step()                                                     # warm-up (and AdamW state)
     report("train step", "clip (2, 3, 16, 64, 64), forward + backward + AdamW", interleave(step, net, args.rounds),
            1, diff)
+
+    x4, c4 = torch.cat([x, x]), torch.cat([c, c])                # guidance's batch: conditional + unconditional
+    cond4 = {k: torch.cat([v, v]) for k, v in cond.items()}
+
+    def call():
+        with torch.no_grad():
+            net(x4, c4, cond4)
+    report("network call without grad", "bench_stunet's STUNet, 2 clips x 2 for guidance, (3, 16, 64, 64)",
+           interleave(call, net, args.rounds), 1, diff)
 
     module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "stunet_real.yaml")))).eval()
     prompts, calls = ["a person riding a horse on a beach"] * 8, 4

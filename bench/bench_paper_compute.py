@@ -57,7 +57,7 @@ def compare(name: str, ucfg: UNetConfig, down: list, attn_layers: int, frames: i
           f"{ucfg.num_res_blocks} res blocks per level, spatial attention at levels {list(ucfg.attn_levels)}; "
           f"{params / 1e6:.0f} M parameters (STUNet); temporal down_levels {down} -> {frames // 2 ** len(down)} frames "
           f"at the coarsest level; counted in {time.perf_counter() - t0:.0f} s")
-    print(f"| pipeline | GFLOPs per clip (one forward) | GFLOPs per frame | vs STUNet |\n|---|---|---|---|")
+    print("| pipeline | GFLOPs per clip (one forward) | GFLOPs per frame | vs STUNet |\n|---|---|---|---|")
     rows = [("STUNet (temporal down/up)", stunet), ("no temporal down/up", no_down),
             (f"cascade: keyframes ({frames // stride}) + TSR ({frames})", keyframes + tsr)]
     for label, f in rows:

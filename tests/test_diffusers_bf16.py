@@ -5,7 +5,6 @@ checks, a short training run + resume with lumiere-train, and DDP on 2 CPU proce
 from __future__ import annotations
 
 import datetime
-import os
 import time
 from pathlib import Path
 

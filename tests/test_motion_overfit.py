@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import lightning as L
 import pytest
-import torch
 
 from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import to_dict
