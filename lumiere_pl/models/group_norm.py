@@ -2,7 +2,7 @@
 
 The networks keep features channels-last: a folded frame batch ((b t) c h w) is stored as (b t h w c), so the
 (b c t h w) view of the temporal modules is the same memory and no layout copy happens between the spatial and the
-temporal layers (docs/BENCHMARKS.md, "Train-step layout"). torch's own CPU GroupNorm backward is about 9x slower on
+temporal layers (docs/BENCHMARKS.md, "The memory layout"). torch's own CPU GroupNorm backward is about 9x slower on
 channels-last input than on contiguous input (6 vs 55 ms on (32, 32, 64, 64), torch 2.13); the backward below is
 the same formula as torch's kernel, written as three passes over the (n, s, c) view of the memory.
 """
