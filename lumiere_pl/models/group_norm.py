@@ -66,10 +66,11 @@ class GroupNorm(nn.GroupNorm):
     (measured there only; other devices and autocast regions use torch's kernel)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[0] == 1 and is_channels_last(x) and x.stride(0) != x.numel():
+        channels_last = is_channels_last(x)
+        if channels_last and x.shape[0] == 1 and x.stride(0) != x.numel():
             x = x.as_strided(x.shape, (x.numel(),) + x.stride()[1:])   # the same view: torch's kernel checks the
             # batch stride too, which means nothing for a batch of one but may come odd from a reshape
-        if (self.affine and x.device.type == "cpu" and is_channels_last(x) and torch.is_grad_enabled()
+        if (channels_last and self.affine and x.device.type == "cpu" and torch.is_grad_enabled()
                 and not torch.is_autocast_enabled("cpu")):
             return _ChannelsLastGroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
