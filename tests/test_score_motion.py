@@ -1,0 +1,50 @@
+"""experiments/score_motion.py: one checkpoint scored for motion as the sweeps score it."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("score_motion", ROOT / "experiments" / "score_motion.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scores_the_samples_of_unseen_captions_beside_the_real_clips(tiny_sample_ckpt, tmp_path, single_thread):
+    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.probes import test_clips
+
+    out = tmp_path / "scores.json"
+    assert _script().main(["--ckpt", str(tiny_sample_ckpt), "--n", "3", "--steps", "2", "--out", str(out),
+                           "--videos-dir", str(tmp_path / "videos")]) == 0
+    record = json.loads(out.read_text())
+    module = load_module(tiny_sample_ckpt)
+    assert record["prompts"] == [c.caption for c in test_clips(module, 3)]       # the test split, first 3
+    assert record["seeds"] == [0, 1, 2] and record["step"] == -1
+    assert record["samples"]["clips"] == 3 and record["real"]["clips"] == 3
+    assert record["real"]["direction_match"] == 1.0                              # the tracker reads the real clips
+    assert record["real"]["jerk"] < 0.05
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["000000.mp4", "000001.mp4", "000002.mp4"]
+
+
+def test_refuses_a_t2i_checkpoint_with_one_line(tmp_path, capsys):
+    from lumiere_pl.config import to_dict
+    from lumiere_pl.config_checks import load_config
+    from lumiere_pl.lit import DiffusionModule
+
+    cfg = load_config(str(ROOT / "experiments" / "ssr_tiny.yaml"),
+                      ["name=t2i_tiny", "model.name=t2i", "model.unet.aug_embedding=false", "data.size=16",
+                       "data.images=true"])
+    module = DiffusionModule(to_dict(cfg))
+    ckpt = tmp_path / "t2i.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": {"config": module.export_config()}}, ckpt)
+    assert _script().main(["--ckpt", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "T2I U-Net" in err and str(ckpt) in err
