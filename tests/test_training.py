@@ -185,6 +185,21 @@ def test_cli_refuses_to_start_over_an_existing_run_and_auto_resumes(tiny_overrid
     assert load_checkpoint(ckpt)["global_step"] == 2
 
 
+def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrides):
+    """max_steps 3, validation every 2: samples at steps 2 and 3 (the trained model's); a finished run resumed
+    writes nothing again."""
+    over = tiny_overrides + ["name=last", "model.name=t2i", "data.images=true", "train.max_steps=3",
+                             "train.val_every_n_steps=2", "train.ckpt_every_n_steps=2", "train.val_prompts=[a red circle]",
+                             "sampler.steps=2", "trainer.enable_progress_bar=false"]
+    assert train_cli.main(["--resume", "auto"] + over) == 0
+    samples = Path(tiny_overrides[-1].split("=", 1)[1]) / "last" / "samples"
+    assert sorted(p.name for p in samples.iterdir()) == ["step_0000002", "step_0000003"]
+    stamp = next((samples / "step_0000003").iterdir()).stat().st_mtime_ns
+    assert train_cli.main(["--resume", "auto"] + over) == 0
+    assert sorted(p.name for p in samples.iterdir()) == ["step_0000002", "step_0000003"]
+    assert next((samples / "step_0000003").iterdir()).stat().st_mtime_ns == stamp
+
+
 @pytest.mark.parametrize("extra", [[], ["model.temporal.conditional=true"], ["model.name=t2i", "data.images=true"]])
 def test_dry_run_prints_parameters_and_flops_and_builds_nothing_else(tiny_overrides, capsys, extra):
     import re

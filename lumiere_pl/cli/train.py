@@ -100,6 +100,17 @@ def build_trainer(cfg: ExperimentConfig):
     )
 
 
+def validate_at_end(trainer, module, datamodule, cfg: ExperimentConfig) -> None:
+    """Lightning validates every train.val_every_n_steps; when max_steps is not a multiple of it, the last steps
+    would leave no samples: validate once more at the end. Not again for a finished run resumed (its samples exist);
+    rank 0 decides, so every process of a multi-node run takes part or none."""
+    step, every = trainer.global_step, min(cfg.train.val_every_n_steps, cfg.train.max_steps)
+    missing = (bool(cfg.train.val_prompts) and step > 0 and step % every != 0
+               and not (cfg.run_dir / "samples" / f"step_{step:07d}").is_dir())
+    if trainer.strategy.broadcast(missing, src=0):
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+
+
 @command("lumiere-train")
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="lumiere-train", description=__doc__,
@@ -170,6 +181,7 @@ def main(argv: List[str]) -> int:
     except NonFiniteError as err:
         print(f"lumiere-train: {err}", file=sys.stderr)
         return 3
+    validate_at_end(trainer, module, datamodule, cfg)
     if trainer.is_global_zero:
         run = cfg.run_dir
         samples = sorted((run / "samples").glob("step_*"))
