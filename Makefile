@@ -35,9 +35,11 @@ train: install $(if $(filter real,$(DATASET)),shards)
 
 # Does a moving-shapes STUNet move the caption's way? Samples 64 unseen prompts from noise seeds 0..63 (DDIM 15,
 # guidance 3, as the sweeps do) and prints direction match, jump, jerk and block ratio beside the real clips'.
+#   make score-motion [MOTION_CKPT=...] [SCORE_ARGS="--n 128 --videos-dir runs/score_videos"]
 MOTION_CKPT ?= $(RUNS)/stunet_motion/checkpoints/last.ckpt
+SCORE_ARGS  ?=
 score-motion: install
-	$(PY) experiments/score_motion.py --ckpt $(MOTION_CKPT) --out $(RUNS)/score_motion.json $(ARGS)
+	$(PY) experiments/score_motion.py --ckpt $(MOTION_CKPT) --out $(RUNS)/score_motion.json $(SCORE_ARGS)
 
 # The SSR stage (docs/SSR.md): trained on its own (it needs no base checkpoint), on (low-res, high-res) pairs made on
 # the fly from 8-frame clips of the same DATASET, 32 -> 64 px. Then base -> SSR, one MP4 per stage:

@@ -53,6 +53,7 @@ def main(argv: Optional[List[str]]) -> int:
         ap.error("--n, --steps and --batch-size must be >= 1")
 
     import torch
+    from tqdm.auto import tqdm
 
     from lumiere_pl import probes
     from lumiere_pl.checkpoint import load_checkpoint, load_module
@@ -68,7 +69,10 @@ def main(argv: Optional[List[str]]) -> int:
     prompts, seeds = [c.caption for c in clips], list(range(a.n))
     block = 2 ** getattr(module.net, "temporal_halvings", 0)
     t0 = time.perf_counter()
-    videos = probes.sample(module, prompts, seeds, a.batch_size, steps=a.steps, guidance=a.guidance)
+    videos = []
+    for i in tqdm(range(0, a.n, a.batch_size), desc="sampling", unit="batch"):
+        videos += probes.sample(module, prompts[i:i + a.batch_size], seeds[i:i + a.batch_size], a.batch_size,
+                                steps=a.steps, guidance=a.guidance)
     seconds = time.perf_counter() - t0
     real = [to_uint8(v) for v in probes.render(module, clips)]
     bg = d.synthetic.background

@@ -186,14 +186,19 @@ def test_cli_refuses_to_start_over_an_existing_run_and_auto_resumes(tiny_overrid
 
 
 def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrides):
-    """max_steps 3, validation every 2: samples at steps 2 and 3 (the trained model's); a finished run resumed
-    writes nothing again."""
-    over = tiny_overrides + ["name=last", "model.name=t2i", "data.images=true", "train.max_steps=3",
+    """max_steps 3, validation every 2: samples at steps 2 and 3 (the trained model's), MP4s and TensorBoard videos
+    (the last logged after fit closed the logger); a finished run resumed writes nothing again."""
+    over = tiny_overrides + ["name=last", "model.name=stunet", "model.init_from=null", "train.max_steps=3",
                              "train.val_every_n_steps=2", "train.ckpt_every_n_steps=2", "train.val_prompts=[a red circle]",
                              "sampler.steps=2", "trainer.enable_progress_bar=false"]
     assert train_cli.main(["--resume", "auto"] + over) == 0
     samples = Path(tiny_overrides[-1].split("=", 1)[1]) / "last" / "samples"
     assert sorted(p.name for p in samples.iterdir()) == ["step_0000002", "step_0000003"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(samples.parent / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("samples/00")] == [2, 3]
     stamp = next((samples / "step_0000003").iterdir()).stat().st_mtime_ns
     assert train_cli.main(["--resume", "auto"] + over) == 0
     assert sorted(p.name for p in samples.iterdir()) == ["step_0000002", "step_0000003"]

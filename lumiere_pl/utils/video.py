@@ -56,4 +56,6 @@ def log_video(writer, tag: str, frames: np.ndarray, step: int, fps: float = 8.0)
 
     t, h, w, c = frames.shape
     image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=encode_gif(frames, fps))
-    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    # _get_file_writer, as SummaryWriter's own add_* do: it reopens a writer closed by an earlier end of training
+    # (lumiere-train's last validation runs after fit, when Lightning has closed the logger)
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
