@@ -103,6 +103,24 @@ def test_80_frames_x4_through_multidiffusion(module):
     assert [s[0] for s in calls] == [4, 4, 4, 1] and all(s[2:] == (8, 64, 64) for s in calls)
 
 
+def test_upscale_of_a_clip_does_not_depend_on_its_batch(module):
+    """With augmentation noise (aug > 0) too: clip i's noise is seeded by seeds[i] alone."""
+    import copy
+
+    module = copy.deepcopy(module)
+    with torch.no_grad():                      # off the zero init, so the low-res input reaches the output
+        for p in module.net.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    low = torch.rand(3, 3, 8, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    prompts = ["a red circle moving right", "a blue square moving up", "a white triangle moving left"]
+    together = module.upscale(low, prompts, aug=0.3, steps=2, seeds=[5, 6, 7], use_ema=False)
+    plain = module.upscale(low, prompts, aug=0.0, steps=2, seeds=[5, 6, 7], use_ema=False)
+    assert (together - plain).abs().max() > 1e-3                                # the augmentation noise matters
+    alone = torch.cat([module.upscale(low[i:i + 1], [p], aug=0.3, steps=2, seed=s, use_ema=False)
+                       for i, (p, s) in enumerate(zip(prompts, [5, 6, 7]))])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+
+
 @pytest.mark.slow
 def test_fast_dev_run_writes_side_by_side_videos(tmp_path):
     import lightning as L

@@ -32,15 +32,21 @@ class SSRModule(DiffusionModule):
         return self.cfg.data.size // self.cfg.model.upscale
 
     # --- conditioning -------------------------------------------------------------------------------------------
-    def lowres_condition(self, lowres: Tensor, t_aug: Tensor, generator: Optional[torch.Generator] = None) -> dict:
+    def lowres_condition(self, lowres: Tensor, t_aug: Tensor,
+                         generator: Optional[torch.Generator | List[torch.Generator]] = None) -> dict:
         """lowres (b c t h w) at any size -> {"concat": upsampled, noise-augmented (b c t H W), "aug_noise": (b,)}.
 
         The augmented conditioning is alpha * up + sigma * eps at log-SNR logsnr(t_aug) (VP, so it keeps unit scale).
+        generator: one for the batch, or one per clip (sampling: a clip's noise then does not depend on its batch).
         """
         up = upsample(lowres, self.cfg.data.size)                                  # b c t H W
         logsnr = self.logsnr(t_aug.to(up.device, torch.float32))                   # (b,)
         alpha, sigma = (append_dims(c, up.ndim) for c in alpha_sigma(logsnr))
-        eps = torch.randn(up.shape, device=up.device, dtype=up.dtype, generator=generator)
+        if isinstance(generator, (list, tuple)):
+            eps = torch.stack([torch.randn(up.shape[1:], device=up.device, dtype=up.dtype, generator=g)
+                               for g in generator])
+        else:
+            eps = torch.randn(up.shape, device=up.device, dtype=up.dtype, generator=generator)
         concat = torch.where(append_dims(t_aug > 0, up.ndim).to(up.device), alpha * up + sigma * eps, up)
         return {"concat": concat, "aug_noise": c_noise(logsnr)}
 
@@ -63,10 +69,13 @@ class SSRModule(DiffusionModule):
     @torch.no_grad()
     def upscale(self, lowres: Tensor, prompts: List[str], aug: float = 0.0, **kwargs) -> Tensor:
         """lowres (b 3 t h w) in [-1, 1] -> SSR sample (b 3 t H W), H = data.size; any number of frames t
-        (MultiDiffusion over sampler.window frames when t exceeds it). kwargs go to generate (steps, seed, ...)."""
+        (MultiDiffusion over sampler.window frames when t exceeds it). kwargs go to generate (steps, seed, seeds,
+        ...). Clip i's augmentation noise is seeded seeds[i] + 1 (default seed + i + 1), as its sampling noise is
+        seeded seeds[i]: no clip depends on its batch."""
         b, _, t = lowres.shape[:3]
         t_aug = torch.full((b,), float(aug), device=self.device)
-        g = torch.Generator(device=self.device).manual_seed(int(kwargs.get("seed", 0)) + 1)
+        seeds = kwargs.get("seeds") or [int(kwargs.get("seed", 0)) + i for i in range(b)]
+        g = [torch.Generator(device=self.device).manual_seed(int(k) + 1) for k in seeds]
         cond = self.lowres_condition(lowres.to(self.device, torch.float32), t_aug, generator=g)
         return self.generate(prompts, frames=t, extra_cond=cond, **kwargs)
 
