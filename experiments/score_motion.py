@@ -1,7 +1,8 @@
 """Does a trained moving-shapes STUNet move the caption's way? Score one checkpoint as the sweeps do (docs/MOTION.md).
 
 The captions of the first N unseen test clips of the checkpoint's own moving-shapes set, one sample each from noise
-seeds 0..N-1 (DDIM 15 steps, guidance 3: the settings of experiments/sweeps/*.yaml), tracked by colour
+seeds 0..N-1 (15 steps of the checkpoint's sampler, DDIM for the recipes, guidance 3: the sampling of
+lumiere_pl/sweep/scoring.py and the settings of experiments/sweeps/*.yaml), tracked by colour
 (lumiere_pl/data/shapes_motion.py); the same N real clips scored beside them are the ceiling.
 
   python experiments/score_motion.py --ckpt runs/stunet_motion/checkpoints/last.ckpt [--n 64] [--out scores.json]
@@ -53,33 +54,34 @@ def main(argv: Optional[List[str]]) -> int:
         ap.error("--n, --steps and --batch-size must be >= 1")
 
     import torch
-    from tqdm.auto import tqdm
 
     from lumiere_pl import probes
-    from lumiere_pl.checkpoint import load_checkpoint, load_module
+    from lumiere_pl.checkpoint import check_model, load_checkpoint
+    from lumiere_pl.sweep.scoring import Pipeline
+    from lumiere_pl.sweep.spec import SampleSpec
     from lumiere_pl.utils.atomic import write_text
     from lumiere_pl.utils.video import to_uint8, write_mp4
 
-    module = load_module(a.ckpt, expect=["stunet"], hint=" trained on the moving-shapes set (DATASET=motion)")
+    ckpt = load_checkpoint(a.ckpt, mmap=True)                 # a cheap look: what it is, and its step
+    check_model(a.ckpt, ckpt, ["stunet"], " trained on the moving-shapes set (DATASET=motion)")
+    step = int(ckpt.get("global_step", -1))
+    pipe = Pipeline({"model": Path(a.ckpt)}, SampleSpec(n=a.n, steps=a.steps, guidance=a.guidance,
+                                                        batch_size=a.batch_size))    # the sweeps' sampling
+    module = pipe.model
     d = module.cfg.data
     if d.name != "synthetic":
         raise InputError(f"{a.ckpt} was trained on data.name={d.name!r}; the motion tracker needs the "
                          f"moving-shapes set (data.name=synthetic)")
     clips = probes.test_clips(module, a.n)
     prompts, seeds = [c.caption for c in clips], list(range(a.n))
-    block = 2 ** getattr(module.net, "temporal_halvings", 0)
     t0 = time.perf_counter()
-    videos = []
-    for i in tqdm(range(0, a.n, a.batch_size), desc="sampling", unit="batch"):
-        videos += probes.sample(module, prompts[i:i + a.batch_size], seeds[i:i + a.batch_size], a.batch_size,
-                                steps=a.steps, guidance=a.guidance)
+    videos = pipe.generate(prompts, seeds)
     seconds = time.perf_counter() - t0
     real = [to_uint8(v) for v in probes.render(module, clips)]
     bg = d.synthetic.background
-    rows = {"samples": probes.motion(videos, prompts, block, bg), "real": probes.motion(real, prompts, block, bg)}
+    rows = {name: probes.motion(v, prompts, pipe.block, bg) for name, v in (("samples", videos), ("real", real))}
 
-    step = int(load_checkpoint(a.ckpt).get("global_step", -1))
-    print(f"{a.ckpt}: step {step}, {a.n} prompts, {d.frames} frames of {d.size} px, DDIM {a.steps}, "
+    print(f"{a.ckpt}: step {step}, {a.n} prompts, {d.frames} frames of {d.size} px, {module.cfg.sampler.name} {a.steps} steps, "
           f"guidance {a.guidance:g}; sampling {seconds / a.n:.2f} s per video "
           f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__})")
     print(table(rows))
