@@ -23,10 +23,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The default recipe: pretrain the T2I U-Net on frames of the embedded real clips, inflate it into a STUNet and train
-# the temporal layers. DATASET=shapes runs the same recipe on the in-memory moving-shapes set (32 px); DATASET=motion
-# the small 16 px recipe whose samples follow the caption's direction (docs/MOTION.md, section 7; its two stages
-# T2I 1000 steps, STUNet 9000: about 1 + 30 min on one core of the 2-core CPU, measured in a sweep; through make on
-# both cores of a loaded VM, 4 + 42 min). `make score-motion` then says whether its samples follow the captions.
+# the temporal layers. DATASET=shapes: the in-memory moving-shapes set ("a red circle moving left") and the 16 px
+# recipe whose samples follow the caption's direction (docs/MOTION.md, section 7; its two stages T2I 1000 steps,
+# STUNet 9000: about 1 + 30 min on one core of the 2-core CPU, measured in a sweep; through make on both cores of a
+# loaded VM, 4 + 42 min). `make score-motion` then says whether its samples follow the captions. DATASET=shapes32:
+# the earlier 32 px, 16-frame moving-shapes recipe (its samples do not follow the captions at this budget).
 DATASET ?= real
 train: install $(if $(filter real,$(DATASET)),shards)
 	$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/t2i_$(DATASET).yaml out_dir=$(RUNS) $(ARGS)
@@ -36,13 +37,13 @@ train: install $(if $(filter real,$(DATASET)),shards)
 # Does a moving-shapes STUNet move the caption's way? Samples 64 unseen prompts from noise seeds 0..63 (DDIM 15,
 # guidance 3, as the sweeps do) and prints direction match, jump, jerk and block ratio beside the real clips'.
 #   make score-motion [MOTION_CKPT=...] [SCORE_ARGS="--n 128 --videos-dir runs/score_videos"]
-MOTION_CKPT ?= $(RUNS)/stunet_motion/checkpoints/last.ckpt
+MOTION_CKPT ?= $(RUNS)/stunet_shapes/checkpoints/last.ckpt
 SCORE_ARGS  ?=
 score-motion: install
 	$(PY) experiments/score_motion.py --ckpt $(MOTION_CKPT) --out $(RUNS)/score_motion.json $(SCORE_ARGS)
 
 # The SSR stage (docs/SSR.md): trained on its own (it needs no base checkpoint), on (low-res, high-res) pairs made on
-# the fly from 8-frame clips of the same DATASET, 32 -> 64 px. Then base -> SSR, one MP4 per stage:
+# the fly from 8-frame clips of the same DATASET, 32 -> 64 px (DATASET=shapes: 16 -> 32). Then base -> SSR:
 #   lumiere-sample --ckpt $(RUNS)/stunet_real/checkpoints/last.ckpt --ssr-ckpt $(RUNS)/ssr_real/checkpoints/last.ckpt \
 #       --prompt "cars stuck in a traffic jam on a city street" --out a.mp4     # a.mp4 (32 px) and a_ssr.mp4 (64 px)
 train-ssr: install $(if $(filter real,$(DATASET)),shards)
@@ -95,7 +96,7 @@ sweep: install
 
 # The paper's ablations as one sweep (docs/ABLATIONS.md): the STUNet against the keyframes + temporal
 # super-resolution cascade at equal training compute, without temporal down/up-sampling, with random temporal init;
-# 3 training seeds, N = 64 unseen prompts, FVD and motion coherence, on the 16 px recipe of DATASET=motion (about
+# 3 training seeds, N = 64 unseen prompts, FVD and motion coherence, on the 16 px recipe of DATASET=shapes (about
 # 2 hours on the 2-core CPU as two workers: docs/ABLATIONS.md).
 ablation: install
 	$(PY) -m lumiere_pl.cli.sweep experiments/sweeps/ablation.yaml --set out_dir=$(RUNS)/sweeps $(SWEEP_ARGS)

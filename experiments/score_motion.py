@@ -5,7 +5,7 @@ seeds 0..N-1 (15 steps of the checkpoint's sampler, DDIM for the recipes, guidan
 lumiere_pl/sweep/scoring.py and the settings of experiments/sweeps/*.yaml), tracked by colour
 (lumiere_pl/data/shapes_motion.py); the same N real clips scored beside them are the ceiling.
 
-  python experiments/score_motion.py --ckpt runs/stunet_motion/checkpoints/last.ckpt [--n 64] [--out scores.json]
+  python experiments/score_motion.py --ckpt runs/stunet_shapes/checkpoints/last.ckpt [--n 64] [--out scores.json]
 
 Prints direction match (chance 25%), jump and jerk per frame in frame sides, the 2^k-frame block ratio and how many
 shapes were found; --out also writes them as JSON, --videos-dir the samples as lossless MP4s. Exit codes as every
@@ -63,7 +63,7 @@ def main(argv: Optional[List[str]]) -> int:
     from lumiere_pl.utils.video import to_uint8, write_mp4
 
     ckpt = load_checkpoint(a.ckpt, mmap=True)                 # a cheap look: what it is, and its step
-    check_model(a.ckpt, ckpt, ["stunet"], " trained on the moving-shapes set (DATASET=motion)")
+    check_model(a.ckpt, ckpt, ["stunet"], " trained on the moving-shapes set (DATASET=shapes)")
     step = int(ckpt.get("global_step", -1))
     pipe = Pipeline({"model": Path(a.ckpt)}, SampleSpec(n=a.n, steps=a.steps, guidance=a.guidance,
                                                         batch_size=a.batch_size))    # the sweeps' sampling

@@ -95,8 +95,8 @@ def test_sample_cascade_with_real_tiny_modules(tmp_path):
         cfg = load_config(str(ROOT / "experiments" / path), TINY + [f"out_dir={tmp_path}", "sampler.steps=2"] + extra)
         return module_class(cfg.model.name)(to_dict(cfg))
 
-    kf = build("cascade_keyframes_shapes.yaml", ["data.frames=4"])
-    tsr = build("cascade_tsr_shapes.yaml", ["data.frames=16"])
+    kf = build("cascade_keyframes_shapes32.yaml", ["data.frames=4"])
+    tsr = build("cascade_tsr_shapes32.yaml", ["data.frames=16"])
     seen = {}
     generate = tsr.generate
     tsr.generate = lambda *a, **kw: seen.update(kw) or generate(*a, **kw)
@@ -125,11 +125,12 @@ def test_config_errors_for_tasks_and_stride():
     load_config(None, ["model.temporal.conditional=true", "model.temporal.tasks=[keyframes, box]"])   # valid
 
 
-def test_cascade_configs_cover_the_stunets_time_span():
+@pytest.mark.parametrize("family", ["shapes", "shapes32"])
+def test_cascade_configs_cover_the_stunets_time_span(family):
     """The keyframe model sees every k-th frame of the STUNet's motion, at 1/k of its frame rate."""
-    st = load_config(str(ROOT / "experiments" / "stunet_shapes.yaml"))
-    kf = load_config(str(ROOT / "experiments" / "cascade_keyframes_shapes.yaml"))
-    tsr = load_config(str(ROOT / "experiments" / "cascade_tsr_shapes.yaml"))
+    st = load_config(str(ROOT / "experiments" / f"stunet_{family}.yaml"))
+    kf = load_config(str(ROOT / "experiments" / f"cascade_keyframes_{family}.yaml"))
+    tsr = load_config(str(ROOT / "experiments" / f"cascade_tsr_{family}.yaml"))
     k = tsr.model.temporal.keyframe_stride
     assert tsr.model.temporal.tasks == ["keyframes"] and tsr.model.temporal.conditional
     assert tsr.data.frames == st.data.frames == kf.data.frames * k and kf.data.fps * k == st.data.fps
