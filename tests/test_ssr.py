@@ -177,6 +177,35 @@ def test_sample_base_then_ssr_writes_one_mp4_per_stage(ckpts, tmp_path):
     assert _frames(tmp_path / "a_ssr.mp4").shape == (10, 64, 64, 3)               # SSR stage, windows (0,8), (2,10)
 
 
+def test_sample_upscales_a_batch_in_one_ssr_call_and_the_same_videos_as_one_by_one(ckpts, tmp_path, monkeypatch):
+    """--ssr-ckpt with --prompts: the SSR takes the base batch in one call (halved on out-of-memory), and every SSR
+    video equals the one rendered alone (per-clip seeds, lossless MP4s compared exactly)."""
+    import json
+
+    from lumiere_pl.cli.sample import main
+
+    base, ssr = ckpts
+    prompts = ["a red circle moving right", "a blue square moving up", "a green triangle moving left"]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"index": i, "prompt": p}) + "\n"
+                                              for i, p in enumerate(prompts)))
+    common = ["--ckpt", str(base), "--ssr-ckpt", str(ssr), "--prompts", str(tmp_path / "p.jsonl"), "--frames", "4",
+              "--steps", "1", "--ssr-steps", "2", "--ssr-aug", "0.3", "--device", "cpu", "--lossless"]
+    assert main([*common, "--out-dir", str(tmp_path / "one"), "--batch-size", "1"]) == 0
+    calls, upscale = [], SSRModule.upscale
+
+    def small_memory(self, lowres, prompts, *a, **k):             # a device that holds two SSR clips
+        calls.append(len(prompts))
+        if len(prompts) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return upscale(self, lowres, prompts, *a, **k)
+    monkeypatch.setattr(SSRModule, "upscale", small_memory)
+    assert main([*common, "--out-dir", str(tmp_path / "batch"), "--batch-size", "3"]) == 0
+    assert calls == [3, 2, 1]                                     # 3 clips -> out of memory -> 2 + 1
+    for i in range(3):
+        one, batch = (_frames(tmp_path / d / "ssr" / f"{i:06d}.mp4") for d in ("one", "batch"))
+        assert one.shape == (4, 64, 64, 3) and (one == batch).all()
+
+
 def test_sample_ssr_alone_on_a_video_file(ckpts, tmp_path):
     import numpy as np
 

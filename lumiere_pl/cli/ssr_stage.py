@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lumiere_pl.errors import InputError
+from lumiere_pl.utils.batching import fitting_batches
 from lumiere_pl.utils.tensors import fold_time, unfold_time
 
 
@@ -54,12 +55,15 @@ def fit_lowres(video: Tensor, size: int) -> Tensor:
 
 
 def upscale(ssr, videos: Tensor, prompts: List[str], args: argparse.Namespace, seeds: List[int]) -> Tensor:
-    """Base videos (b 3 t h w) -> SSR videos (b 3 t H W); one SSR call per clip so a clip's result does not depend
-    on its batch (clip i uses seeds[i])."""
+    """Base videos (b 3 t h w) -> SSR videos (b 3 t H W), all b clips in one SSR call, halved on out-of-memory
+    (utils.batching). Clip i uses seeds[i] for its sampling and augmentation noise, so no clip depends on its batch."""
     low = fit_lowres(videos.float(), ssr.low_size)
-    out = [ssr.upscale(low[i:i + 1], [p], aug=args.ssr_aug, steps=args.ssr_steps, seed=s, use_ema=not args.no_ema)
-           for i, (p, s) in enumerate(zip(prompts, seeds))]
-    return torch.cat(out)
+
+    def run(idx: List[int]) -> Tensor:
+        return ssr.upscale(low[idx], [prompts[i] for i in idx], aug=args.ssr_aug, steps=args.ssr_steps,
+                           seeds=[seeds[i] for i in idx], use_ema=not args.no_ema)
+
+    return torch.cat([out for _, out in fitting_batches(list(range(len(prompts))), len(prompts), run)])
 
 
 def ssr_path(base: Path, out_dir: Optional[Path]) -> Path:
