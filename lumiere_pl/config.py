@@ -336,23 +336,38 @@ def _check_shape(raw: Any, schema: DictConfig, source: str, prefix: str = "") ->
             raise ConfigError(f"{source}: {prefix}{key} must be a mapping of keys ({keys} ...), got {value!r}")
 
 
+def _read_override(item: str, schema: DictConfig) -> DictConfig:
+    """One `key=value` override as a config to merge; its form and sections checked (its keys and types: by the
+    merge)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=100)")
+    try:
+        item_cfg = OmegaConf.from_dotlist([item])
+    except OmegaConfBaseException as err:
+        raise _explain(err, schema, f"override {item!r}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)}); "
+                          f"lists are written [1, 2], strings with spaces quoted") from None
+    _check_shape(item_cfg, schema, f"override {item!r}")
+    return item_cfg
+
+
 def read_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> ExperimentConfig:
     """Defaults <- YAML (with its `base:` chain) <- `key=value` overrides: keys and types checked, values not.
     Configs loaded for use go through lumiere_pl.config_checks.load_config, which adds the value checks."""
     schema = OmegaConf.structured(ExperimentConfig)
     cfg = _read_yaml(Path(path), schema) if path else schema
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=100)")
+    items = [_read_override(item, schema) for item in overrides or []]
+    if items:
         try:
-            item_cfg = OmegaConf.from_dotlist([item])
-            _check_shape(item_cfg, schema, f"override {item!r}")
-            cfg = OmegaConf.merge(cfg, item_cfg)
-        except OmegaConfBaseException as err:
-            raise _explain(err, schema, f"override {item!r}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({getattr(err, 'problem', err)}); "
-                              f"lists are written [1, 2], strings with spaces quoted") from None
+            cfg = OmegaConf.merge(cfg, *items)         # one merge: each one deep-copies the whole config
+        except OmegaConfBaseException:
+            for item, item_cfg in zip(overrides or [], items):     # which override it was, for the message
+                try:
+                    cfg = OmegaConf.merge(cfg, item_cfg)
+                except OmegaConfBaseException as err:
+                    raise _explain(err, schema, f"override {item!r}") from None
+            raise
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 

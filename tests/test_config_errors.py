@@ -37,6 +37,8 @@ def test_wrong_type_names_key_value_and_type(tmp_path):
     yaml.write_text("train:\n  lr: fast\n")
     msg = _error([], str(yaml))
     assert "'train.lr'" in msg and "expected float" in msg and "'fast'" in msg
+    msg = _error(["train.max_steps=5", "data.batch_size=1.5", "train.lr=0.1"])     # merged at once: still named
+    assert msg.startswith("override 'data.batch_size=1.5': bad value for 'data.batch_size' (expected int)")
     msg = _error(["trainer.devices=[0"])
     assert "override 'trainer.devices=[0'" in msg and "not valid YAML" in msg
 

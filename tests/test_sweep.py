@@ -189,3 +189,12 @@ def test_a_score_answers_settings_added_to_the_schema_after_it_as_their_defaults
     assert not answers(old, {**now, "score": {**now["score"], "x0_motion": 16}})        # asked for more: redone
     assert not answers({**old, "sample": {**old["sample"], "n": 16}}, now)
     assert not answers(None, now)
+
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in (ROOT / "experiments" / "sweeps").glob("*.yaml")))
+def test_every_shipped_spec_passes_the_checks_made_before_training(spec, monkeypatch, capsys):
+    """Each spec of docs/MOTION.md and docs/ABLATIONS.md still names configs that exist and resolve (--dry-run
+    checks every run's experiment config), so a renamed config cannot silently break a documented rerun."""
+    monkeypatch.chdir(ROOT)
+    assert sweep_cli.main([f"experiments/sweeps/{spec}", "--dry-run"]) == 0, capsys.readouterr().err
+    assert "runs; results under" in capsys.readouterr().out
