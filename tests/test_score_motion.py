@@ -1,20 +1,18 @@
 """experiments/score_motion.py: one checkpoint scored for motion as the sweeps score it."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
 
+from _scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("score_motion", ROOT / "experiments" / "score_motion.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("score_motion")
 
 
 def test_scores_the_samples_of_unseen_captions_beside_the_real_clips(tiny_sample_ckpt, tmp_path, single_thread):

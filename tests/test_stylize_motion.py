@@ -1,19 +1,13 @@
 """experiments/stylize_motion.py: the background it tracks against, and its argument errors."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from _scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("stylize_motion", ROOT / "experiments" / "stylize_motion.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("stylize_motion")
 
 
 def test_border_colour_is_the_background_of_a_rendered_clip():
