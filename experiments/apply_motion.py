@@ -4,6 +4,9 @@ For the captions of the first N unseen test clips (noise seeds 0..N-1, DDIM, gui
 experiments/score_motion.py), one row per way of sampling:
   text-to-video   the task `none`: the caption alone;
   image-to-video  the task `first`: the real clip's first frame as C with M on frame 0 (`lumiere-apply i2v`);
+  image-to-video, opposite word: the same first frame with the caption's direction word reversed, scored against
+                  that caption. The shapes cross the frame's middle (data.synthetic.start=across), so a first frame
+                  shows where its shape is going: a model that reads the image, not the word, scores near 0% here;
 and the real clips beside them. Columns: direction match (chance 25%), jerk, shapes found, and how far the first
 frame of the sample is from the given image (mean |difference| in [0, 1] pixel units; 0 = kept exactly).
 
@@ -51,13 +54,17 @@ def main(argv: Optional[List[str]]) -> int:
     prompts, seeds = [c.caption for c in clips], list(range(a.n))
     real = probes.render(module, clips)                                          # (n 3 t h w) in [-1, 1]
     opts = dict(seeds=seeds, steps=a.steps, guidance=a.guidance)
-    rows = {"text-to-video": module.generate(prompts, **opts),
-            "image-to-video": image_to_video(module, real[:, :, 0], prompts, real.shape[2], **opts),
-            "real clips": real}
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    swapped = [c.caption.replace(f"moving {c.direction}", f"moving {opposite[c.direction]}") for c in clips]
+    rows = {"text-to-video": (module.generate(prompts, **opts), prompts),
+            "image-to-video": (image_to_video(module, real[:, :, 0], prompts, real.shape[2], **opts), prompts),
+            "image-to-video, opposite word": (image_to_video(module, real[:, :, 0], swapped, real.shape[2], **opts),
+                                              swapped),
+            "real clips": (real, prompts)}
     bg = module.cfg.data.synthetic.background
     print("| clips | direction | jerk | shape found | first frame vs the image |\n|---|---|---|---|---|")
-    for name, videos in rows.items():
-        m = summarise([to_uint8(v) for v in videos], prompts, bg)
+    for name, (videos, captions) in rows.items():
+        m = summarise([to_uint8(v) for v in videos], captions, bg)
         kept = float((videos[:, :, 0] - real[:, :, 0]).abs().mean()) / 2
         print(f"| {name} | {m['direction_match']:.0%} | {m['jerk']:.3f} | {m['detected']:.0%} | {kept:.3f} |")
     return 0

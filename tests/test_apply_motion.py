@@ -30,7 +30,7 @@ def _ckpt(tmp_path: Path, conditional: bool) -> Path:
 def test_rows_for_each_way_of_sampling_and_the_real_clips(tmp_path, capsys, single_thread):
     assert load_script("apply_motion").main(["--ckpt", str(_ckpt(tmp_path, True)), "--n", "3", "--steps", "2"]) == 0
     rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
-    assert {"text-to-video", "image-to-video", "real clips"} <= set(rows)
+    assert {"text-to-video", "image-to-video", "image-to-video, opposite word", "real clips"} <= set(rows)
     assert rows["real clips"].startswith("| real clips | 100% |")              # the tracker reads the real clips
     assert rows["real clips"].endswith("| 0.000 |")                            # their first frame is the image
 
