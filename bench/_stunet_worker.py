@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lumiere_pl.utils.allocator import keep_freed_memory  # noqa: E402  (stdlib only: imports in the peer venv too)
 from lumiere_pl.utils.flops import count_flops  # noqa: E402  (pure torch: imports in the peer venv too)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +207,7 @@ class Session:
     (and its matmul ceiling) round by round: on a shared, noisy machine both then see the same load."""
 
     def __init__(self, model: str, shape: tuple, threads: int):
+        self.malloc_tuned = keep_freed_memory()                # glibc tuned as lumiere-train runs, for both models
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         g = torch.Generator().manual_seed(0)
@@ -236,7 +238,8 @@ class Session:
         return {"model": self.model, **self.info, "params": split_params(self.net), "torch": torch.__version__,
                 "python": sys.version.split()[0], "threads": torch.get_num_threads(), "train_step_flops": flops,
                 "peak_rss_bytes": peak, "baseline_rss_bytes": self.base, "hwm_reset": self.hwm_reset,
-                "loss_finite": all(math.isfinite(x) for x in self.losses), "steps_run": len(self.losses)}
+                "malloc_tuned": self.malloc_tuned, "loss_finite": all(math.isfinite(x) for x in self.losses),
+                "steps_run": len(self.losses)}
 
 
 def reply(kind: str, payload) -> None:

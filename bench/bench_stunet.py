@@ -229,6 +229,7 @@ def print_comparison(res: dict) -> dict:
             print(f"      WARNING: {k} produced a non-finite loss")
         if not rep[k]["hwm_reset"]:
             print(f"      note: could not reset VmHWM; {k}'s peak includes the build")
+        print(f"      glibc malloc: {'tuned as lumiere-train tunes it' if rep[k].get('malloc_tuned') else 'defaults'}")
     have_peer = "peer" in rows
     cols = ["ours (STUNet)"] + (["peer (MPLumiere)", "ours / peer"] if have_peer else [])
     print(f"\nclip {tuple(SHAPE)} (b c t h w), float32, {rep['ours']['threads']} threads; median of "

@@ -1,5 +1,6 @@
 """The STUNet's time-major (channels-last) layout: the same function as the (b c t h w) layout, with no layout flips
-between the spatial and the temporal layers, and a GroupNorm whose channels-last backward is exact."""
+between the spatial and the temporal layers, a GroupNorm whose channels-last backward is exact, and a temporal conv
+whose weight gradient runs as matmuls."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from lumiere_pl.config import TemporalConfig
 from lumiere_pl.models.group_norm import GroupNorm, _ChannelsLastGroupNorm, is_channels_last
 from lumiere_pl.models.stunet import STUNet
+from lumiere_pl.models.time_conv import TimeConv, _TimeConvFunction, time_conv_weight_grad
 from test_stunet import cond, make_t2i
 
 
@@ -83,3 +85,48 @@ def test_temporal_modules_see_time_major_memory():
     net.time_major, seen[:] = False, []
     net(torch.randn(1, 3, 8, 16, 16), torch.tensor([300.0]), cond(1))
     assert not any(ok for _, ok in seen)
+
+
+@pytest.mark.parametrize("frames,kernel,stride", [(16, 3, 1), (16, 3, 2), (2, 3, 2), (3, 3, 1), (8, 5, 2),
+                                                  (2, 5, 1), (5, 3, 2), (4, 1, 1)])
+def test_time_conv_weight_grad_matches_torch(frames, kernel, stride):
+    """The matmul weight gradient of the temporal conv equals torch's convolution backward, every tap and edge case
+    (frames fewer than the kernel, odd counts at stride 2), and the whole function passes gradcheck."""
+    x = torch.randn(2, frames, 6, 4, dtype=torch.double).permute(0, 3, 1, 2)     # (b c t s), time-major memory
+    w, bias = torch.randn(5, 4, kernel, 1, dtype=torch.double), torch.randn(5, dtype=torch.double)
+    pad = kernel // 2
+    y = F.conv2d(x, w, bias, (stride, 1), (pad, 0))
+    dy = torch.randn_like(y)
+    want = torch.ops.aten.convolution_backward(dy, x, w, [5], [stride, 1], [pad, 0], [1, 1], False, [0, 0], 1,
+                                               [False, True, False])[1]
+    assert torch.allclose(time_conv_weight_grad(x, dy, kernel, stride, pad), want, atol=1e-12)
+    inputs = tuple(v.clone().requires_grad_() for v in (x, w, bias))
+    assert torch.autograd.gradcheck(lambda *t: _TimeConvFunction.apply(*t, stride, pad), inputs)
+
+
+def _graph_names(fn) -> set:
+    """Names of every node of an autograd graph."""
+    names, todo = set(), [fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node.name() not in names:
+            names.add(node.name())
+            todo.extend(n for n, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_time_conv_takes_the_matmul_backward_on_time_major_memory_only(stride):
+    """TimeConv's gradients are torch's on both layouts; only the time-major training path at stride 1 uses the
+    matmul backward."""
+    conv = TimeConv(8, stride=stride)
+    x = torch.randn(2, 8, 6, 3, 5)
+    grads = {}
+    for name, xi in (("contiguous", x), ("time-major", x.contiguous(memory_format=torch.channels_last_3d))):
+        xi = xi.clone().requires_grad_()
+        y = conv(xi)
+        assert ("_TimeConvFunctionBackward" in _graph_names(y.grad_fn)) == (name == "time-major" and stride == 1)
+        assert is_channels_last(y) == (name == "time-major")
+        grads[name] = torch.autograd.grad(y.square().sum(), (xi, conv.weight, conv.bias))
+    for a, b in zip(grads["contiguous"], grads["time-major"]):
+        assert torch.allclose(a, b, atol=1e-5)

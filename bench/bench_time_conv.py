@@ -1,0 +1,144 @@
+"""The temporal convolution's backward on the CPU: oneDNN's weight gradient against TimeConv's batched matmuls.
+
+TimeConv runs a 1D conv over t as a (k, 1) Conv2d over the (b c t (h w)) view; on time-major memory the training step
+takes its weight gradient from k batched matmuls (lumiere_pl/models/time_conv.py). One process, glibc's allocator tuned
+as every lumiere-* command tunes it, the two ways alternated round by round:
+  shapes  the weight gradient alone, on each temporal conv shape of bench_stunet.py's STUNet (clip (2, 3, 16, 64, 64))
+  train   one train step of that STUNet (forward, backward, AdamW), TimeConv.matmul_weight_grad off / on
+Then a profile of one train step each way: self CPU seconds of the temporal convs (forward and backward) and the rest.
+  python bench/bench_time_conv.py [--rounds 6]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+# (b c t s), stride: the temporal convs of bench_stunet's STUNet (levels 0 / 1 / 2; the 64-channel level-0 conv is the
+# temporal upsampling after the up path's concatenation; stride 2 the temporal downsampling)
+SHAPES = [((2, 32, 16, 4096), 1), ((2, 64, 16, 4096), 1), ((2, 32, 16, 4096), 2), ((2, 64, 8, 1024), 1),
+          ((2, 64, 4, 256), 1)]
+
+
+def alternate(fns: dict, rounds: int) -> dict:
+    """Each fn timed once per round, the order reversed every other round."""
+    times: dict = {k: [] for k in fns}
+    for r in range(rounds):
+        for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def ratio_line(times: dict) -> str:
+    old, new = (statistics.median(v) for v in times.values())
+    ratios = [b / a for a, b in zip(*times.values())]
+    return (f"{old * 1e3:9.1f} ms {new * 1e3:9.1f} ms   {statistics.median(ratios):.2f}x "
+            f"({min(ratios):.2f}-{max(ratios):.2f})")
+
+
+def temporal_seconds(events) -> tuple:
+    """(self CPU s of the temporal convs, of everything else) in one profiled step. A temporal conv is an op under
+    TimeConv's autograd function, or a convolution whose weight is (o, i, k, 1) with k > 1."""
+    inside = other = 0.0
+
+    def is_time_conv(e) -> bool:
+        return "convolution" in e.name and any(len(s) == 4 and s[3] == 1 and s[2] > 1 for s in e.input_shapes)
+
+    def walk(e, under: bool) -> None:
+        nonlocal inside, other
+        under = under or "TimeConvFunction" in e.name or is_time_conv(e)
+        if e.name.startswith("aten::"):
+            if under:
+                inside += e.self_cpu_time_total / 1e6
+            else:
+                other += e.self_cpu_time_total / 1e6
+        for child in e.cpu_children:
+            walk(child, under)
+
+    for e in events:
+        if e.cpu_parent is None:
+            walk(e, False)
+    return inside, other
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=6)
+    args = ap.parse_args()
+    from lumiere_pl.utils.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import _stunet_worker as W
+    from bench_stunet import header
+    from lumiere_pl.models.time_conv import TimeConv, time_conv_weight_grad
+
+    header(torch.get_num_threads())
+    g = torch.Generator().manual_seed(0)
+
+    print(f"\nweight gradient of one temporal conv (kernel 3), median of {args.rounds} rounds:")
+    print(f"  {'(b c t (h w)), stride':28s} {'oneDNN':>12s} {'matmuls':>12s}   matmuls / oneDNN (range)   max diff")
+    for (b, c, t, s), stride in SHAPES:
+        x = torch.randn(b, t, s, c, generator=g).permute(0, 3, 1, 2)               # time-major memory
+        w = torch.randn(c, c, 3, 1, generator=g) * 0.1
+        t_out = (t + 2 - 3) // stride + 1
+        dy = torch.randn(b, t_out, s, c, generator=g).permute(0, 3, 1, 2)
+
+        def onednn():
+            return torch.ops.aten.convolution_backward(dy, x, w, None, [stride, 1], [1, 0], [1, 1], False, [0, 0], 1,
+                                                       [False, True, False])[1]
+
+        def matmuls():
+            return time_conv_weight_grad(x, dy, 3, stride, 1)
+
+        want = onednn()
+        diff = float((matmuls() - want).abs().max() / want.abs().max())
+        print(f"  {str((b, c, t, s)) + f', {stride}':28s} {ratio_line(alternate({'o': onednn, 'm': matmuls}, args.rounds))}"
+              f"   {diff:.1e}")
+
+    torch.manual_seed(0)
+    net, loss_fn, _ = W.build_ours((2, 3, 16, 64, 64), torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+
+    def switched(on: bool):
+        def run():
+            TimeConv.matmul_weight_grad = on
+            step()
+        return run
+
+    for on in (False, True):                                    # warm-up (and AdamW state)
+        switched(on)()
+    times = alternate({"off": switched(False), "on": switched(True)}, args.rounds)
+    print(f"\ntrain step, clip (2, 3, 16, 64, 64), forward + backward + AdamW, median of {args.rounds} rounds:")
+    print(f"  {'oneDNN backward':>15s} {'matmul weight grad':>20s}   on / off (range)")
+    print(f"  {ratio_line(times)}")
+
+    print("\nprofile of one train step, self CPU seconds:")
+    print(f"  {'':22s} {'temporal convs':>15s} {'everything else':>16s}")
+    for on in (False, True):
+        TimeConv.matmul_weight_grad = on
+        step()
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            step()
+        inside, other = temporal_seconds(prof.events())
+        print(f"  {'matmul weight grad' if on else 'oneDNN backward':22s} {inside:15.3f} {other:16.3f}")
+    TimeConv.matmul_weight_grad = True
+
+
+if __name__ == "__main__":
+    main()
