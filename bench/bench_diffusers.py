@@ -34,6 +34,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from lumiere_pl.utils.atomic import write_bytes  # noqa: E402  (results appear whole or not at all)
 import _stunet_worker as W  # noqa: E402  (peak-RSS and parameter helpers)
 
 SHAPE = (1, 4, 16, 16, 16)                      # (b c t h w) latents: a 16-frame 128 px clip through SD's VAE
@@ -303,10 +304,9 @@ def main() -> int:
         print(f"{t:>4} {u / 1e9:>14.1f} {o / 1e9:>12.1f} {m / 1e9:>12.1f} {o / m:>13.2f}x {o / u:>9.2f}x "
               f"{m / u:>11.2f}x")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"shape": SHAPE, "unet": {k: list(v) if isinstance(v, tuple) else v
+    write_bytes(RESULTS, json.dumps({"shape": SHAPE, "unet": {k: list(v) if isinstance(v, tuple) else v
                                                             for k, v in UNET.items()},
-                                   "ours": OURS, "motion": MOTION, "train_step": res, "flops": rows}, indent=1))
+                                   "ours": OURS, "motion": MOTION, "train_step": res, "flops": rows}, indent=1).encode())
     print(f"\nraw figures: {RESULTS.relative_to(ROOT)}; total {time.perf_counter() - t_start:.0f} s")
     return 0
 

@@ -34,6 +34,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from lumiere_pl.utils.atomic import write_bytes  # noqa: E402  (results appear whole or not at all)
 import _stunet_worker as W  # noqa: E402  (the measurement harness shared with the workers)
 
 PEER_VENV = Path(os.environ.get("PEER_VENV", HERE / ".venv-peer"))     # gitignored (bench/.venv-*/)
@@ -352,9 +353,8 @@ def main() -> int:
     trows = temporal_flops_table(frames, 1 if a.quick else 2, a.threads)
     print_temporal(trows)
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"shape": SHAPE, "peer": why, "train_step": res, "summary": rows,
-                                   "temporal": trows}, indent=1))
+    write_bytes(RESULTS, json.dumps({"shape": SHAPE, "peer": why, "train_step": res, "summary": rows,
+                                   "temporal": trows}, indent=1).encode())
     print(f"\nraw figures: {RESULTS.relative_to(ROOT)}; total {time.perf_counter() - t_start:.0f} s")
     return 0
 

@@ -5,7 +5,8 @@ takes its weight gradient from k batched matmuls (lumiere_pl/models/time_conv.py
 as every lumiere-* command tunes it, the two ways alternated round by round:
   shapes  the weight gradient alone, on each temporal conv shape of bench_stunet.py's STUNet (clip (2, 3, 16, 64, 64))
   train   one train step of that STUNet (forward, backward, AdamW), TimeConv.matmul_weight_grad off / on
-Then a profile of one train step each way: self CPU seconds of the temporal convs (forward and backward) and the rest.
+Then a profile of one train step each way (self CPU seconds of the temporal convs, the other matmul-like ops and the
+memory-bound ops), and the share of the matmul ceiling the step could reach with its memory-bound ops as they are.
   python bench/bench_time_conv.py [--rounds 6]
 """
 from __future__ import annotations
@@ -44,29 +45,31 @@ def ratio_line(times: dict) -> str:
             f"({min(ratios):.2f}-{max(ratios):.2f})")
 
 
-def temporal_seconds(events) -> tuple:
-    """(self CPU s of the temporal convs, of everything else) in one profiled step. A temporal conv is an op under
-    TimeConv's autograd function, or a convolution whose weight is (o, i, k, 1) with k > 1."""
-    inside = other = 0.0
+MATMUL_LIKE = ("convolution", "mm", "bmm", "addmm", "attention", "linear")     # what torch's FLOP counter counts
+
+
+def split_seconds(events) -> dict:
+    """Self CPU seconds of one profiled step: temporal convs (ops under TimeConv's autograd function, or a convolution
+    whose weight is (o, i, k, 1) with k > 1), other matmul-like ops (spatial convs, linear, attention: the ops that
+    carry the counted FLOPs) and memory-bound ops (norms, activations, elementwise, reductions, copies)."""
+    out = {"temporal convs": 0.0, "other matmul-like": 0.0, "memory-bound": 0.0}
 
     def is_time_conv(e) -> bool:
         return "convolution" in e.name and any(len(s) == 4 and s[3] == 1 and s[2] > 1 for s in e.input_shapes)
 
     def walk(e, under: bool) -> None:
-        nonlocal inside, other
         under = under or "TimeConvFunction" in e.name or is_time_conv(e)
         if e.name.startswith("aten::"):
-            if under:
-                inside += e.self_cpu_time_total / 1e6
-            else:
-                other += e.self_cpu_time_total / 1e6
+            kind = ("temporal convs" if under and any(k in e.name for k in MATMUL_LIKE + ("sum",)) else
+                    "other matmul-like" if any(k in e.name for k in MATMUL_LIKE) else "memory-bound")
+            out[kind] += e.self_cpu_time_total / 1e6
         for child in e.cpu_children:
             walk(child, under)
 
     for e in events:
         if e.cpu_parent is None:
             walk(e, False)
-    return inside, other
+    return out
 
 
 def main() -> None:
@@ -82,6 +85,7 @@ def main() -> None:
     import _stunet_worker as W
     from bench_stunet import header
     from lumiere_pl.models.time_conv import TimeConv, time_conv_weight_grad
+    from lumiere_pl.utils.flops import count_flops
 
     header(torch.get_num_threads())
     g = torch.Generator().manual_seed(0)
@@ -129,14 +133,22 @@ def main() -> None:
     print(f"  {ratio_line(times)}")
 
     print("\nprofile of one train step, self CPU seconds:")
-    print(f"  {'':22s} {'temporal convs':>15s} {'everything else':>16s}")
+    print(f"  {'':20s} {'temporal convs':>15s} {'other matmul-like':>18s} {'memory-bound':>13s} {'total':>7s}")
+    split = {}
     for on in (False, True):
         TimeConv.matmul_weight_grad = on
         step()
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             step()
-        inside, other = temporal_seconds(prof.events())
-        print(f"  {'matmul weight grad' if on else 'oneDNN backward':22s} {inside:15.3f} {other:16.3f}")
+        split[on] = split_seconds(prof.events())
+        print(f"  {'matmul weight grad' if on else 'oneDNN backward':20s} " + " ".join(
+            f"{v:{w}.3f}" for v, w in zip(split[on].values(), (15, 18, 13))) + f" {sum(split[on].values()):7.3f}")
+    flops, ceiling = count_flops(step), W.matmul_gflops()
+    bound = flops / (flops + ceiling * 1e9 * split[True]["memory-bound"])
+    print(f"\nthe share of the matmul ceiling this step could reach if every matmul-like op ran at the ceiling and the "
+          f"memory-bound ops kept their profiled time: {flops / 1e9:.1f} GFLOP / ({flops / 1e9:.1f} GFLOP + "
+          f"{ceiling:.1f} GFLOP/s x {split[True]['memory-bound']:.3f} s) = {100 * bound:.0f} % (the profiler's overhead "
+          f"is in that time: an estimate from above of what they cost, so from below of the bound)")
     TimeConv.matmul_weight_grad = True
 
 
