@@ -117,14 +117,8 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, python {platform.python_version()}")
 
-    torch.manual_seed(0)
-    net, loss_fn, _ = W.build_ours((2, 3, 16, 64, 64), torch.Generator().manual_seed(0))
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
-        opt.step()
+    session = W.Session("ours", (2, 3, 16, 64, 64), torch.get_num_threads())      # bench_stunet's train step
+    net, step = session.net, session.step
 
     def moved(model) -> None:
         """Every weight off its init (zero-initialised outputs would make both layouts return 0 alike)."""

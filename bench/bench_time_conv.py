@@ -110,14 +110,7 @@ def main() -> None:
         print(f"  {str((b, c, t, s)) + f', {stride}':28s} {ratio_line(alternate({'o': onednn, 'm': matmuls}, args.rounds))}"
               f"   {diff:.1e}")
 
-    torch.manual_seed(0)
-    net, loss_fn, _ = W.build_ours((2, 3, 16, 64, 64), torch.Generator().manual_seed(0))
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
-        opt.step()
+    step = W.Session("ours", (2, 3, 16, 64, 64), torch.get_num_threads()).step     # bench_stunet's train step
 
     def switched(on: bool):
         def run():
