@@ -21,7 +21,7 @@ def time_conv_weight_grad(x: Tensor, dy: Tensor, kernel: int, stride: int, paddi
     """d loss / d weight of a (kernel, 1) Conv2d over t: x (b c t s), dy (b o t' s) -> (o c kernel 1).
 
     Tap k pairs output frame j with input frame j * stride + k - padding; each tap is one batched matmul of the
-    (b, frames s, channels) views, which are copies-free on time-major memory at stride 1."""
+    (b, frames s, channels) views, which need no copy on time-major memory at stride 1."""
     xt, gt = x.permute(0, 2, 3, 1), dy.permute(0, 2, 3, 1)      # (b t s c), (b t' s o)
     b, t, c, o, t_out = x.shape[0], x.shape[2], x.shape[1], dy.shape[1], dy.shape[2]
     taps = []
