@@ -6,7 +6,8 @@ as every lumiere-* command tunes it, the two ways alternated round by round:
   shapes  the weight gradient alone, on each temporal conv shape of bench_stunet.py's STUNet (clip (2, 3, 16, 64, 64))
   train   one train step of that STUNet (forward, backward, AdamW), TimeConv.matmul_weight_grad off / on
 Then a profile of one train step each way (self CPU seconds of the temporal convs, the other matmul-like ops and the
-memory-bound ops), and the share of the matmul ceiling the step could reach with its memory-bound ops as they are.
+memory-bound ops), the share of the matmul ceiling the step could reach with its memory-bound ops as they are, and
+the time those ops would have to fit in for 55 % with the convolutions as they are.
   python bench/bench_time_conv.py [--rounds 6]
 """
 from __future__ import annotations
@@ -107,8 +108,8 @@ def main() -> None:
 
         want = onednn()
         diff = float((matmuls() - want).abs().max() / want.abs().max())
-        print(f"  {str((b, c, t, s)) + f', {stride}':28s} {ratio_line(alternate({'o': onednn, 'm': matmuls}, args.rounds))}"
-              f"   {diff:.1e}")
+        label = f"{(b, c, t, s)}, {stride}"
+        print(f"  {label:28s} {ratio_line(alternate({'o': onednn, 'm': matmuls}, args.rounds))}   {diff:.1e}")
 
     step = W.Session("ours", (2, 3, 16, 64, 64), torch.get_num_threads()).step     # bench_stunet's train step
 
@@ -136,12 +137,18 @@ def main() -> None:
         split[on] = split_seconds(prof.events())
         print(f"  {'matmul weight grad' if on else 'oneDNN backward':20s} " + " ".join(
             f"{v:{w}.3f}" for v, w in zip(split[on].values(), (15, 18, 13))) + f" {sum(split[on].values()):7.3f}")
-    flops, ceiling = count_flops(step), W.matmul_gflops()
-    bound = flops / (flops + ceiling * 1e9 * split[True]["memory-bound"])
-    print(f"\nthe share of the matmul ceiling this step could reach if every matmul-like op ran at the ceiling and the "
-          f"memory-bound ops kept their profiled time: {flops / 1e9:.1f} GFLOP / ({flops / 1e9:.1f} GFLOP + "
-          f"{ceiling:.1f} GFLOP/s x {split[True]['memory-bound']:.3f} s) = {100 * bound:.0f} % (the profiler's overhead "
-          f"is in that time: an estimate from above of what they cost, so from below of the bound)")
+    flops, ceiling = count_flops(step) / 1e9, W.matmul_gflops()           # GFLOP, GFLOP/s
+    mem, matmul_like = split[True]["memory-bound"], split[True]["temporal convs"] + split[True]["other matmul-like"]
+    overhead = max(0.0, sum(split[True].values()) - statistics.median(times["on"]))   # the profiler's own time
+    bound = [flops / (flops + ceiling * m) for m in (mem, max(0.0, mem - overhead))]
+    efficiency = flops / matmul_like / ceiling
+    print(f"\n{flops:.1f} GFLOP; matmul ceiling {ceiling:.1f} GFLOP/s; the matmul-like ops ran at "
+          f"{100 * efficiency:.0f} % of it ({flops:.1f} GFLOP in {matmul_like:.3f} s)")
+    print(f"share of the ceiling the step could reach with every matmul-like op at the ceiling and the memory-bound "
+          f"ops as they are ({mem:.3f} s, or {mem - overhead:.3f} s if all the profiler's {overhead:.3f} s were "
+          f"theirs): {100 * bound[0]:.0f}-{100 * bound[1]:.0f} %")
+    print(f"for 55 % with the matmul-like ops as they are, the memory-bound ops would have to take "
+          f"{max(0.0, flops / (0.55 * ceiling) - matmul_like):.3f} s")
     TimeConv.matmul_weight_grad = True
 
 
