@@ -11,6 +11,8 @@ and the real clips beside them. Columns: direction match (chance 25%), jerk, sha
 frame of the sample is from the given image (mean |difference| in [0, 1] pixel units; 0 = kept exactly).
 
   python experiments/apply_motion.py --ckpt runs/stunet_conditional_shapes/checkpoints/last.ckpt [--n 32]
+      [--videos-dir D]   every sample as a lossless MP4, D/<way of sampling>/<prompt index>.mp4
+      [--sheet F.png]    the first --sheet-prompts prompts (default 3), one row per way of sampling, 8 frames a row
 
 Exit codes as every lumiere-* command: 0 done, 2 a bad checkpoint or argument (one line), 1 anything else.
 """
@@ -35,16 +37,19 @@ def main(argv: Optional[List[str]]) -> int:
     ap.add_argument("--n", type=int, default=32, help="prompts (unseen test clips), default 32")
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--videos-dir", type=Path, help="write every sample as a lossless MP4 here")
+    ap.add_argument("--sheet", type=Path, help="write a PNG contact sheet of the first prompts here")
+    ap.add_argument("--sheet-prompts", type=int, default=3, help="prompts on the sheet, default 3")
     ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     a = ap.parse_args(argv)
-    if a.n < 1 or a.steps < 1:
-        ap.error("--n and --steps must be >= 1")
+    if a.n < 1 or a.steps < 1 or a.sheet_prompts < 1:
+        ap.error("--n, --steps and --sheet-prompts must be >= 1")
 
     from lumiere_pl import probes
     from lumiere_pl.applications import image_to_video
     from lumiere_pl.checkpoint import load_module
     from lumiere_pl.data.shapes_motion import summarise
-    from lumiere_pl.utils.video import to_uint8
+    from lumiere_pl.utils.video import to_uint8, write_mp4, write_sheet
 
     module = load_module(a.ckpt, "cpu", expect=["stunet"], hint=" trained on the moving-shapes set")
     if not module.cfg.model.temporal.conditional or module.cfg.data.name != "synthetic":
@@ -61,12 +66,25 @@ def main(argv: Optional[List[str]]) -> int:
             "image-to-video, opposite word": (image_to_video(module, real[:, :, 0], swapped, real.shape[2], **opts),
                                               swapped),
             "real clips": (real, prompts)}
-    bg = module.cfg.data.synthetic.background
+    bg, fps = module.cfg.data.synthetic.background, module.cfg.data.fps
+    frames = {name: [to_uint8(v) for v in videos] for name, (videos, _) in rows.items()}    # (t h w 3) uint8 each
     print("| clips | direction | jerk | shape found | first frame vs the image |\n|---|---|---|---|---|")
     for name, (videos, captions) in rows.items():
-        m = summarise([to_uint8(v) for v in videos], captions, bg)
+        m = summarise(frames[name], captions, bg)
         kept = float((videos[:, :, 0] - real[:, :, 0]).abs().mean()) / 2
         print(f"| {name} | {m['direction_match']:.0%} | {m['jerk']:.3f} | {m['detected']:.0%} | {kept:.3f} |")
+    if a.videos_dir is not None:
+        for name, videos in frames.items():
+            slug = name.replace(", ", "_").replace(" ", "_").replace("-", "_")        # text_to_video, ...
+            for i, v in enumerate(videos):
+                write_mp4(a.videos_dir / slug / f"{i:06d}.mp4", v, fps=fps, lossless=True)
+    if a.sheet is not None:
+        order = ["real clips", "text-to-video", "image-to-video", "image-to-video, opposite word"]
+        sheet_rows = [frames[name][i] for i in range(min(a.sheet_prompts, a.n)) for name in order]
+        write_sheet(a.sheet, sheet_rows, every=max(1, real.shape[2] // 8), scale=4)   # at most ~8 frames a row
+        for i in range(min(a.sheet_prompts, a.n)):
+            print(f"{a.sheet}: rows {4 * i + 1}-{4 * i + 4}: {' / '.join(order)} of \"{prompts[i]}\" "
+                  f"(opposite word: \"{swapped[i]}\")")
     return 0
 
 

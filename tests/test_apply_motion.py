@@ -44,4 +44,36 @@ def test_refuses_an_unconditional_stunet_with_one_line(tmp_path, capsys):
 def test_bad_arguments_exit_2(capsys):
     with pytest.raises(SystemExit) as err:
         load_script("apply_motion").main(["--ckpt", "a.ckpt", "--n", "0"])
-    assert err.value.code == 2 and "--n and --steps must be >= 1" in capsys.readouterr().err
+    assert err.value.code == 2 and "--n, --steps and --sheet-prompts must be >= 1" in capsys.readouterr().err
+
+
+def test_videos_and_sheet_are_the_scored_samples(tmp_path, capsys, single_thread):
+    """--videos-dir holds every sample, bit-exact (the real clips' MP4s decode to the rendered clips); --sheet has one
+    row per way of sampling for each of the first prompts, about 8 frames a row, at 4x."""
+    import numpy as np
+    from PIL import Image
+
+    from lumiere_pl import probes
+    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.data.video_io import decode
+    from lumiere_pl.utils.video import to_uint8
+
+    ckpt, out = _ckpt(tmp_path, True), tmp_path / "out"
+    assert load_script("apply_motion").main(["--ckpt", str(ckpt), "--n", "3", "--steps", "2", "--videos-dir",
+                                             str(out / "videos"), "--sheet", str(out / "sheet.png"),
+                                             "--sheet-prompts", "2"]) == 0
+    ways = ["image_to_video", "image_to_video_opposite_word", "real_clips", "text_to_video"]
+    assert sorted(p.name for p in (out / "videos").iterdir()) == ways
+    assert all(len(list((out / "videos" / w).glob("*.mp4"))) == 3 for w in ways)
+    module = load_module(ckpt, "cpu", expect=["stunet"])
+    real = probes.render(module, probes.test_clips(module, 3))
+    for i in range(3):
+        got = decode((out / "videos" / "real_clips" / f"{i:06d}.mp4").read_bytes())
+        assert np.array_equal(got, to_uint8(real[i]))
+    t, h, w = real.shape[2:]
+    sheet = np.asarray(Image.open(out / "sheet.png"))
+    rows, cols = 2 * 4, len(range(0, t, max(1, t // 8)))
+    assert sheet.shape == (rows * (4 * h + 2) - 2, cols * (4 * w + 2) - 2, 3)
+    first_real = to_uint8(real[0])[0].repeat(4, 0).repeat(4, 1)               # row 1, frame 0: prompt 0's real clip
+    assert np.array_equal(sheet[:4 * h, :4 * w], first_real)
+    assert "rows 5-8" in capsys.readouterr().out

@@ -50,6 +50,26 @@ def tile(videos: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate(list(videos), axis=2)
 
 
+def write_sheet(path: str | Path, rows: Sequence[np.ndarray], every: int = 1, scale: int = 1, gap: int = 2) -> Path:
+    """A PNG contact sheet: one row per video ((t h w 3) uint8, equal sizes), every `every`-th frame, each pixel
+    repeated `scale` times, `gap` white pixels between frames and rows; written atomically."""
+    from lumiere_pl.utils.atomic import write_bytes
+
+    if not rows or len({r.shape for r in rows}) != 1:
+        raise ValueError(f"write_sheet expects videos of one shape, got {[r.shape for r in rows]}")
+    t, h, w, _ = rows[0].shape
+    frames = range(0, t, every)
+    hs, ws = h * scale, w * scale
+    sheet = np.full((len(rows) * (hs + gap) - gap, len(frames) * (ws + gap) - gap, 3), 255, np.uint8)
+    for i, video in enumerate(rows):
+        for j, f in enumerate(frames):
+            tile_ = video[f].repeat(scale, 0).repeat(scale, 1)
+            sheet[i * (hs + gap):i * (hs + gap) + hs, j * (ws + gap):j * (ws + gap) + ws] = tile_
+    buf = io.BytesIO()
+    Image.fromarray(sheet).save(buf, format="PNG")
+    return write_bytes(path, buf.getvalue())
+
+
 def log_video(writer, tag: str, frames: np.ndarray, step: int, fps: float = 8.0) -> None:
     """Log (t h w 3) uint8 to a TensorBoard SummaryWriter as an animated GIF (TensorBoard's video format)."""
     from tensorboard.compat.proto.summary_pb2 import Summary
