@@ -1,12 +1,13 @@
-"""glibc's allocator as every lumiere-* command tunes it (lumiere_pl/utils/allocator.py) against its defaults.
+"""glibc's allocator as every lumiere-* command tunes it (eval/allocator.py) against its defaults.
 
 Each figure comes from a fresh process per (allocator, round), the two allocators alternating round by round:
   sample  one guided DDIM call per video of `make train`'s STUNet (experiments/stunet_real.yaml, 32 px, 16 frames)
           at batch 8, the batch make eval used;
-  train   one train step (forward, backward, AdamW) of the STUNet of bench_stunet.py, clip (2, 3, 16, 64, 64).
+  train   one train step (forward, backward, AdamW) of the STUNet of bench_stunet.py, clip (2, 3, 16, 64, 64);
+  i3d     FVD's I3D features (lumiere-eval) of a batch of 4 clips of 16 x 224 x 224.
 Per figure: wall seconds, CPU seconds in user and kernel mode, minor page faults, peak memory (VmHWM), and whether
-the outputs (the videos' sum of |x|, the last loss) are identical across allocators (they must be: malloc moves
-memory, not arithmetic).
+the outputs (the videos' sum of |x|, the last loss, the features' sum of |x|) are identical across allocators (they
+must be: malloc moves memory, not arithmetic).
   python bench/bench_allocator.py [--rounds 2]
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ def child(kind: str) -> None:
     """Run in a fresh process: measure `kind` and print one JSON line."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
-    from lumiere_pl.utils.allocator import keep_freed_memory
+    from eval.allocator import keep_freed_memory
 
     tuned = keep_freed_memory()                          # off under LUMIERE_MALLOC=system
     import torch
@@ -46,6 +47,14 @@ def child(kind: str) -> None:
         def work():                                     # steps + 1 sigmas: `calls` network calls
             return float(module.generate(prompts, steps=calls).double().abs().sum())
         per = len(prompts) * calls
+    elif kind == "i3d":
+        from eval.detectors import I3DDetector
+
+        detector, clips = I3DDetector(), torch.rand(4, 3, 16, 224, 224) * 2 - 1
+
+        def work():
+            return float(detector.features(clips).double().abs().sum())
+        per = 1
     else:
         import _stunet_worker as W
 
@@ -73,7 +82,7 @@ def child(kind: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--child", choices=["sample", "train"])
+    ap.add_argument("--child", choices=["sample", "train", "i3d"])
     args = ap.parse_args()
     if args.child:
         return child(args.child)
@@ -82,7 +91,8 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, torch {torch.__version__}, glibc "
           f"{'-'.join(platform.libc_ver())}; median of {args.rounds} alternating rounds, a fresh process each")
-    for kind, unit in (("sample", "per network call per video"), ("train", "per train step")):
+    for kind, unit in (("sample", "per network call per video"), ("train", "per train step"),
+                       ("i3d", "per batch of 4 clips")):
         runs: dict = {"system": [], "tuned": []}
         for _ in range(args.rounds):
             for name in runs:
@@ -100,7 +110,7 @@ def main() -> None:
         s, t = med["system"], med["tuned"]
         cpu = (t["user"] + t["sys"]) / (s["user"] + s["sys"])
         print(f"  tuned / system: wall {t['wall'] / s['wall']:.2f}x, CPU time {cpu:.2f}x, peak memory "
-              f"{t['peak_mib'] / s['peak_mib']:.2f}x; outputs (videos' sum |x|, last loss) "
+              f"{t['peak_mib'] / s['peak_mib']:.2f}x; outputs "
               f"{'identical' if same else 'DIFFER'} across allocators and rounds")
 
 

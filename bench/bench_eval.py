@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from eval.allocator import keep_freed_memory  # noqa: E402
 from eval.detectors import I3DDetector  # noqa: E402
 from eval.extract import default_workers, extract  # noqa: E402
 from eval.frechet import FeatureStats, fvd_from_stats  # noqa: E402
@@ -78,7 +79,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved end-to-end rounds")
     ap.add_argument("--no-table", action="store_true", help="skip the batch / layout throughput table")
     args = ap.parse_args()
+    tuned = keep_freed_memory()                              # as lumiere-eval runs (bench_allocator.py: i3d)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"glibc malloc: {'tuned as lumiere-eval tunes it' if tuned else 'defaults'}")
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "")
           + f"; load average at start {os.getloadavg()[0]:.2f}")

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from . import commands
+from .allocator import keep_freed_memory
 from .errors import EvalError
 
 EXPECTED_ERRORS = (EvalError, OSError, ValueError, KeyError, pickle.UnpicklingError)
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     formatwarning = warnings.formatwarning
     if not debug:
         warnings.formatwarning = _one_line_warning
+    keep_freed_memory()                           # tensors on the CPU: no page faults per I3D batch (eval/allocator.py)
     try:
         if args.command != "ucf101-prompts":
             _init_dist()

@@ -1,30 +1,5 @@
-"""glibc's allocator, tuned for tensors on the CPU.
+"""glibc's allocator, tuned for tensors on the CPU: eval.allocator (the standalone eval package holds it, so both
+command families share one implementation; lumiere_pl may import eval, never the reverse)."""
+from eval.allocator import keep_freed_memory
 
-By default glibc serves every allocation above a (dynamic, at most 32 MiB) threshold with its own mmap and returns it
-to the OS when freed, so each large activation of each network call costs fresh zeroed pages: page faults, kernel
-time. Keeping freed memory in the heap (no mmap for single allocations, no trimming) removes that; measured here
-(docs/BENCHMARKS.md, "The allocator"): 0.55x the time of guided sampling, 0.90x a train step at 64 px, identical
-outputs, up to 1.2x the peak memory. Called by every lumiere-* command (not by the standalone eval package);
-LUMIERE_MALLOC=system keeps glibc's defaults. Without glibc (macOS, musl) it does nothing.
-"""
-from __future__ import annotations
-
-import ctypes
-import ctypes.util
-import os
-import sys
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3       # mallopt parameters (glibc malloc.h)
-KEEP = 2 ** 31 - 1                                # the largest value mallopt takes: never mmap, never trim
-
-
-def keep_freed_memory() -> bool:
-    """Tune glibc's malloc for this process (idempotent); True when it took effect."""
-    if os.environ.get("LUMIERE_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):                # no glibc: nothing to tune
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, KEEP)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP))
+__all__ = ["keep_freed_memory"]
