@@ -44,6 +44,8 @@ def main(argv: Optional[List[str]]) -> int:
     a = ap.parse_args(argv)
     if a.n < 1 or a.steps < 1 or a.sheet_prompts < 1:
         ap.error("--n, --steps and --sheet-prompts must be >= 1")
+    if a.sheet is not None and a.sheet.suffix.lower() != ".png":
+        ap.error(f"--sheet {a.sheet}: expected a .png file name")
 
     from lumiere_pl import probes
     from lumiere_pl.applications import image_to_video

@@ -45,6 +45,9 @@ def test_bad_arguments_exit_2(capsys):
     with pytest.raises(SystemExit) as err:
         load_script("apply_motion").main(["--ckpt", "a.ckpt", "--n", "0"])
     assert err.value.code == 2 and "--n, --steps and --sheet-prompts must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as err:                       # before the checkpoint is read or anything sampled
+        load_script("apply_motion").main(["--ckpt", "missing.ckpt", "--sheet", "sheet.jpg"])
+    assert err.value.code == 2 and "--sheet sheet.jpg: expected a .png file name" in capsys.readouterr().err
 
 
 def test_videos_and_sheet_are_the_scored_samples(tmp_path, capsys, single_thread):
