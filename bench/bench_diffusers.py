@@ -304,9 +304,9 @@ def main() -> int:
         print(f"{t:>4} {u / 1e9:>14.1f} {o / 1e9:>12.1f} {m / 1e9:>12.1f} {o / m:>13.2f}x {o / u:>9.2f}x "
               f"{m / u:>11.2f}x")
 
-    write_bytes(RESULTS, json.dumps({"shape": SHAPE, "unet": {k: list(v) if isinstance(v, tuple) else v
-                                                            for k, v in UNET.items()},
-                                   "ours": OURS, "motion": MOTION, "train_step": res, "flops": rows}, indent=1).encode())
+    record = {"shape": SHAPE, "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in UNET.items()},
+              "ours": OURS, "motion": MOTION, "train_step": res, "flops": rows}
+    write_bytes(RESULTS, json.dumps(record, indent=1).encode())
     print(f"\nraw figures: {RESULTS.relative_to(ROOT)}; total {time.perf_counter() - t_start:.0f} s")
     return 0
 

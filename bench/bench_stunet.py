@@ -353,8 +353,8 @@ def main() -> int:
     trows = temporal_flops_table(frames, 1 if a.quick else 2, a.threads)
     print_temporal(trows)
 
-    write_bytes(RESULTS, json.dumps({"shape": SHAPE, "peer": why, "train_step": res, "summary": rows,
-                                   "temporal": trows}, indent=1).encode())
+    record = {"shape": SHAPE, "peer": why, "train_step": res, "summary": rows, "temporal": trows}
+    write_bytes(RESULTS, json.dumps(record, indent=1).encode())
     print(f"\nraw figures: {RESULTS.relative_to(ROOT)}; total {time.perf_counter() - t_start:.0f} s")
     return 0
 
