@@ -72,6 +72,69 @@ def test_dtypes_after_setup_and_the_optimizer_holds_float32_trainable_weights_on
     assert all(p.dtype == torch.float32 and p.requires_grad for p in params)
 
 
+def test_bf16_weights_are_read_straight_into_bf16_and_the_kept_ones_at_full_precision(pipeline, tmp_path, monkeypatch):
+    """model.frozen_dtype=bfloat16 reads the U-Net, text encoder and VAE straight into bf16 (diffusers / transformers
+    are asked for bf16: no float32 copy of the model is made), and the U-Net's weights kept float32 (unfreeze=[text]
+    layers, norms) are read again from the folder: every weight equals a float32 load's, cast to its stored dtype.
+    Fails if the kept weights keep the bf16 rounding of the first read."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    asked = {}
+
+    def spy(cls):
+        real = cls.from_pretrained.__func__
+
+        def from_pretrained(klass, *args, **kwargs):
+            asked[cls.__name__] = kwargs.get("torch_dtype")
+            return real(klass, *args, **kwargs)
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(from_pretrained))
+
+    for cls in (UNet2DConditionModel, AutoencoderKL, CLIPTextModel):
+        spy(cls)
+    common = ["trainer.precision=bf16-mixed", "model.temporal.unfreeze=[text]"]
+    bf16 = DiffusersModule(to_dict(_config(pipeline, tmp_path, "model.frozen_dtype=bfloat16", *common)))
+    assert asked == dict.fromkeys(("UNet2DConditionModel", "AutoencoderKL", "CLIPTextModel"), torch.bfloat16)
+    fp32 = DiffusersModule(to_dict(_config(pipeline, tmp_path, "model.frozen_dtype=float32", *common)))
+    assert set(asked.values()) == {torch.float32}
+    kept = {n for n, p in bf16.net.unet.named_parameters() if p.dtype == torch.float32}
+    assert kept and any(p.dtype == torch.bfloat16 for p in bf16.net.unet.parameters())
+    pairs = [(f"unet.{n}", p, fp32.net.unet.get_parameter(n)) for n, p in bf16.net.unet.named_parameters()]
+    for holder in ("text_encoder", "codec"):                     # FrozenHolders: their one network, outside the tree
+        (mine,), (ref,) = (_held(getattr(m, holder)) for m in (bf16, fp32))
+        want = dict(ref.named_parameters())
+        pairs += [(f"{holder}.{n}", p, want[n]) for n, p in mine.named_parameters()]
+    for name, got, want in pairs:
+        assert torch.equal(got, want.to(got.dtype)), name
+    assert all(p.dtype == torch.bfloat16 for n, p, _ in pairs if not n.startswith("unet."))
+
+
+def test_kept_weights_are_read_from_one_file_or_the_shards_of_an_index(tmp_path):
+    """read_tensors: the stored tensors of named weights, from a single safetensors file (an fp16 variant) or from a
+    sharded save through its index; a name the files lack is one InputError naming the file."""
+    from lumiere_pl.errors import InputError
+    from lumiere_pl.models.diffusers_folder import read_tensors
+
+    unet = sd_unet()
+    unet.half().save_pretrained(tmp_path / "single", variant="fp16")
+    unet.float().save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 2
+    names = ["conv_in.weight", "mid_block.resnets.0.norm1.weight", "up_blocks.2.attentions.0.norm.bias"]
+    state = unet.state_dict()
+    got = read_tensors(tmp_path / "single", names, "fp16")
+    assert all(got[n].dtype == torch.float16 and torch.equal(got[n], state[n].half()) for n in names)
+    got = read_tensors(tmp_path / "sharded", names)
+    assert all(got[n].dtype == torch.float32 and torch.equal(got[n], state[n]) for n in names)
+    for folder, variant, file in (("sharded", None, "index.json"), ("single", "fp16", "fp16.safetensors")):
+        with pytest.raises(InputError, match=rf"{file}: no (entry for|tensor) not.a.weight"):
+            read_tensors(tmp_path / folder, ["not.a.weight"], variant)
+
+
+def _held(holder):
+    """The networks a FrozenHolder holds (outside its module tree)."""
+    return [getattr(holder, name) for name in holder._held]
+
+
 def _perturbed(net: DiffusersSTUNet, seed: int = 1) -> DiffusersSTUNet:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -29,11 +29,9 @@ class DiffusersModule(DiffusionModule):
     def __init__(self, config: dict, t2i_state: Optional[dict] = None):
         super().__init__(config, t2i_state)
         d = self.cfg.model.diffusers
-        self.codec = LatentCodec(load_vae(d.vae, d.variant), d.vae_chunk) if d.vae else None
-        frozen = getattr(torch, self.cfg.model.frozen_dtype)     # model.frozen_dtype: the U-Net's is set by build
-        self.text_encoder.to(frozen)
-        if self.codec is not None:
-            self.codec.to(frozen)
+        frozen = getattr(torch, self.cfg.model.frozen_dtype)     # model.frozen_dtype: read straight into it (the
+        # U-Net by build_model, the text encoder by DiffusionModule)
+        self.codec = LatentCodec(load_vae(d.vae, d.variant, frozen), d.vae_chunk, frozen) if d.vae else None
         if self.codec is None and self.net.in_channels != 3:
             raise InputError(f"the U-Net of {self.cfg.model.init_from} takes {self.net.in_channels}-channel latents "
                              f"but no VAE is set: model.diffusers.vae, or a pipeline folder with vae/ (resolved by "

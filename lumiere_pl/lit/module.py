@@ -36,7 +36,8 @@ class DiffusionModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters({"config": config})
         self.cfg: ExperimentConfig = from_dict(config)
-        self.text_encoder = build_text_encoder(self.cfg.text)           # frozen, not part of the state_dict
+        self.text_encoder = build_text_encoder(self.cfg.text,          # frozen, not part of the state_dict
+                                               getattr(torch, self.cfg.model.frozen_dtype))
         self.net = build_model(self.cfg, self.text_encoder.dim, t2i_state)
         self.logsnr, self.noise_cond = self.diffusion_schedule()
         self.denoiser = Denoiser(self.net, self.cfg.diffusion.prediction, self.noise_cond)

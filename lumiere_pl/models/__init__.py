@@ -31,16 +31,25 @@ def build_stunet(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict]
 
 def build_diffusers_stunet(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict] = None) -> DiffusersSTUNet:
     """Inflate the diffusers U-Net of model.init_from (a local pipeline or unet folder, safetensors only); t2i_state,
-    if given, replaces its weights (a diffusers U-Net state_dict)."""
-    from lumiere_pl.models.diffusers_folder import load_unet, locate
+    if given, replaces its weights (a diffusers U-Net state_dict).
 
-    d = cfg.model.diffusers
-    unet = load_unet(locate(cfg.model.init_from, d.variant, d.vae), d.variant)
+    Under model.frozen_dtype=bfloat16 the U-Net is read straight into bf16, so loading never holds a float32 copy of
+    it; the few weights kept float32 (what trains, the normalisation layers) are then read again from the folder at
+    full precision, so they equal a float32 load's."""
+    from lumiere_pl.models.diffusers_folder import load_unet, locate, read_tensors
+
+    d, frozen = cfg.model.diffusers, getattr(torch, cfg.model.frozen_dtype)
+    folder = locate(cfg.model.init_from, d.variant, d.vae)
+    unet = load_unet(folder, d.variant, frozen).train()                 # from_pretrained leaves it in eval mode
+    net = DiffusersSTUNet(unet, cfg.model.temporal, text_dim, frozen_dtype=frozen,
+                          grad_checkpointing=d.grad_checkpointing or cfg.model.checkpointing)
+    if net.widened:
+        with torch.no_grad():
+            for name, value in read_tensors(folder.unet, net.widened, d.variant).items():
+                net.unet.get_parameter(name).copy_(value)
     if t2i_state is not None:
-        unet.load_state_dict(t2i_state)
-    return DiffusersSTUNet(unet.train(), cfg.model.temporal, text_dim,   # from_pretrained leaves it in eval mode
-                           grad_checkpointing=d.grad_checkpointing or cfg.model.checkpointing,
-                           frozen_dtype=getattr(torch, cfg.model.frozen_dtype))
+        net.unet.load_state_dict(t2i_state)
+    return net
 
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor
 
 from lumiere_pl.diffusion.discrete import BETA_SCHEDULES
 from lumiere_pl.errors import InputError
@@ -160,14 +163,43 @@ def _text_dim(text) -> Optional[int]:
     return int(width) if width is not None else None
 
 
-def load_unet(folder: DiffusersFolder, variant: Optional[str] = None):
+def load_unet(folder: DiffusersFolder, variant: Optional[str] = None, dtype: torch.dtype = torch.float32):
+    """The U-Net, its weights read straight into dtype (model.frozen_dtype: no float32 copy of a bf16 model)."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel.from_pretrained(str(folder.unet), local_files_only=True, use_safetensors=True,
-                                                variant=variant)
+                                                variant=variant, torch_dtype=dtype)
 
 
-def load_vae(path: str, variant: Optional[str] = None):
+def load_vae(path: str, variant: Optional[str] = None, dtype: torch.dtype = torch.float32):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_pretrained(path, local_files_only=True, use_safetensors=True, variant=variant)
+    return AutoencoderKL.from_pretrained(path, local_files_only=True, use_safetensors=True, variant=variant,
+                                         torch_dtype=dtype)
+
+
+def read_tensors(folder: Path, names: List[str], variant: Optional[str] = None) -> Dict[str, Tensor]:
+    """The named tensors of a folder's safetensors weights, as stored (one file, or the shards its index names)."""
+    from safetensors import safe_open
+
+    single = folder / _with_variant(WEIGHTS, variant)
+    if single.is_file():
+        where = {n: single for n in names}
+    else:
+        index = folder / (f"{WEIGHTS}.index.{variant}.json" if variant else f"{WEIGHTS}.index.json")
+        weight_map = _json(index).get("weight_map", {})
+        missing = [n for n in names if n not in weight_map]
+        if missing:
+            raise InputError(f"{index}: no entry for {missing[0]} (a key the loaded model has); "
+                             f"model.frozen_dtype=float32 loads it without reading weights again")
+        where = {n: folder / weight_map[n] for n in names}
+    out: Dict[str, Tensor] = {}
+    for path in sorted(set(where.values())):
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+            for n in (n for n in names if where[n] == path):
+                if n not in keys:
+                    raise InputError(f"{path}: no tensor {n} (a key the loaded model has); model.frozen_dtype=float32 "
+                                     f"loads it without reading weights again")
+                out[n] = f.get_tensor(n)
+    return out

@@ -79,17 +79,21 @@ NORMS = (nn.GroupNorm, nn.LayerNorm)       # keep float32 affine weights under m
 
 
 @torch.no_grad()
-def store_frozen(unet: nn.Module, dtype: torch.dtype) -> None:
-    """Store the frozen (requires_grad=False) weights of `unet` in `dtype`, in place; what trains stays float32, and
-    so do the normalisation layers' affine weights: 0.02% of SD 1.5's U-Net (bench/bench_frozen_dtype.py), which CPU
+def store_frozen(unet: nn.Module, dtype: torch.dtype) -> List[str]:
+    """Store the frozen (requires_grad=False) weights of `unet` in `dtype`, in place; what trains is float32, and so
+    are the normalisation layers' affine weights: 0.02% of SD 1.5's U-Net (bench/bench_frozen_dtype.py), which CPU
     autocast does not cast for layer_norm (a bf16 weight beside float32 input fails there; CUDA casts it to float32
-    anyway)."""
-    for module in unet.modules():
-        if isinstance(module, NORMS):
-            continue
-        for p in module.parameters(recurse=False):
-            if not p.requires_grad:
-                p.data = p.data.to(dtype)
+    anyway). Returns the names of the float32 weights that arrived narrower (a U-Net read straight into bf16): their
+    values are rounded, and the caller reads them again at full precision."""
+    widened = []
+    for prefix, module in unet.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            want = torch.float32 if isinstance(module, NORMS) or p.requires_grad else dtype
+            if p.dtype != want:
+                if want == torch.float32:
+                    widened.append(f"{prefix}.{name}" if prefix else name)
+                p.data = p.data.to(want)
+    return widened
 
 
 class _PerFrame:
@@ -155,7 +159,7 @@ class DiffusersSTUNet(nn.Module):
         make.finish(self.temporal)
         make.freeze(self.unet, SPATIAL_GROUPS)
         self.frozen_dtype = frozen_dtype            # model.frozen_dtype: storage of the frozen U-Net weights
-        store_frozen(self.unet, frozen_dtype)
+        self.widened = store_frozen(self.unet, frozen_dtype)   # U-Net weights widened to float32 (build reads them)
 
     # --- shapes -------------------------------------------------------------------------------------------------
     @property

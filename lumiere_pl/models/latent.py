@@ -24,10 +24,10 @@ from lumiere_pl.utils.tensors import fold_time, unfold_time
 
 
 class LatentCodec(FrozenHolder):
-    def __init__(self, vae: nn.Module, chunk: int = 8):
+    def __init__(self, vae: nn.Module, chunk: int = 8, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.hold("vae", vae)
-        self.float()                               # model.frozen_dtype / the training precision decide
+        self.to(dtype)            # model.frozen_dtype (float32 by default, and then the training precision decides)
         c = vae.config
         self.chunk = chunk
         self.scale, self.shift = float(c.scaling_factor), float(getattr(c, "shift_factor", None) or 0.0)

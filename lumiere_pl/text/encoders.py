@@ -116,7 +116,7 @@ class HFTextEncoder(TextEncoder):
     (CLIPTextModel, causal, run without the mask as Stable Diffusion's pipelines do)."""
 
     def __init__(self, path: str, name: str, max_length: int = 32, kind: str = "bert", variant: Optional[str] = None,
-                 cache_mib: float = 1024):
+                 cache_mib: float = 1024, dtype: torch.dtype = torch.float32):
         super().__init__(max_length, cache_mib)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel
@@ -126,8 +126,9 @@ class HFTextEncoder(TextEncoder):
         self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
         cls = {"bert": AutoModel, "t5": T5EncoderModel, "clip": CLIPTextModel}[kind]
         self.hold("model", cls.from_pretrained(str(model_dir), local_files_only=True, use_safetensors=True,
-                                               variant=variant))
-        self.float()              # fp16 variants too: the training precision decides (autocast, or a *-true cast)
+                                               variant=variant, torch_dtype=dtype))   # read straight into dtype
+        self.to(dtype)            # layers a model keeps wider on load, fp16 variants: one dtype (model.frozen_dtype;
+        # float32 by default, and then the training precision decides: autocast, or a *-true cast)
         cfg = self.model.config
         self.dim = int(cfg.hidden_size if hasattr(cfg, "hidden_size") else cfg.d_model)
 
@@ -170,4 +171,4 @@ def tiny(max_length: int = 32, dim: int = 64, cache_mib: float = 1024, **_) -> T
 
 
 def _hf(kw: dict) -> dict:
-    return {k: kw[k] for k in ("variant", "cache_mib") if k in kw}
+    return {k: kw[k] for k in ("variant", "cache_mib", "dtype") if k in kw}
