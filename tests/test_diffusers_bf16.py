@@ -86,7 +86,7 @@ def test_bf16_weights_are_read_straight_into_bf16_and_the_kept_ones_at_full_prec
         real = cls.from_pretrained.__func__
 
         def from_pretrained(klass, *args, **kwargs):
-            asked[cls.__name__] = kwargs.get("torch_dtype")
+            asked[cls.__name__] = kwargs.get("dtype", kwargs.get("torch_dtype"))   # transformers: dtype
             return real(klass, *args, **kwargs)
         monkeypatch.setattr(cls, "from_pretrained", classmethod(from_pretrained))
 

@@ -126,7 +126,7 @@ class HFTextEncoder(TextEncoder):
         self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
         cls = {"bert": AutoModel, "t5": T5EncoderModel, "clip": CLIPTextModel}[kind]
         self.hold("model", cls.from_pretrained(str(model_dir), local_files_only=True, use_safetensors=True,
-                                               variant=variant, torch_dtype=dtype))   # read straight into dtype
+                                               variant=variant, dtype=dtype))   # read straight into dtype
         self.to(dtype)            # layers a model keeps wider on load, fp16 variants: one dtype (model.frozen_dtype;
         # float32 by default, and then the training precision decides: autocast, or a *-true cast)
         cfg = self.model.config
