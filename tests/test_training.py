@@ -168,6 +168,32 @@ def test_load_module_round_trip(tiny_overrides, tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_the_optimizer_is_fused_adamw_and_steps_as_the_per_tensor_loop(tiny_overrides):
+    """configure_optimizers: AdamW over exactly the trainable parameters, fused on the CPU (bench/bench_optimizer.py);
+    five steps with the train config's lr / betas / weight decay land where the per-tensor loop lands, to float32
+    rounding (a wrong hyperparameter or update moves them by orders of magnitude more)."""
+    cfg = load_config(None, tiny_overrides + ["train.lr=1e-2", "train.weight_decay=0.1", "train.warmup_steps=1"])
+    module = module_class("stunet")(to_dict(cfg))
+    opt = module.configure_optimizers()["optimizer"]
+    params = [p for p in module.net.parameters() if p.requires_grad]
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+    assert [id(p) for g in opt.param_groups for p in g["params"]] == [id(p) for p in params]
+    start = [p.detach().clone() for p in params]
+    twins = [p.detach().clone().requires_grad_() for p in params]
+    t = cfg.train
+    loop = torch.optim.AdamW(twins, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, foreach=False)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for p, q in zip(params, twins):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        opt.step()
+        loop.step()
+    travel = max(float((p.detach() - p0).abs().max()) for p, p0 in zip(params, start))
+    apart = max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(params, twins))
+    assert travel > 0.01 and apart < 1e-6, (travel, apart)
+
+
 def test_cli_refuses_to_start_over_an_existing_run_and_auto_resumes(tiny_overrides, capsys):
     """A second fresh run into a run folder with checkpoints would overwrite them: refused (exit 2, nothing built);
     --resume auto continues it, a finished run being a no-op (what `make train` relies on)."""
