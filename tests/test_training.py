@@ -171,7 +171,8 @@ def test_load_module_round_trip(tiny_overrides, tmp_path):
 def test_the_optimizer_is_fused_adamw_and_steps_as_the_per_tensor_loop(tiny_overrides):
     """configure_optimizers: AdamW over exactly the trainable parameters, fused on the CPU (bench/bench_optimizer.py);
     five steps with the train config's lr / betas / weight decay land where the per-tensor loop lands, to float32
-    rounding (a wrong hyperparameter or update moves them by orders of magnitude more)."""
+    rounding (a wrong hyperparameter or update moves them by orders of magnitude more). Not fused under bf16-mixed
+    with gradient clipping (train.grad_clip, on by default), which Lightning refuses for a fused optimizer."""
     cfg = load_config(None, tiny_overrides + ["train.lr=1e-2", "train.weight_decay=0.1", "train.warmup_steps=1"])
     module = module_class("stunet")(to_dict(cfg))
     opt = module.configure_optimizers()["optimizer"]
@@ -192,6 +193,8 @@ def test_the_optimizer_is_fused_adamw_and_steps_as_the_per_tensor_loop(tiny_over
     travel = max(float((p.detach() - p0).abs().max()) for p, p0 in zip(params, start))
     apart = max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(params, twins))
     assert travel > 0.01 and apart < 1e-6, (travel, apart)
+    mixed = module_class("stunet")(to_dict(load_config(None, tiny_overrides + ["trainer.precision=bf16-mixed"])))
+    assert not mixed.configure_optimizers()["optimizer"].defaults["fused"]   # Lightning refuses to clip it there
 
 
 def test_cli_refuses_to_start_over_an_existing_run_and_auto_resumes(tiny_overrides, capsys):

@@ -167,7 +167,10 @@ class DiffusionModule(L.LightningModule):
     def configure_optimizers(self):
         t = self.cfg.train
         params = [p for p in self.net.parameters() if p.requires_grad]
-        fused = all(p.device.type in FUSED_ADAMW_DEVICES for p in params) or None    # None: torch's default
+        # fused where the kernel exists; not under *-mixed precision with clipping, which Lightning refuses for a
+        # fused optimizer (it would unscale the gradients itself). None: torch's default
+        clipped_mixed = str(self.cfg.trainer.precision).endswith("-mixed") and t.grad_clip > 0
+        fused = (not clipped_mixed and all(p.device.type in FUSED_ADAMW_DEVICES for p in params)) or None
         opt = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=fused)
         warmup = max(1, t.warmup_steps)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
