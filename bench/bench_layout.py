@@ -6,6 +6,8 @@ same weights under the same load; glibc's allocator tuned as every lumiere-* com
   call    one network call of that STUNet without grad, 2 clips with guidance's unconditional half (4 in the batch)
   sample  one guided DDIM call per video of `make train`'s STUNet (experiments/stunet_real.yaml, 32 px, 16 frames),
           batch 8 (16 with guidance's unconditional half), as make eval renders
+  recipes a train step and guided sampling (batch 4) of make train's two recipes, stunet_real.yaml (32 px frames)
+          and stunet_shapes.yaml (16 px): where the layout pays decides STUNet.TIME_MAJOR_MIN_PIXELS
 Then a profile of one train step in each layout, by kind of op (self CPU time): what the layout changed.
   python bench/bench_layout.py [--rounds 6]
 """
@@ -64,8 +66,9 @@ def report(name: str, unit: str, times: dict, per: int, diff: float) -> None:
     print(f"\n{name} ({unit}), median of {len(times[True])} rounds:")
     print(f"  (b c t h w)      {old:.3f} s")
     print(f"  time-major       {new:.3f} s")
+    agree = "" if diff != diff else f"; outputs differ by at most {diff:.1e} of their largest value"   # nan: unchecked
     print(f"  time-major / (b c t h w): {statistics.median(ratios):.2f}x median per round "
-          f"({min(ratios):.2f}-{max(ratios):.2f}); outputs differ by at most {diff:.1e} of their largest value")
+          f"({min(ratios):.2f}-{max(ratios):.2f}){agree}")
 
 
 def by_kind(events) -> collections.Counter:
@@ -159,6 +162,31 @@ def main() -> None:
     report("guided sampling", f"per network call per video, batch {len(prompts)}, 32 px, 16 frames",
            interleave(lambda: module.generate(prompts, steps=calls, seed=0), module, args.rounds),
            len(prompts) * calls, diff)
+
+    from lumiere_pl.diffusion import diffusion_loss
+
+    for name in ("stunet_real", "stunet_shapes"):              # make train's two recipes: 32 px and 16 px frames
+        small = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / f"{name}.yaml"),
+                                                    ["model.init_from=null"])))
+        d, g = small.cfg.data, torch.Generator().manual_seed(0)
+        shape = (d.batch_size, 3, d.frames, d.size, d.size)
+        x0, prompts = torch.rand(shape, generator=g) * 2 - 1, ["a red circle moving right"] * d.batch_size
+        small_cond, opt = small.text_condition(prompts), small.configure_optimizers()["optimizer"]
+
+        def small_step(small=small, x0=x0, small_cond=small_cond, opt=opt, g=g):
+            opt.zero_grad(set_to_none=True)
+            diffusion_loss(small.net, x0, small_cond, small.logsnr, small.cfg.diffusion.prediction,
+                           generator=g).backward()
+            opt.step()
+        small_step()                                           # warm-up (and AdamW state)
+        report("train step", f"experiments/{name}.yaml's STUNet, clip {shape}, forward + backward + AdamW",
+               interleave(small_step, small, args.rounds), 1, float("nan"))
+        small.eval()
+        moved(small)
+        diff = max_diff(lambda: small.generate(prompts[:4], steps=3, seed=0), small)
+        report("guided sampling", f"per network call per video, batch 4, experiments/{name}.yaml ({d.size} px, "
+               f"{d.frames} frames)", interleave(lambda: small.generate(prompts[:4], steps=3, seed=0), small,
+                                                 args.rounds), 4 * 3, diff)
 
     prof = profile_step(step, net)                             # the train net, off its init after the rounds
     print("\nprofile of one train step, self CPU seconds by kind of op:")

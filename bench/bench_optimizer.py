@@ -1,6 +1,7 @@
 """AdamW's per-tensor loop against its fused kernel, which lumiere-train uses on the CPU and on CUDA.
 
-The STUNet of `make train` (experiments/stunet_shapes.yaml: 16 px, its batch and frames; random T2I weights) trains
+The STUNet of `make train DATASET=shapes` (experiments/stunet_shapes.yaml: 16 px, its batch and frames; random T2I
+weights) trains
 only its temporal modules: many small tensors, where the per-tensor loop's dozen small ops per tensor cost more than
 the arithmetic. One process, glibc's allocator tuned as every lumiere-* command tunes it, the two ways alternated
 round by round (two AdamW over the same parameters, each with its own state):
@@ -48,7 +49,7 @@ def main() -> None:
     params = [p for p in net.parameters() if p.requires_grad]
     opts = {"loop": torch.optim.AdamW(params, lr=1e-4, foreach=False, fused=False),
             "fused": torch.optim.AdamW(params, lr=1e-4, fused=True)}
-    print(f"\nmake train's STUNet (experiments/stunet_shapes.yaml), clip {shape}: {len(params)} trainable tensors, "
+    print(f"\nmake train DATASET=shapes' STUNet (experiments/stunet_shapes.yaml), clip {shape}: {len(params)} trainable tensors, "
           f"{sum(p.numel() for p in params) / 1e6:.3f} M parameters")
 
     def steps(opt):

@@ -79,12 +79,28 @@ def test_temporal_modules_see_time_major_memory():
     seen = []
     for key, m in net.temporal.items():
         m.register_forward_pre_hook(lambda m, args, key=key: seen.append((key, is_channels_last(args[0]))))
+    net.time_major = True
     out = net(torch.randn(1, 3, 8, 16, 16), torch.tensor([300.0]), cond(1))
     assert len(seen) == len(net.temporal) and all(ok for _, ok in seen), [k for k, ok in seen if not ok]
     assert is_channels_last(out)
     net.time_major, seen[:] = False, []
     net(torch.randn(1, 3, 8, 16, 16), torch.tensor([300.0]), cond(1))
     assert not any(ok for _, ok in seen)
+
+
+def test_the_layout_follows_the_frame_size_by_default():
+    """time_major None (the default): frames under TIME_MAJOR_MIN_PIXELS run (b c t h w), where time-major costs
+    more (bench_layout: a 16 px train step 1.16-1.19x), and from it up time-major; the same function either way."""
+    from lumiere_pl.models.stunet import TIME_MAJOR_MIN_PIXELS
+
+    net = STUNet(make_t2i(), TemporalConfig(down_levels=[0, 1]))
+    assert net.time_major is None and TIME_MAJOR_MIN_PIXELS == 32 * 32
+    seen = []
+    net.temporal["in0_0"].register_forward_pre_hook(lambda m, args: seen.append(is_channels_last(args[0])))
+    for side in (16, 32):
+        net(torch.randn(1, 3, 4, side, side), torch.tensor([300.0]), cond(1))
+    assert seen == [False, True]
+    assert [net.uses_time_major(p) for p in (16 * 16, 31 * 33, 32 * 32, 64 * 64)] == [False, False, True, True]
 
 
 @pytest.mark.parametrize("frames,kernel,stride", [(16, 3, 1), (16, 3, 2), (2, 3, 2), (3, 3, 1), (8, 5, 2),

@@ -29,7 +29,7 @@ from lumiere_pl.utils.video import log_video, to_uint8, write_mp4
 
 NOISE_SEED_OFFSET = 7_919_993          # the stochastic sampler noise of clip seed k is seeded k + this
 # devices with a fused AdamW kernel (one pass over all parameters; on the CPU 0.2x the time of the per-tensor
-# loop for the temporal modules of `make train`: bench/bench_optimizer.py)
+# loop for the temporal modules of `make train DATASET=shapes`: bench/bench_optimizer.py)
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 

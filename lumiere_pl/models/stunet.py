@@ -14,7 +14,7 @@ see a TemporalContext: the T2I's embedding (noise level + pooled text) and the t
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,12 @@ from lumiere_pl.models.unet import UNet, check_resolution
 from lumiere_pl.utils.tensors import fold_time, unfold_time
 
 
+# Frame size (h w) from which the time-major layout runs by default. Measured (bench/bench_layout.py), time-major
+# against (b c t h w): at 16 x 16 a train step 1.16-1.19x the time, guided sampling 0.97-1.07x; at 32 x 32 training
+# 0.95-1.03x, sampling 0.87-0.90x; at 64 x 64 training equal within noise, a network call 0.71-0.91x.
+TIME_MAJOR_MIN_PIXELS = 32 * 32
+
+
 class STUNet(nn.Module):
     """forward(x (b c t h w), c_noise (b,), cond) -> (b out t h w). cond as UNet's; "concat" is (b k t h w).
 
@@ -39,7 +45,9 @@ class STUNet(nn.Module):
         super().__init__()
         self.cfg, self.t2i = cfg, t2i
         self.grad_checkpointing = False      # recompute each block with its temporal modules in backward
-        self.time_major = True               # features kept channels-last, (b t h w c) in memory (False: (b c t h w))
+        # features kept channels-last, (b t h w c) in memory (False: (b c t h w)); None: time-major from
+        # TIME_MAJOR_MIN_PIXELS per frame up, where it pays, (b c t h w) below (docs/BENCHMARKS.md, "The memory layout")
+        self.time_major: Optional[bool] = None
         ucfg = t2i.cfg
         make = TemporalModules(cfg, t2i.emb_dim, t2i.text_dim, ucfg.head_dim)
         self.temporal = nn.ModuleDict()
@@ -100,7 +108,7 @@ class STUNet(nn.Module):
         b, _, t, hh, ww = x.shape
         self.check_frames(t)
         check_resolution(self.t2i, hh, ww)
-        if self.time_major:                  # (b t h w c) in memory: fold / unfold below are views, no copies
+        if self.uses_time_major(hh * ww):    # (b t h w c) in memory: fold / unfold below are views, no copies
             x = x.contiguous(memory_format=torch.channels_last_3d)
         ctx = self.t2i.context(c_noise, cond)
         ctxs = FrameContexts(ctx)
@@ -120,6 +128,10 @@ class STUNet(nn.Module):
             assert t_skip == t, f"skip at {t_skip} frames meets features at {t} frames"
             h, t = self._run(f"out{i}", block, torch.cat([h, skip], dim=1), t, ctxs, tctx)
         return unfold_time(self.t2i.out(h), t)                                  # (b out t h w)
+
+    def uses_time_major(self, pixels: int) -> bool:
+        """Whether frames of `pixels` (h w) run time-major (self.time_major, or by size when it is None)."""
+        return self.time_major if self.time_major is not None else pixels >= TIME_MAJOR_MIN_PIXELS
 
     def coarsest_frames(self, t: int) -> int:
         return t // 2 ** self.temporal_halvings
