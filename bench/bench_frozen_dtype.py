@@ -37,6 +37,7 @@ from torch import nn
 
 GB = 1e9
 NORMS = (nn.GroupNorm, nn.LayerNorm)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def counts(model: nn.Module) -> tuple[int, int]:
@@ -89,9 +90,6 @@ def row(name: str, n: int, norm: int) -> tuple[float, float]:
     return fp32, bf16
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def _kib(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -121,7 +119,7 @@ def load_worker(net: str, way: str, folder: str, variant: str) -> None:
     else:
         model = HFTextEncoder(folder, "t5", kind="t5", variant=variant,
                               dtype=torch.float32 if way == "cast" else torch.bfloat16).to(torch.bfloat16)
-    assert model is not None
+    assert model is not None                                        # held until the figures are read
     print(f"{(_kib('VmHWM') - base) / 1024:.0f} {(_kib('VmRSS') - base) / 1024:.0f}")
 
 

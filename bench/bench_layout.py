@@ -13,7 +13,6 @@ Then a profile of one train step in each layout, by kind of op (self CPU time): 
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import platform
@@ -104,12 +103,9 @@ def profile_step(step, model) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=6)
-    args = ap.parse_args()
-    from lumiere_pl.utils.allocator import keep_freed_memory
+    from bench_time_conv import start
 
-    keep_freed_memory()
+    args = start(__doc__)
     import torch
 
     import _stunet_worker as W

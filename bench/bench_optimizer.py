@@ -11,7 +11,6 @@ round by round (two AdamW over the same parameters, each with its own state):
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,12 +20,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=6)
-    args = ap.parse_args()
-    from lumiere_pl.utils.allocator import keep_freed_memory
+    from bench_time_conv import start
 
-    keep_freed_memory()
+    args = start(__doc__)
     import torch
 
     from bench_stunet import header
@@ -49,8 +45,8 @@ def main() -> None:
     params = [p for p in net.parameters() if p.requires_grad]
     opts = {"loop": torch.optim.AdamW(params, lr=1e-4, foreach=False, fused=False),
             "fused": torch.optim.AdamW(params, lr=1e-4, fused=True)}
-    print(f"\nmake train DATASET=shapes' STUNet (experiments/stunet_shapes.yaml), clip {shape}: {len(params)} trainable tensors, "
-          f"{sum(p.numel() for p in params) / 1e6:.3f} M parameters")
+    print(f"\nmake train DATASET=shapes' STUNet (experiments/stunet_shapes.yaml), clip {shape}: {len(params)} "
+          f"trainable tensors, {sum(p.numel() for p in params) / 1e6:.3f} M parameters")
 
     def steps(opt):
         def run():

@@ -28,6 +28,18 @@ SHAPES = [((2, 32, 16, 4096), 1), ((2, 64, 16, 4096), 1), ((2, 32, 16, 4096), 2)
           ((2, 64, 4, 256), 1)]
 
 
+def start(doc: str) -> argparse.Namespace:
+    """The --rounds option of the benches that alternate two ways round by round (this one, bench_layout,
+    bench_optimizer, probes/), and glibc's allocator tuned as every lumiere-* command tunes it (before torch loads)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=6)
+    args = ap.parse_args()
+    from lumiere_pl.utils.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    return args
+
+
 def alternate(fns: dict, rounds: int) -> dict:
     """Each fn timed once per round, the order reversed every other round."""
     times: dict = {k: [] for k in fns}
@@ -74,12 +86,7 @@ def split_seconds(events) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=6)
-    args = ap.parse_args()
-    from lumiere_pl.utils.allocator import keep_freed_memory
-
-    keep_freed_memory()
+    args = start(__doc__)
     import torch
     from torch.profiler import ProfilerActivity, profile
 

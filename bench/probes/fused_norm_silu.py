@@ -16,7 +16,6 @@ Needs a C++ compiler and ninja (`.venv/bin/pip install ninja`); the first run co
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -87,15 +86,13 @@ def fused_op(K):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=6)
-    args = ap.parse_args()
     import importlib.util
+
+    from bench_time_conv import start
+
+    args = start(__doc__)
     if importlib.util.find_spec("ninja") is None:
         sys.exit("fused_norm_silu.py: needs ninja to compile fused_norm_silu.cpp (.venv/bin/pip install ninja)")
-    from lumiere_pl.utils.allocator import keep_freed_memory
-
-    keep_freed_memory()
     import torch
     import torch.nn.functional as F
 
