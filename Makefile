@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml
 # the temporal layers. DATASET=shapes: the in-memory moving-shapes set ("a red circle moving left") and the 16 px
 # recipe whose samples follow the caption's direction (docs/MOTION.md, section 7; its two stages T2I 1000 steps,
 # STUNet 9000: about 1 + 30 min on one core of the 2-core CPU, measured in a sweep; through make on both cores of a
-# loaded VM, 4 + 42 min; alone, with the fused AdamW and the 16 px layout, 2 + 28 min). `make score-motion` then says whether its samples follow the captions. DATASET=shapes32:
-# the earlier 32 px, 16-frame moving-shapes recipe (its samples do not follow the captions at this budget).
+# loaded VM, 4 + 42 min; alone, with the fused AdamW and the 16 px layout, 2 + 28 min). `make score-motion` then
+# says whether its samples follow the captions. DATASET=shapes32: the earlier 32 px, 16-frame moving-shapes recipe
+# (its samples do not follow the captions at this budget).
 DATASET ?= real
 train: install $(if $(filter real,$(DATASET)),shards)
 	$(PY) -m lumiere_pl.cli.train --resume auto --config experiments/t2i_$(DATASET).yaml out_dir=$(RUNS) $(ARGS)
