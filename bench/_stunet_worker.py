@@ -140,6 +140,26 @@ def build_ours(shape: tuple, g: torch.Generator):
     return net, loss_fn, info
 
 
+def build_recipe(name: str, g: torch.Generator):
+    """An experiment config's module (random T2I weights) and the loss of one train step on its own clip shape:
+    (module, loss_fn, shape). For the benches that time make train's recipes (bench_layout, bench_optimizer)."""
+    sys.path.insert(0, str(ROOT))
+    from lumiere_pl.config import to_dict
+    from lumiere_pl.config_checks import load_config
+    from lumiere_pl.diffusion import diffusion_loss
+    from lumiere_pl.lit.module import DiffusionModule
+
+    module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / f"{name}.yaml"), ["model.init_from=null"])))
+    d = module.cfg.data
+    shape = (d.batch_size, 3, d.frames, d.size, d.size)
+    cond = module.text_condition([PROMPTS[0]] * d.batch_size)      # frozen encoder: outside the step
+    x0 = torch.rand(shape, generator=g) * 2 - 1
+
+    def loss_fn():
+        return diffusion_loss(module.net, x0, cond, module.logsnr, module.cfg.diffusion.prediction, generator=g)
+    return module, loss_fn, shape
+
+
 def _import_karras_unet():
     """denoising_diffusion_pytorch.karras_unet without the package's __init__, which imports torchvision for its
     Trainer: PyPI's torchvision is linked against the CUDA torch and fails to load ("operator torchvision::nms does

@@ -159,29 +159,22 @@ def main() -> None:
            interleave(lambda: module.generate(prompts, steps=calls, seed=0), module, args.rounds),
            len(prompts) * calls, diff)
 
-    from lumiere_pl.diffusion import diffusion_loss
-
     for name in ("stunet_real", "stunet_shapes"):              # make train's two recipes: 32 px and 16 px frames
-        small = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / f"{name}.yaml"),
-                                                    ["model.init_from=null"])))
-        d, g = small.cfg.data, torch.Generator().manual_seed(0)
-        shape = (d.batch_size, 3, d.frames, d.size, d.size)
-        x0, prompts = torch.rand(shape, generator=g) * 2 - 1, ["a red circle moving right"] * d.batch_size
-        small_cond, opt = small.text_condition(prompts), small.configure_optimizers()["optimizer"]
+        small, loss_fn, shape = W.build_recipe(name, torch.Generator().manual_seed(0))
+        opt, prompts = small.configure_optimizers()["optimizer"], ["a red circle moving right"] * 4
 
-        def small_step(small=small, x0=x0, small_cond=small_cond, opt=opt, g=g):
+        def small_step(loss_fn=loss_fn, opt=opt):
             opt.zero_grad(set_to_none=True)
-            diffusion_loss(small.net, x0, small_cond, small.logsnr, small.cfg.diffusion.prediction,
-                           generator=g).backward()
+            loss_fn().backward()
             opt.step()
         small_step()                                           # warm-up (and AdamW state)
         report("train step", f"experiments/{name}.yaml's STUNet, clip {shape}, forward + backward + AdamW",
                interleave(small_step, small, args.rounds), 1, float("nan"))
         small.eval()
         moved(small)
-        diff = max_diff(lambda: small.generate(prompts[:4], steps=3, seed=0), small)
-        report("guided sampling", f"per network call per video, batch 4, experiments/{name}.yaml ({d.size} px, "
-               f"{d.frames} frames)", interleave(lambda: small.generate(prompts[:4], steps=3, seed=0), small,
+        diff = max_diff(lambda: small.generate(prompts, steps=3, seed=0), small)
+        report("guided sampling", f"per network call per video, batch 4, experiments/{name}.yaml ({shape[3]} px, "
+               f"{shape[2]} frames)", interleave(lambda: small.generate(prompts, steps=3, seed=0), small,
                                                  args.rounds), 4 * 3, diff)
 
     prof = profile_step(step, net)                             # the train net, off its init after the rounds

@@ -25,24 +25,14 @@ def main() -> None:
     args = start(__doc__)
     import torch
 
+    import _stunet_worker as W
     from bench_stunet import header
     from bench_time_conv import alternate, ratio_line
-    from lumiere_pl.config import to_dict
-    from lumiere_pl.config_checks import load_config
-    from lumiere_pl.diffusion import diffusion_loss
-    from lumiere_pl.lit.module import DiffusionModule
 
     header(torch.get_num_threads())
     torch.manual_seed(0)
-    cfg = load_config(str(ROOT / "experiments" / "stunet_shapes.yaml"), ["model.init_from=null"])
-    module = DiffusionModule(to_dict(cfg))
-    net = module.net.train()
-    d = cfg.data
-    shape = (d.batch_size, 3, d.frames, d.size, d.size)
-    g = torch.Generator().manual_seed(0)
-    cond = module.text_condition(["a red circle moving right"] * d.batch_size)
-    x0 = torch.rand(shape, generator=g) * 2 - 1
-    params = [p for p in net.parameters() if p.requires_grad]
+    module, loss_fn, shape = W.build_recipe("stunet_shapes", torch.Generator().manual_seed(0))
+    params = [p for p in module.net.train().parameters() if p.requires_grad]
     opts = {"loop": torch.optim.AdamW(params, lr=1e-4, foreach=False, fused=False),
             "fused": torch.optim.AdamW(params, lr=1e-4, fused=True)}
     print(f"\nmake train DATASET=shapes' STUNet (experiments/stunet_shapes.yaml), clip {shape}: {len(params)} "
@@ -57,7 +47,7 @@ def main() -> None:
     def train(opt):
         def run():
             opt.zero_grad(set_to_none=True)
-            diffusion_loss(net, x0, cond, module.logsnr, cfg.diffusion.prediction, generator=g).backward()
+            loss_fn().backward()
             opt.step()
         return run
 

@@ -90,7 +90,7 @@ def test_temporal_modules_see_time_major_memory():
 
 def test_the_layout_follows_the_frame_size_by_default():
     """time_major None (the default): frames under TIME_MAJOR_MIN_PIXELS run (b c t h w), where time-major costs
-    more (bench_layout: a 16 px train step 1.16-1.19x), and from it up time-major; the same function either way."""
+    more (bench_layout: a 16 px train step 1.18x), and from it up time-major; the same function either way."""
     from lumiere_pl.models.stunet import TIME_MAJOR_MIN_PIXELS
 
     net = STUNet(make_t2i(), TemporalConfig(down_levels=[0, 1]))

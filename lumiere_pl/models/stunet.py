@@ -29,8 +29,8 @@ from lumiere_pl.utils.tensors import fold_time, unfold_time
 
 
 # Frame size (h w) from which the time-major layout runs by default. Measured (bench/bench_layout.py), time-major
-# against (b c t h w): at 16 x 16 a train step 1.16-1.19x the time, guided sampling 0.97-1.07x; at 32 x 32 training
-# 0.95-1.03x, sampling 0.87-0.90x; at 64 x 64 training equal within noise, a network call 0.71-0.91x.
+# against (b c t h w): at 16 x 16 a train step 1.18-1.19x the time, guided sampling 1.03-1.07x; at 32 x 32 training
+# 0.95-0.97x, sampling 0.87-0.90x; at 64 x 64 training equal within noise, a network call 0.71-0.91x.
 TIME_MAJOR_MIN_PIXELS = 32 * 32
 
 
