@@ -54,13 +54,13 @@ def main(argv: Optional[List[str]]) -> int:
     from lumiere_pl.data.shapes_motion import summarise
     from lumiere_pl.utils.video import to_uint8
 
+    module = load_module(a.ckpt, "cpu", expect=["stunet"], hint=" trained on the moving-shapes set")
+    baked = module.ema.averaged_state_dict(module.net)                  # EMA baked in, as lumiere-apply
+    prompts = [c.caption for c in probes.test_clips(module, a.n)]
     print("| alpha | direction | jerk | shape found | background (RGB) |\n|---|---|---|---|---|")
     for alpha in a.alphas:
-        module = load_module(a.ckpt, "cpu", expect=["stunet"], hint=" trained on the moving-shapes set")
-        module.net.load_state_dict(module.ema.averaged_state_dict(module.net))      # as lumiere-apply
+        module.net.load_state_dict(baked)                               # each alpha from the same weights
         stylize_module(module, a.style_t2i, alpha)
-        clips = probes.test_clips(module, a.n)
-        prompts = [c.caption for c in clips]
         videos = [to_uint8(v) for v in module.generate(prompts, seeds=list(range(a.n)), steps=a.steps,
                                                        guidance=a.guidance, use_ema=False)]
         bgs = [border_colour(v) for v in videos]
