@@ -60,20 +60,38 @@ def test_t5_without_path_fails_clearly():
 
 
 def test_ema_update_and_swap():
-    net = torch.nn.Linear(3, 2)
-    net.bias.requires_grad_(False)                                          # frozen: not tracked
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 4))
+    net[0].bias.requires_grad_(False)                                       # frozen: not tracked
     ema = EMA(net, decay=0.5)
-    assert set(ema._names) == {"weight"}
-    w0 = net.weight.detach().clone()
+    assert set(ema._names) == {"0.weight", "1.weight", "1.bias"}
+    values = lambda: {k: v.detach().clone() for k, v in net.named_parameters()}       # noqa: E731
+    shadow = lambda name: getattr(ema, ema._names[name])                                # noqa: E731
+    start = values()
     with torch.no_grad():
-        net.weight.add_(1.0)
+        for i, p in enumerate(net.parameters()):
+            p.add_(1.0 + i)                                                 # a different step per tensor
+    first = values()
     ema.update(net)                                                         # warm-up decay min(0.5, 1/10) = 0.1
-    torch.testing.assert_close(ema.weight, 0.1 * w0 + 0.9 * (w0 + 1))
-    live = net.weight.detach().clone()
+    for name in ema._names:                                                 # every tracked tensor, each its own
+        torch.testing.assert_close(shadow(name), 0.1 * start[name] + 0.9 * first[name])
+    assert torch.equal(net[0].bias, first["0.bias"])                        # the live weights untouched
+    with torch.no_grad():
+        net[1].bias.add_(1.0)
+    second = values()
+    ema.update(net)                                                         # n = 1: decay min(0.5, 2/11)
+    d = 2 / 11
+    torch.testing.assert_close(shadow("1.bias"), d * (0.1 * start["1.bias"] + 0.9 * first["1.bias"])
+                               + (1 - d) * second["1.bias"])
+    assert int(ema.num_updates) == 2
+
     with ema.apply_to(net):
-        torch.testing.assert_close(net.weight, ema.weight)
-    assert torch.equal(net.weight, live)
-    assert torch.equal(ema.averaged_state_dict(net)["weight"], ema.weight)
+        for name, p in net.named_parameters():
+            assert torch.equal(p, shadow(name) if name in ema._names else second[name])
+    for name, p in net.named_parameters():
+        assert torch.equal(p, second[name])                                 # restored
+    averaged = ema.averaged_state_dict(net)
+    for name in second:
+        assert torch.equal(averaged[name], shadow(name) if name in ema._names else second[name])
 
 
 def test_tensor_helpers():
