@@ -47,6 +47,12 @@ def main(argv: Optional[List[str]]) -> int:
     if a.sheet is not None and a.sheet.suffix.lower() != ".png":
         ap.error(f"--sheet {a.sheet}: expected a .png file name")
 
+    from lumiere_pl.utils.atomic import check_writable
+
+    if a.videos_dir is not None:                                                # before the sampling, not after it
+        check_writable(a.videos_dir, "--videos-dir")
+    if a.sheet is not None:
+        check_writable(a.sheet, "--sheet", file=True)
     from lumiere_pl import probes
     from lumiere_pl.applications import image_to_video
     from lumiere_pl.checkpoint import load_module

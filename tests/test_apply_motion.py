@@ -50,6 +50,17 @@ def test_bad_arguments_exit_2(capsys):
     assert err.value.code == 2 and "--sheet sheet.jpg: expected a .png file name" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, name", [("--videos-dir", "v"), ("--sheet", "s.png")])
+def test_an_output_that_cannot_be_written_fails_before_the_checkpoint_is_read(tmp_path, capsys, flag, name):
+    (tmp_path / "afile").write_text("a file, not a folder")
+    assert load_script("apply_motion").main(["--ckpt", str(tmp_path / "none.ckpt"),
+                                             flag, str(tmp_path / "afile" / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{flag} {tmp_path / 'afile' / name}: cannot write there ({tmp_path / 'afile'} is not a folder)" in err
+    assert "none.ckpt" not in err
+    assert len(err.splitlines()) == 1
+
+
 def test_videos_and_sheet_are_the_scored_samples(tmp_path, capsys, single_thread):
     """--videos-dir holds every sample, bit-exact (the real clips' MP4s decode to the rendered clips); --sheet has one
     row per way of sampling for each of the first prompts, about 8 frames a row, at 4x."""

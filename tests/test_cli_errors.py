@@ -200,6 +200,11 @@ CASES = {
     "sample/out not .mp4": Case(
         sample.main, lambda f, o: ["--ckpt", f["stunet"], "--prompt", "x", "--out", o / "a.gif"],
         ("a.gif", ".mp4"), ("a.gif",)),
+    **{f"sample/{flag} where no folder can be made (before the checkpoint is read)": Case(
+        sample.main, lambda f, o, args=args: ["--ckpt", o / "none.ckpt", *args(o)],
+        (flag, "afile", "cannot write there"), setup=lambda f, o: o.joinpath("afile").write_text("a file"))
+       for flag, args in [("--out", lambda o: ["--prompt", "x", "--out", o / "afile" / "a.mp4"]),
+                          ("--out-dir", lambda o: ["--prompts", o / "p.jsonl", "--out-dir", o / "afile" / "v"])]},
     "sample/disk full": Case(
         sample.main, lambda f, o: ["--ckpt", f["stunet"], "--prompt", "x", "--out", o / "a.mp4", "--steps", "1"],
         ("a.mp4", "No space left on device"), ("a.mp4",), setup=lambda f, o: full(o / "a.mp4")),

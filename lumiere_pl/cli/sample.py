@@ -28,6 +28,7 @@ from lumiere_pl.cli.errors import DEBUG_HELP, command
 from lumiere_pl.cli.ssr_stage import add_ssr_args, load_ssr, run_input_video, ssr_path, upscale
 from lumiere_pl.diffusion.samplers import SAMPLERS
 from lumiere_pl.errors import InputError
+from lumiere_pl.utils.atomic import check_writable
 
 
 def read_prompts(path: Path) -> List[dict]:
@@ -81,6 +82,10 @@ def check_args(args: argparse.Namespace) -> None:
     if args.fps is not None and not args.fps > 0:
         raise InputError(f"--fps {args.fps}: expected a frame rate > 0")
     check_device(args.device)
+    if args.out is not None:                                    # before hours of sampling, not after the first
+        check_writable(args.out, "--out", file=True)
+    if args.out_dir is not None:
+        check_writable(args.out_dir, "--out-dir")
 
 
 def check_device(device: str) -> None:

@@ -67,6 +67,20 @@ def write_error(path: Path, err: OSError) -> WriteError:
                       "(any previous file is kept)", err.errno)
 
 
+def check_writable(target: str | Path, flag: str, file: bool = False) -> Path:
+    """Fail before any heavy work when the folder `target` (or the file `target`, with file=True) could not be
+    written: the nearest part of its path that exists must be a folder this process may write to (the rest is
+    made when the first file is written). Nothing is created. WriteError naming `flag` and `target` otherwise."""
+    target = Path(target)
+    existing = target.parent if file else target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "not a folder" if not existing.is_dir() else "a folder this process may not write to"
+        raise WriteError(f"{flag} {target}: cannot write there ({existing} is {what}); expected a writable folder")
+    return target
+
+
 @contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """`with atomic_open(path) as f: f.write(...)`: path appears, complete, when the block ends without error."""
@@ -84,4 +98,5 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-__all__ = ["atomic_open", "atomic_path", "commit", "tmp_path", "write_error", "write_bytes", "write_text"]
+__all__ = ["atomic_open", "atomic_path", "check_writable", "commit", "tmp_path", "write_error", "write_bytes",
+           "write_text"]
