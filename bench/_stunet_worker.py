@@ -110,7 +110,7 @@ def v_mse(net_call, x0: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------------
 # the two models: each returns (net, loss_fn () -> scalar, info dict)
 
-def build_ours(shape: tuple, g: torch.Generator):
+def build_ours(shape: tuple, g: torch.Generator, width: int = 32):
     sys.path.insert(0, str(ROOT))
     import lightning
 
@@ -121,7 +121,8 @@ def build_ours(shape: tuple, g: torch.Generator):
 
     b, _, t, h, _ = shape
     cfg = load_config(str(ROOT / "experiments" / "stunet_shapes32.yaml"),
-                      OURS_OVERRIDES + [f"data.frames={t}", f"data.size={h}", f"data.batch_size={b}"])
+                      OURS_OVERRIDES + [f"data.frames={t}", f"data.size={h}", f"data.batch_size={b}",
+                                        f"model.unet.channels={width}"])
     module = DiffusionModule(to_dict(cfg))
     net = module.net.train()
     cond = module.text_condition([PROMPTS[i % len(PROMPTS)] for i in range(b)])   # frozen encoder: outside the step
@@ -194,7 +195,7 @@ def _peer_module_names(unet) -> dict:
     }
 
 
-def build_peer(shape: tuple, g: torch.Generator):
+def build_peer(shape: tuple, g: torch.Generator, width: int = 32):
     import importlib.metadata as md
 
     from lumiere_pytorch import MPLumiere
@@ -202,10 +203,12 @@ def build_peer(shape: tuple, g: torch.Generator):
     KarrasUnet = _import_karras_unet().KarrasUnet
 
     b, c, t, h, w = shape
-    unet = KarrasUnet(**{**PEER_UNET, "image_size": h, "channels": c})
+    kw = {**PEER_UNET, "image_size": h, "channels": c, "dim": width, "dim_max": 2 * width}
+    unet = KarrasUnet(**kw)
     names = _peer_module_names(unet)
+    heads = 2 * width // 32                                    # heads of 32 over the coarsest width, as ours
     net = MPLumiere(unet, image_size=h, unet_time_kwarg="time", channels=c,
-                    attn_inflation_kwargs=dict(heads=2, dim_head=32), **names).train()
+                    attn_inflation_kwargs=dict(heads=heads, dim_head=32), **names).train()
     x0 = torch.rand(shape, generator=g) * 2 - 1
 
     def loss_fn():
@@ -213,10 +216,10 @@ def build_peer(shape: tuple, g: torch.Generator):
 
     vers = {p: md.version(p) for p in ("lumiere-pytorch", "denoising-diffusion-pytorch")}
     info = {"package": ", ".join(f"{k} {v}" for k, v in vers.items()),
-            "arch": f"MPLumiere over KarrasUnet({', '.join(f'{k}={v}' for k, v in PEER_UNET.items())}); "
+            "arch": f"MPLumiere over KarrasUnet({', '.join(f'{k}={v}' for k, v in kw.items())}); "
                     f"temporal: conv after {len(names['conv_module_names'])} blocks, down/up after "
                     f"{names['downsample_module_names']}/{names['upsample_module_names']}, attention after "
-                    f"{names['attn_module_names']} (2 heads x 32); unconditional (KarrasUnet has no text input)"}
+                    f"{names['attn_module_names']} ({heads} heads x 32); unconditional (KarrasUnet has no text input)"}
     return net, loss_fn, info
 
 
@@ -226,12 +229,12 @@ class Session:
     """One model, built once; its train step run on command, so the parent can interleave the two models' steps
     (and its matmul ceiling) round by round: on a shared, noisy machine both then see the same load."""
 
-    def __init__(self, model: str, shape: tuple, threads: int):
+    def __init__(self, model: str, shape: tuple, threads: int, width: int = 32):
         self.malloc_tuned = keep_freed_memory()                # glibc tuned as lumiere-train runs, for both models
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         g = torch.Generator().manual_seed(0)
-        self.net, self.loss_fn, self.info = (build_ours if model == "ours" else build_peer)(shape, g)
+        self.net, self.loss_fn, self.info = (build_ours if model == "ours" else build_peer)(shape, g, width)
         self.model, self.shape = model, shape
         trainable = [p for p in nn.Module.parameters(self.net) if p.requires_grad]
         self.opt = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.01)
@@ -271,13 +274,14 @@ def main() -> int:
     ap.add_argument("--model", choices=["ours", "peer"], required=True)
     ap.add_argument("--shape", default="2,3,16,64,64", help="b,c,t,h,w")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--width", type=int, default=32, help="base width of both U-Nets (the coarser levels 2x)")
     ap.add_argument("--steps", type=int, default=0, help="standalone: run this many steps (1 warm-up first), print "
                                                          "the times and the report, exit; 0: serve commands on stdin")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     shape = tuple(int(x) for x in a.shape.split(","))
     try:
-        sess = Session(a.model, shape, a.threads)
+        sess = Session(a.model, shape, a.threads, a.width)
     except Exception as err:                                   # noqa: BLE001  (reported to the parent, which goes on)
         reply("error", f"{type(err).__name__}: {err}")
         raise

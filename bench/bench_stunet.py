@@ -1,7 +1,8 @@
 """The base model's cost: our STUNet versus the peer lumiere-pytorch (MPLumiere over KarrasUnet), and the compute saved
 by temporal down/up-sampling. Every figure, and every ratio, comes from this one run.
 
-  1. Train step on clips (2, 3, 16, 64, 64), ours vs peer: clips/s, train-step FLOPs (torch.utils.flop_counter over
+  1. Train step on clips (2, 3, 16, 64, 64), ours vs peer, at each base width of --widths (both U-Nets alike: 32, the
+     recipe's, and 128, nearer real T2I U-Nets, where convolutions outweigh the memory-bound passes): clips/s, train-step FLOPs (torch.utils.flop_counter over
      forward + backward), achieved GFLOP/s, its share of the CPU's float32 matmul GFLOP/s (2048^2 torch.mm, measured
      between the steps: the ceiling), peak extra memory (each model in its own fresh process: rise of the peak RSS
      from after the model, data and optimizer were built), trainable / frozen parameters.
@@ -11,7 +12,7 @@ by temporal down/up-sampling. Every figure, and every ratio, comes from this one
   2. FLOPs per clip of one forward of our STUNet with temporal down/up-sampling (down_levels=[0, 1]) versus without
      (down_levels=[]), at 16 and 80 frames: Lumiere's compute argument as a number.
 
-  python bench/bench_stunet.py [--quick] [--rounds 6] [--no-peer]
+  python bench/bench_stunet.py [--quick] [--rounds 6] [--no-peer] [--widths 32,128]
 """
 from __future__ import annotations
 
@@ -124,14 +125,14 @@ def ensure_peer_venv() -> tuple[Path | None, str]:
 class Worker:
     """A bench/_stunet_worker.py process serving one model: step / report commands, @@-prefixed JSON replies."""
 
-    def __init__(self, name: str, python: Path | str, threads: int):
+    def __init__(self, name: str, python: Path | str, threads: int, width: int):
         self.name = name
         self.log = tempfile.TemporaryFile(mode="w+")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
                "OMP_NUM_THREADS": str(threads)}
         self.proc = subprocess.Popen(
             [str(python), str(HERE / "_stunet_worker.py"), "--model", name, "--threads", str(threads),
-             "--shape", ",".join(map(str, SHAPE))],
+             "--shape", ",".join(map(str, SHAPE)), "--width", str(width)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1, env=env)
 
     def _read(self):
@@ -163,11 +164,11 @@ class Worker:
                 self.proc.kill()
 
 
-def train_step_comparison(peer_py: Path | None, threads: int, warmup: int, rounds: int) -> dict:
-    workers = {"ours": Worker("ours", sys.executable, threads)}
+def train_step_comparison(peer_py: Path | None, threads: int, warmup: int, rounds: int, width: int) -> dict:
+    workers = {"ours": Worker("ours", sys.executable, threads, width)}
     if peer_py is not None:
-        workers["peer"] = Worker("peer", peer_py, threads)
-    out: dict = {"ceiling_gflops": [], "step_s": {k: [] for k in workers}, "errors": {}}
+        workers["peer"] = Worker("peer", peer_py, threads, width)
+    out: dict = {"width": width, "ceiling_gflops": [], "step_s": {k: [] for k in workers}, "errors": {}}
     try:
         for name, w in list(workers.items()):                   # both build at once; nothing is timed yet
             try:
@@ -211,7 +212,6 @@ def mib(x: float) -> str:
 def print_comparison(res: dict) -> dict:
     rep, steps = res["reports"], res["step_s"]
     ceiling = statistics.median(res["ceiling_gflops"])
-    b = SHAPE[0]
     ceiling_best = max(res["ceiling_gflops"])
     b = SHAPE[0]
     rows = {}
@@ -233,7 +233,7 @@ def print_comparison(res: dict) -> dict:
         print(f"      glibc malloc: {'tuned as lumiere-train tunes it' if rep[k].get('malloc_tuned') else 'defaults'}")
     have_peer = "peer" in rows
     cols = ["ours (STUNet)"] + (["peer (MPLumiere)", "ours / peer"] if have_peer else [])
-    print(f"\nclip {tuple(SHAPE)} (b c t h w), float32, {rep['ours']['threads']} threads; median of "
+    print(f"\nclip {tuple(SHAPE)} (b c t h w), base width {res['width']}, float32, {rep['ours']['threads']} threads; median of "
           f"{len(steps['ours'])} interleaved rounds; matmul ceiling (2048^2 float32 torch.mm) {ceiling:.1f} "
           f"GFLOP/s median, {ceiling_best:.1f} best (range {min(res['ceiling_gflops']):.1f}-{ceiling_best:.1f}). "
           f"The machine is shared: 'best' is the least-disturbed estimate, the per-round ratio the fairest.")
@@ -260,6 +260,21 @@ def print_comparison(res: dict) -> dict:
         print(f"step-time ratio ours/peer per round: {', '.join(f'{x:.2f}' for x in per_round)} "
               f"(median {statistics.median(per_round):.2f}; < 1: ours is faster)")
     return rows
+
+
+def print_by_width(rows: dict) -> None:
+    """The share of the matmul ceiling against the width: convolution FLOPs grow as width^2, the memory-bound passes
+    (norms, activations, residuals) as width, so the share rises with the width for both models."""
+    if len(rows) < 2:
+        return
+    print("\nby base width (median of each width's rounds; each width has its own ceiling, measured beside it)")
+    print(f"{'width':>6} {'params ours / peer':>24} {'% of matmul, ours':>18} {'peer':>6} {'clips/s ours / peer':>20}")
+    for width, r in rows.items():
+        o, p = r["ours"], r.get("peer")
+        params = f"{(o['trainable'] + o['frozen']) / 1e6:.1f}M" + (
+            f" / {(p['trainable'] + p['frozen']) / 1e6:.1f}M" if p else "")
+        print(f"{width:>6} {params:>24} {o['ceiling_pct']:>16.1f} % "
+              + (f"{p['ceiling_pct']:>4.0f} % {o['clips_s'] / p['clips_s']:>19.2f}x" if p else ""))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -325,6 +340,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed train steps per model first")
     ap.add_argument("--frames", default="16,80", help="clip lengths of the temporal down/up-sampling table")
     ap.add_argument("--no-peer", action="store_true", help="skip lumiere-pytorch (no venv, no install)")
+    ap.add_argument("--widths", default="32,128", help="base widths of the train-step comparison (both U-Nets)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = ap.parse_args()
     if a.quick:
@@ -342,18 +358,22 @@ def main() -> int:
         peer_py, why = ensure_peer_venv()
     print(f"peer      {why if peer_py else 'SKIPPED: ' + why}", flush=True)
 
-    print(f"\n[1] train step, ours vs peer, clip {SHAPE}")
-    res = train_step_comparison(peer_py, a.threads, a.warmup, a.rounds)
-    for name, err in res["errors"].items():
-        print(f"{name} SKIPPED: {err}")
-    rows = print_comparison(res)
+    widths = [int(x) for x in a.widths.split(",")]
+    runs, rows = {}, {}
+    for width in widths:                                        # one pair of workers at a time: memory
+        print(f"\n[1] train step, ours vs peer, clip {SHAPE}, base width {width}")
+        runs[width] = train_step_comparison(peer_py, a.threads, a.warmup, a.rounds, width)
+        for name, err in runs[width]["errors"].items():
+            print(f"{name} SKIPPED: {err}")
+        rows[width] = print_comparison(runs[width])
+    print_by_width(rows)
 
     frames = [int(f) for f in a.frames.split(",")]
     print(f"\n[2] temporal down/up-sampling on vs off, T in {frames}")
     trows = temporal_flops_table(frames, 1 if a.quick else 2, a.threads)
     print_temporal(trows)
 
-    record = {"shape": SHAPE, "peer": why, "train_step": res, "summary": rows, "temporal": trows}
+    record = {"shape": SHAPE, "peer": why, "train_step": runs, "summary": rows, "temporal": trows}
     write_bytes(RESULTS, json.dumps(record, indent=1).encode())
     print(f"\nraw figures: {RESULTS.relative_to(ROOT)}; total {time.perf_counter() - t_start:.0f} s")
     return 0

@@ -8,7 +8,7 @@ as every lumiere-* command tunes it, the two ways alternated round by round:
 Then a profile of one train step each way (self CPU seconds of the temporal convs, the other matmul-like ops and the
 memory-bound ops), the share of the matmul ceiling the step could reach with its memory-bound ops as they are, and
 the time those ops would have to fit in for 55 % with the convolutions as they are.
-  python bench/bench_time_conv.py [--rounds 6]
+  python bench/bench_time_conv.py [--rounds 6] [--width 32]   (--width: the train step's and profile's STUNet)
 """
 from __future__ import annotations
 
@@ -28,11 +28,14 @@ SHAPES = [((2, 32, 16, 4096), 1), ((2, 64, 16, 4096), 1), ((2, 32, 16, 4096), 2)
           ((2, 64, 4, 256), 1)]
 
 
-def start(doc: str) -> argparse.Namespace:
+def start(doc: str, width: bool = False) -> argparse.Namespace:
     """The --rounds option of the benches that alternate two ways round by round (this one, bench_layout,
-    bench_optimizer, probes/), and glibc's allocator tuned as every lumiere-* command tunes it (before torch loads)."""
+    bench_optimizer, probes/), --width where asked, and glibc's allocator tuned as every lumiere-* command tunes it
+    (before torch loads)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=6)
+    if width:
+        ap.add_argument("--width", type=int, default=32, help="base width of the STUNet of the train step and profile")
     args = ap.parse_args()
     from lumiere_pl.utils.allocator import keep_freed_memory
 
@@ -86,7 +89,7 @@ def split_seconds(events) -> dict:
 
 
 def main() -> None:
-    args = start(__doc__)
+    args = start(__doc__, width=True)
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -118,7 +121,7 @@ def main() -> None:
         label = f"{(b, c, t, s)}, {stride}"
         print(f"  {label:28s} {ratio_line(alternate({'o': onednn, 'm': matmuls}, args.rounds))}   {diff:.1e}")
 
-    step = W.Session("ours", (2, 3, 16, 64, 64), torch.get_num_threads()).step     # bench_stunet's train step
+    step = W.Session("ours", (2, 3, 16, 64, 64), torch.get_num_threads(), args.width).step  # bench_stunet's step
 
     def switched(on: bool):
         def run():
@@ -129,7 +132,8 @@ def main() -> None:
     for on in (False, True):                                    # warm-up (and AdamW state)
         switched(on)()
     times = alternate({"off": switched(False), "on": switched(True)}, args.rounds)
-    print(f"\ntrain step, clip (2, 3, 16, 64, 64), forward + backward + AdamW, median of {args.rounds} rounds:")
+    print(f"\ntrain step, clip (2, 3, 16, 64, 64), base width {args.width}, forward + backward + AdamW, median of "
+          f"{args.rounds} rounds:")
     print(f"  {'oneDNN backward':>15s} {'matmul weight grad':>20s}   on / off (range)")
     print(f"  {ratio_line(times)}")
 
