@@ -53,6 +53,7 @@ def main(argv: Optional[List[str]]) -> int:
         check_writable(a.videos_dir, "--videos-dir")
     if a.sheet is not None:
         check_writable(a.sheet, "--sheet", file=True)
+
     from lumiere_pl import probes
     from lumiere_pl.applications import image_to_video
     from lumiere_pl.checkpoint import load_module

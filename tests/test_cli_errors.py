@@ -25,8 +25,9 @@ from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import shards_cli
 from lumiere_pl.data.video_io import encode
+from lumiere_pl.errors import WriteError
 from lumiere_pl.lit import DiffusionModule
-from lumiere_pl.utils.atomic import tmp_path
+from lumiere_pl.utils.atomic import check_writable, tmp_path
 
 from conftest import TINY
 
@@ -368,3 +369,16 @@ def test_entry_point_shards_every_video_bad(F, tmp_path):
                      "--workers", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "0 samples written, 2 of 2 sources skipped" in r.stderr and not (tmp_path / "shards").exists()
+
+
+def test_check_writable_creates_nothing_and_names_the_flag(tmp_path, monkeypatch):
+    deep = tmp_path / "a" / "b" / "c"
+    assert check_writable(deep, "--out-dir") == deep and not (tmp_path / "a").exists()   # made only when written
+    assert check_writable(deep / "x.mp4", "--out", file=True) == deep / "x.mp4"
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(WriteError, match=r"^--out-dir .*f/v: cannot write there \(.*f is not a folder\)"):
+        check_writable(tmp_path / "f" / "v", "--out-dir")
+    monkeypatch.chdir(tmp_path)
+    assert check_writable(Path("y.mp4"), "--out", file=True) == Path("y.mp4")         # a bare name: the working folder
+    with pytest.raises(WriteError, match=r"^--out f/y.mp4: cannot write there \(f is not a folder\)"):
+        check_writable(Path("f") / "y.mp4", "--out", file=True)

@@ -73,7 +73,7 @@ def check_writable(target: str | Path, flag: str, file: bool = False) -> Path:
     made when the first file is written). Nothing is created. WriteError naming `flag` and `target` otherwise."""
     target = Path(target)
     existing = target.parent if file else target
-    while not existing.exists():
+    while not existing.exists():                                     # "/" and "." always exist
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         what = "not a folder" if not existing.is_dir() else "a folder this process may not write to"
