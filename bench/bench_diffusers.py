@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +33,7 @@ sys.path.insert(0, str(HERE))
 
 from lumiere_pl.utils.atomic import write_bytes  # noqa: E402  (results appear whole or not at all)
 import _stunet_worker as W  # noqa: E402  (peak-RSS and parameter helpers)
+from bench_stunet import Worker  # noqa: E402  (the parent's side of a worker process)
 
 SHAPE = (1, 4, 16, 16, 16)                      # (b c t h w) latents: a 16-frame 128 px clip through SD's VAE
 TEXT = (1, 77, 64)                              # CLIP-like tokens (b L d)
@@ -150,41 +148,9 @@ def worker(name: str, threads: int) -> None:
         reply("error", f"{type(err).__name__}: {err}")
 
 
-class Worker:
-    def __init__(self, name: str, threads: int):
-        self.name, self.log = name, tempfile.TemporaryFile(mode="w+")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", name, "--threads", str(threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     bufsize=1, env=env)
-
-    def read(self):
-        for line in self.proc.stdout:
-            if line.startswith("@@"):
-                kind, payload = line[2:].split(" ", 1)
-                if kind == "error":
-                    raise RuntimeError(f"{self.name} worker: {json.loads(payload)}")
-                return json.loads(payload)
-        self.log.seek(0)
-        raise RuntimeError(f"{self.name} worker exited:\n" + "\n".join(self.log.read().splitlines()[-8:]))
-
-    def call(self, cmd: str):
-        self.proc.stdin.write(cmd + "\n")
-        self.proc.stdin.flush()
-        return self.read()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-
-
 def train_steps(threads: int, warmup: int, rounds: int) -> dict:
-    workers = {k: Worker(k, threads) for k in ("ours", "motion")}
+    workers = {k: Worker(k, [sys.executable, __file__, "--worker", k, "--threads", threads], threads)
+               for k in ("ours", "motion")}
     steps: dict = {k: [] for k in workers}
     try:
         for w in workers.values():

@@ -2,10 +2,11 @@
 by temporal down/up-sampling. Every figure, and every ratio, comes from this one run.
 
   1. Train step on clips (2, 3, 16, 64, 64), ours vs peer, at each base width of --widths (both U-Nets alike: 32, the
-     recipe's, and 128, nearer real T2I U-Nets, where convolutions outweigh the memory-bound passes): clips/s, train-step FLOPs (torch.utils.flop_counter over
-     forward + backward), achieved GFLOP/s, its share of the CPU's float32 matmul GFLOP/s (2048^2 torch.mm, measured
-     between the steps: the ceiling), peak extra memory (each model in its own fresh process: rise of the peak RSS
-     from after the model, data and optimizer were built), trainable / frozen parameters.
+     recipe's, and 128, nearer real T2I U-Nets, where convolutions outweigh the memory-bound passes): clips/s,
+     train-step FLOPs (torch.utils.flop_counter over forward + backward), achieved GFLOP/s, its share of the CPU's
+     float32 matmul GFLOP/s (2048^2 torch.mm, measured between the steps: the ceiling), peak extra memory (each model
+     in its own fresh process: rise of the peak RSS from after the model, data and optimizer were built), trainable /
+     frozen parameters.
      The peer lives in its own venv, bench/.venv-peer (created here on first use, gitignored): the project never
      imports lumiere_pytorch. Both models run in long-lived worker processes (bench/_stunet_worker.py, one harness for
      both) whose steps are interleaved round by round with the matmul ceiling, so the machine's load hits all alike.
@@ -123,19 +124,19 @@ def ensure_peer_venv() -> tuple[Path | None, str]:
 # workers
 
 class Worker:
-    """A bench/_stunet_worker.py process serving one model: step / report commands, @@-prefixed JSON replies."""
+    """A worker process serving one model (`argv`: its command line): step / report commands on stdin, @@-prefixed
+    JSON replies on stdout (an @@error reply raises). Used here and by bench_diffusers.py."""
 
-    def __init__(self, name: str, python: Path | str, threads: int, width: int):
+    def __init__(self, name: str, argv: list, threads: int):
         self.name = name
         self.log = tempfile.TemporaryFile(mode="w+")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
                "OMP_NUM_THREADS": str(threads)}
-        self.proc = subprocess.Popen(
-            [str(python), str(HERE / "_stunet_worker.py"), "--model", name, "--threads", str(threads),
-             "--shape", ",".join(map(str, SHAPE)), "--width", str(width)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1, env=env)
+        self.proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, bufsize=1, env=env)
 
-    def _read(self):
+    def read(self):
+        """The next reply (the first one says the model is built)."""
         for line in self.proc.stdout:
             if line.startswith("@@"):
                 kind, payload = line[2:].split(" ", 1)
@@ -146,13 +147,10 @@ class Worker:
         tail = "\n".join(self.log.read().strip().splitlines()[-8:])
         raise RuntimeError(f"{self.name} worker exited (rc {self.proc.wait()}):\n{tail}")
 
-    def ready(self) -> None:
-        self._read()
-
     def call(self, cmd: str):
         self.proc.stdin.write(cmd + "\n")
         self.proc.stdin.flush()
-        return self._read()
+        return self.read()
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -164,15 +162,20 @@ class Worker:
                 self.proc.kill()
 
 
+def stunet_worker(name: str, python: Path | str, threads: int, width: int) -> Worker:
+    return Worker(name, [python, HERE / "_stunet_worker.py", "--model", name, "--threads", threads,
+                         "--shape", ",".join(map(str, SHAPE)), "--width", width], threads)
+
+
 def train_step_comparison(peer_py: Path | None, threads: int, warmup: int, rounds: int, width: int) -> dict:
-    workers = {"ours": Worker("ours", sys.executable, threads, width)}
+    workers = {"ours": stunet_worker("ours", sys.executable, threads, width)}
     if peer_py is not None:
-        workers["peer"] = Worker("peer", peer_py, threads, width)
+        workers["peer"] = stunet_worker("peer", peer_py, threads, width)
     out: dict = {"width": width, "ceiling_gflops": [], "step_s": {k: [] for k in workers}, "errors": {}}
     try:
         for name, w in list(workers.items()):                   # both build at once; nothing is timed yet
             try:
-                w.ready()
+                w.read()
             except RuntimeError as err:
                 if name == "ours":
                     raise
@@ -233,8 +236,8 @@ def print_comparison(res: dict) -> dict:
         print(f"      glibc malloc: {'tuned as lumiere-train tunes it' if rep[k].get('malloc_tuned') else 'defaults'}")
     have_peer = "peer" in rows
     cols = ["ours (STUNet)"] + (["peer (MPLumiere)", "ours / peer"] if have_peer else [])
-    print(f"\nclip {tuple(SHAPE)} (b c t h w), base width {res['width']}, float32, {rep['ours']['threads']} threads; median of "
-          f"{len(steps['ours'])} interleaved rounds; matmul ceiling (2048^2 float32 torch.mm) {ceiling:.1f} "
+    print(f"\nclip {tuple(SHAPE)} (b c t h w), base width {res['width']}, float32, {rep['ours']['threads']} threads; "
+          f"median of {len(steps['ours'])} interleaved rounds; matmul ceiling (2048^2 float32 torch.mm) {ceiling:.1f} "
           f"GFLOP/s median, {ceiling_best:.1f} best (range {min(res['ceiling_gflops']):.1f}-{ceiling_best:.1f}). "
           f"The machine is shared: 'best' is the least-disturbed estimate, the per-round ratio the fairest.")
     print(f"{'':<32}" + "".join(f"{c:>20}" for c in cols))
@@ -333,14 +336,27 @@ def print_temporal(rows: list) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------------
 
+def int_list(text: str) -> list:
+    """argparse type: "32,128" -> [32, 128]; anything else is one usage error."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers separated by commas, e.g. 32,128")
+    return values
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 warm-up step, 2 timed rounds, one timed forward per variant")
+    ap.add_argument("--quick", action="store_true", help="1 warm-up step, 2 timed rounds, 1 timed forward per variant")
     ap.add_argument("--rounds", type=int, default=6, help="timed train steps per model, interleaved")
     ap.add_argument("--warmup", type=int, default=1, help="untimed train steps per model first")
-    ap.add_argument("--frames", default="16,80", help="clip lengths of the temporal down/up-sampling table")
+    ap.add_argument("--frames", type=int_list, default="16,80",
+                    help="clip lengths of the temporal down/up-sampling table")
     ap.add_argument("--no-peer", action="store_true", help="skip lumiere-pytorch (no venv, no install)")
-    ap.add_argument("--widths", default="32,128", help="base widths of the train-step comparison (both U-Nets)")
+    ap.add_argument("--widths", type=int_list, default="32,128",
+                    help="base widths of the train-step comparison (both U-Nets)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = ap.parse_args()
     if a.quick:
@@ -358,9 +374,8 @@ def main() -> int:
         peer_py, why = ensure_peer_venv()
     print(f"peer      {why if peer_py else 'SKIPPED: ' + why}", flush=True)
 
-    widths = [int(x) for x in a.widths.split(",")]
     runs, rows = {}, {}
-    for width in widths:                                        # one pair of workers at a time: memory
+    for width in a.widths:                                        # one pair of workers at a time: memory
         print(f"\n[1] train step, ours vs peer, clip {SHAPE}, base width {width}")
         runs[width] = train_step_comparison(peer_py, a.threads, a.warmup, a.rounds, width)
         for name, err in runs[width]["errors"].items():
@@ -368,7 +383,7 @@ def main() -> int:
         rows[width] = print_comparison(runs[width])
     print_by_width(rows)
 
-    frames = [int(f) for f in a.frames.split(",")]
+    frames = a.frames
     print(f"\n[2] temporal down/up-sampling on vs off, T in {frames}")
     trows = temporal_flops_table(frames, 1 if a.quick else 2, a.threads)
     print_temporal(trows)
