@@ -274,7 +274,7 @@ def main() -> int:
     ap.add_argument("--model", choices=["ours", "peer"], required=True)
     ap.add_argument("--shape", default="2,3,16,64,64", help="b,c,t,h,w")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--width", type=int, default=32, help="base width of both U-Nets (the coarser levels 2x)")
+    ap.add_argument("--width", type=int, default=32, help="base width of the U-Net (the coarser levels 2x)")
     ap.add_argument("--steps", type=int, default=0, help="standalone: run this many steps (1 warm-up first), print "
                                                          "the times and the report, exit; 0: serve commands on stdin")
     a = ap.parse_args()
