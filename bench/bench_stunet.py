@@ -336,6 +336,24 @@ def print_temporal(rows: list) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------------
 
+def workers_gib(width: int, peer: bool) -> float:
+    """Peak resident memory of the two workers together at a base width, with a margin: measured 4.5 / 7.8 / 14.9 GiB
+    at widths 32 / 64 / 128 (ours + peer, clip (2, 3, 16, 64, 64), 2026-12-03); ours alone about 40 % of it."""
+    both = 1.5 + 0.11 * width
+    return both if peer else 0.45 * both
+
+
+def mem_available_gib() -> float | None:
+    """MemAvailable of /proc/meminfo in GiB; None where there is no such file."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2 ** 20
+    except OSError:
+        pass
+    return None
+
+
 def int_list(text: str) -> list:
     """argparse type: "32,128" -> [32, 128]; anything else is one usage error."""
     try:
@@ -377,6 +395,11 @@ def main() -> int:
     runs, rows = {}, {}
     for width in a.widths:                                        # one pair of workers at a time: memory
         print(f"\n[1] train step, ours vs peer, clip {SHAPE}, base width {width}")
+        need, have = workers_gib(width, peer_py is not None), mem_available_gib()
+        if have is not None and have < need:
+            print(f"SKIPPED: the workers would need about {need:.0f} GiB at width {width}, {have:.1f} GiB is "
+                  f"available (--widths 32 runs the small one)")
+            continue
         runs[width] = train_step_comparison(peer_py, a.threads, a.warmup, a.rounds, width)
         for name, err in runs[width]["errors"].items():
             print(f"{name} SKIPPED: {err}")
