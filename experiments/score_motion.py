@@ -59,8 +59,13 @@ def main(argv: Optional[List[str]]) -> int:
     from lumiere_pl.checkpoint import check_model, load_checkpoint
     from lumiere_pl.sweep.scoring import Pipeline
     from lumiere_pl.sweep.spec import SampleSpec
-    from lumiere_pl.utils.atomic import write_text
+    from lumiere_pl.utils.atomic import check_writable, write_text
     from lumiere_pl.utils.video import to_uint8, write_mp4
+
+    if a.out is not None:                                     # before the sampling, not after it
+        check_writable(a.out, "--out", file=True)
+    if a.videos_dir is not None:
+        check_writable(a.videos_dir, "--videos-dir")
 
     ckpt = load_checkpoint(a.ckpt, mmap=True)                 # a cheap look: what it is, and its step
     check_model(a.ckpt, ckpt, ["stunet"], " trained on the moving-shapes set (DATASET=shapes)")

@@ -216,6 +216,10 @@ CASES = {
         setup=lambda f, o: (o.joinpath("p.jsonl").write_text('{"prompt": "x"}\n'), full(o / "v" / "000000.json"))),
 
     # lumiere-apply: masks, short videos, checkpoints, a full disk
+    "apply/--out where no folder can be made (before any input is read)": Case(
+        apply.main, lambda f, o: ["i2v", "--ckpt", o / "none.ckpt", "--image", o / "none.png", "--prompt", "x",
+                                  "--out", o / "afile" / "a.mp4"],
+        ("--out", "afile", "cannot write there"), setup=lambda f, o: o.joinpath("afile").write_text("a file")),
     "apply/mask of the wrong size": Case(
         apply.main, lambda f, o: ["cinemagraph", "--ckpt", f["stunet"], "--image", f["image"], "--region",
                                   f["small_mask"], "--prompt", "x", "--out", o / "a.mp4"],

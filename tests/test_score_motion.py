@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from _scripts import load_script
@@ -46,3 +47,12 @@ def test_refuses_a_t2i_checkpoint_with_one_line(tmp_path, capsys):
     assert _script().main(["--ckpt", str(ckpt)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "T2I U-Net" in err and str(ckpt) in err
+
+
+@pytest.mark.parametrize("flag, name", [("--out", "figures.json"), ("--videos-dir", "videos")])
+def test_an_output_that_cannot_be_written_fails_before_the_checkpoint_is_read(tmp_path, capsys, flag, name):
+    (tmp_path / "afile").write_text("a file, not a folder")
+    assert _script().main(["--ckpt", str(tmp_path / "none.ckpt"), flag, str(tmp_path / "afile" / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{flag} {tmp_path / 'afile' / name}: cannot write there ({tmp_path / 'afile'} is not a folder)" in err
+    assert "none.ckpt" not in err and len(err.splitlines()) == 1

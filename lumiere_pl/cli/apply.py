@@ -35,6 +35,7 @@ import numpy as np
 from lumiere_pl.cli.errors import DEBUG_HELP, command
 from lumiere_pl.cli.sample import _cuda, check_device, check_frames
 from lumiere_pl.errors import InputError
+from lumiere_pl.utils.atomic import check_writable
 
 REBUILD = ("train one with: lumiere-train --config experiments/stunet_conditional_shapes32.yaml "
            "model.init_from=runs/t2i_shapes32/checkpoints/last.ckpt (docs/APPLICATIONS.md)")
@@ -308,6 +309,7 @@ def main(argv: List[str]) -> int:
     if args.fps is not None and not args.fps > 0:
         raise InputError(f"--fps {args.fps}: expected a frame rate > 0")
     check_device(args.device)
+    check_writable(args.out, "--out", file=True)
     inputs = read_inputs(args)                 # user files first: no checkpoint loaded for a bad PNG
     module = load(args)
     video, known = prepare(args, module, inputs)
