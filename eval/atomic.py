@@ -28,6 +28,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def unwritable(target: str | Path, file: bool = False) -> str | None:
+    """Why the folder `target` (the file `target`, with file=True) could not be written, or None: the nearest part of
+    its path that exists must be a folder this process may write to (the rest is made when the first file is
+    written). Nothing is created. For checking outputs before any heavy work (lumiere-eval, lumiere_pl's commands)."""
+    target = Path(target)
+    existing = target.parent if file else target
+    while not existing.exists():                                     # "/" and "." always exist
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is a folder this process may not write to"
+    return None
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from . import commands
 from .allocator import keep_freed_memory
+from .atomic import unwritable
 from .errors import EvalError
 
 EXPECTED_ERRORS = (EvalError, OSError, ValueError, KeyError, pickle.UnpicklingError)
@@ -137,6 +138,14 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"lumiere-eval: warning: {message}\n"
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """--out (a file) and --report-dir (a folder) can be written: checked before minutes of feature extraction."""
+    for flag, value, file in (("--out", getattr(args, "out", None), True),
+                              ("--report-dir", getattr(args, "report_dir", None), False)):
+        if value is not None and (why := unwritable(value, file)):
+            raise EvalError(f"{flag} {value}: cannot write there ({why}); expected a writable folder")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("LUMIERE_DEBUG", "") not in ("", "0")
@@ -145,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = _one_line_warning
     keep_freed_memory()                           # tensors on the CPU: no page faults per I3D batch (eval/allocator.py)
     try:
+        check_outputs(args)                       # before any video is read
         if args.command != "ucf101-prompts":
             _init_dist()
         getattr(commands, COMMANDS[args.command])(args)

@@ -72,6 +72,13 @@ CASES = {
                                    "{r}/none.pt: C3D checkpoint not found"),
     "fvd, too few frames for the I3D": (["fvd", "--real", "{r}/good", "--fake", "{r}/good", "--frames", "8"],
                                         "--frames 8: the I3D needs at least 9 frames"),
+    "fvd, --out through a file (before any video is read)": (["fvd", "--real", "{r}/nowhere", "--fake", "{r}/good",
+                                                              "--out", "{r}/prompts.txt/r.json"],
+                                                             "--out {r}/prompts.txt/r.json: cannot write there "
+                                                             "({r}/prompts.txt is not a folder)"),
+    "ucf101, --report-dir through a file": (["ucf101", "--real", "{r}/no_splits", "--fake", "{r}/good",
+                                             "--report-dir", "{r}/prompts.txt/report"],
+                                            "--report-dir {r}/prompts.txt/report: cannot write there"),
     "ucf101-prompts, malformed prompt file": (["ucf101-prompts", "--n", "10", "--prompt-file", "{r}/prompts.txt"],
                                               "{r}/prompts.txt:2: expected 'ClassName<TAB or |>prompt'"),
 }

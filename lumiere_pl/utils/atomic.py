@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from eval.atomic import unwritable
 from lumiere_pl.errors import WriteError
 
 
@@ -69,16 +70,11 @@ def write_error(path: Path, err: OSError) -> WriteError:
 
 def check_writable(target: str | Path, flag: str, file: bool = False) -> Path:
     """Fail before any heavy work when the folder `target` (or the file `target`, with file=True) could not be
-    written: the nearest part of its path that exists must be a folder this process may write to (the rest is
-    made when the first file is written). Nothing is created. WriteError naming `flag` and `target` otherwise."""
-    target = Path(target)
-    existing = target.parent if file else target
-    while not existing.exists():                                     # "/" and "." always exist
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        what = "not a folder" if not existing.is_dir() else "a folder this process may not write to"
-        raise WriteError(f"{flag} {target}: cannot write there ({existing} is {what}); expected a writable folder")
-    return target
+    written (eval.atomic.unwritable: nothing is created); WriteError naming `flag` and `target`."""
+    why = unwritable(target, file)
+    if why:
+        raise WriteError(f"{flag} {target}: cannot write there ({why}); expected a writable folder")
+    return Path(target)
 
 
 @contextmanager
