@@ -155,6 +155,10 @@ CASES = {
     "train/trainer settings this machine lacks": Case(
         train.main, lambda f, o: [f"out_dir={o}", f"trainer.accelerator={MISSING_ACCELERATOR}", *TINY],
         (f"trainer.accelerator={MISSING_ACCELERATOR}", "expected settings this machine supports"), ("experiment",)),
+    "train/out_dir through a file (before anything is built)": Case(
+        train.main, lambda f, o: [f"out_dir={o / 'afile' / 'runs'}", *TINY],
+        ("the run folder (out_dir/name)", "afile", "cannot write there"),
+        setup=lambda f, o: o.joinpath("afile").write_text("a file")),
     "train/resume a T2I (STUNet expected)": Case(
         train.main, lambda f, o: ["--resume", f["t2i"], f"out_dir={o}", *TINY],
         ("t2i.ckpt", "a checkpoint of a T2I U-Net", "expected a checkpoint of a STUNet"), ("experiment",)),

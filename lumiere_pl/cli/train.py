@@ -21,6 +21,7 @@ from lumiere_pl.cli.errors import DEBUG_HELP, command
 from lumiere_pl.config import ExperimentConfig, save_config, to_dict
 from lumiere_pl.config_checks import check_files, load_config
 from lumiere_pl.errors import InputError
+from lumiere_pl.utils.atomic import check_writable
 
 
 def inherit_t2i(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Optional[dict]]:
@@ -127,6 +128,7 @@ def main(argv: List[str]) -> int:
     cfg = load_config(args.config, args.overrides)      # ConfigError, CheckpointError: one line, exit 2
     if not args.dry_run:
         check_files(cfg)                      # shards and local model folders exist: fail before building anything
+        check_writable(cfg.run_dir, "the run folder (out_dir/name)")
     cfg, t2i_state = inherit_t2i(cfg)
     ckpt_path = None
     existing = resume_path(cfg, "last")
