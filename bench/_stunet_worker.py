@@ -45,8 +45,9 @@ OURS_OVERRIDES = ["data.size=64", "data.frames=16", "data.batch_size=2", "model.
 # ---------------------------------------------------------------------------------------------------------------------
 # measurement helpers (shared with bench_stunet.py, which imports them)
 
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def proc_kib(key: str, path: str = "/proc/self/status") -> int:
+    """The kB figure of `key` in a /proc file (this process's status, or /proc/meminfo); OSError / KeyError else."""
+    for line in Path(path).read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise KeyError(key)
@@ -54,13 +55,13 @@ def _status_kib(key: str) -> int:
 
 def rss_bytes() -> int:
     """Current resident memory (VmRSS)."""
-    return _status_kib("VmRSS") * 1024
+    return proc_kib("VmRSS") * 1024
 
 
 def peak_rss_bytes() -> int:
     """Peak resident memory since the last reset_peak_rss (VmHWM); ru_maxrss where /proc is missing."""
     try:
-        return _status_kib("VmHWM") * 1024
+        return proc_kib("VmHWM") * 1024
     except (OSError, KeyError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 

@@ -346,12 +346,9 @@ def workers_gib(width: int, peer: bool) -> float:
 def mem_available_gib() -> float | None:
     """MemAvailable of /proc/meminfo in GiB; None where there is no such file."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2 ** 20
-    except OSError:
-        pass
-    return None
+        return W.proc_kib("MemAvailable", "/proc/meminfo") / 2 ** 20
+    except (OSError, KeyError):
+        return None
 
 
 def int_list(text: str) -> list:
