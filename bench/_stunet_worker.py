@@ -117,7 +117,6 @@ def build_ours(shape: tuple, g: torch.Generator, width: int = 32):
 
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
-    from lumiere_pl.diffusion import diffusion_loss
     from lumiere_pl.lit.module import DiffusionModule
 
     b, _, t, h, _ = shape
@@ -126,11 +125,11 @@ def build_ours(shape: tuple, g: torch.Generator, width: int = 32):
                                         f"model.unet.channels={width}"])
     module = DiffusionModule(to_dict(cfg))
     net = module.net.train()
-    cond = module.text_condition([PROMPTS[i % len(PROMPTS)] for i in range(b)])   # frozen encoder: outside the step
+    cond = module.parts.text_condition([PROMPTS[i % len(PROMPTS)] for i in range(b)])   # frozen: outside the step
     x0 = torch.rand(shape, generator=g) * 2 - 1
 
     def loss_fn():
-        return diffusion_loss(net, x0, cond, module.logsnr, cfg.diffusion.prediction, generator=g)
+        return module.parts.process.loss(net, x0, cond, generator=g)
 
     u, tc = cfg.model.unet, cfg.model.temporal
     info = {"package": f"lumiere_pl (lightning {lightning.__version__})",
@@ -148,17 +147,16 @@ def build_recipe(name: str, g: torch.Generator):
     sys.path.insert(0, str(ROOT))
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
-    from lumiere_pl.diffusion import diffusion_loss
     from lumiere_pl.lit.module import DiffusionModule
 
     module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / f"{name}.yaml"), ["model.init_from=null"])))
     d = module.cfg.data
     shape = (d.batch_size, 3, d.frames, d.size, d.size)
-    cond = module.text_condition([PROMPTS[0]] * d.batch_size)      # frozen encoder: outside the step
+    cond = module.parts.text_condition([PROMPTS[0]] * d.batch_size)      # frozen encoder: outside the step
     x0 = torch.rand(shape, generator=g) * 2 - 1
 
     def loss_fn():
-        return diffusion_loss(module.net, x0, cond, module.logsnr, module.cfg.diffusion.prediction, generator=g)
+        return module.parts.process.loss(module.net, x0, cond, generator=g)
     return module, loss_fn, shape
 
 

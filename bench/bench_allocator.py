@@ -45,7 +45,7 @@ def child(kind: str) -> None:
         prompts, calls = ["a person riding a horse on a beach"] * 8, 4
 
         def work():                                     # steps + 1 sigmas: `calls` network calls
-            return float(module.generate(prompts, steps=calls).double().abs().sum())
+            return float(module.pipeline()(prompts, steps=calls).videos.double().abs().sum())
         per = len(prompts) * calls
     elif kind == "i3d":
         from eval.detectors import I3DDetector

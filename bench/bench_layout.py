@@ -154,9 +154,9 @@ def main() -> None:
     module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "stunet_real.yaml")))).eval()
     prompts, calls = ["a person riding a horse on a beach"] * 8, 4
     moved(module)
-    diff = max_diff(lambda: module.generate(prompts, steps=calls, seed=0), module)
+    diff = max_diff(lambda: module.pipeline()(prompts, steps=calls, seed=0).videos, module)
     report("guided sampling", f"per network call per video, batch {len(prompts)}, 32 px, 16 frames",
-           interleave(lambda: module.generate(prompts, steps=calls, seed=0), module, args.rounds),
+           interleave(lambda: module.pipeline()(prompts, steps=calls, seed=0).videos, module, args.rounds),
            len(prompts) * calls, diff)
 
     for name in ("stunet_real", "stunet_shapes"):              # make train's two recipes: 32 px and 16 px frames
@@ -172,9 +172,9 @@ def main() -> None:
                interleave(small_step, small, args.rounds), 1, float("nan"))
         small.eval()
         moved(small)
-        diff = max_diff(lambda: small.generate(prompts, steps=3, seed=0), small)
+        diff = max_diff(lambda: small.pipeline()(prompts, steps=3, seed=0).videos, small)
         report("guided sampling", f"per network call per video, batch 4, experiments/{name}.yaml ({shape[3]} px, "
-               f"{shape[2]} frames)", interleave(lambda: small.generate(prompts, steps=3, seed=0), small,
+               f"{shape[2]} frames)", interleave(lambda: small.pipeline()(prompts, steps=3, seed=0).videos, small,
                                                  args.rounds), 4 * 3, diff)
 
     prof = profile_step(step, net)                             # the train net, off its init after the rounds

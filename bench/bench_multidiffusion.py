@@ -28,18 +28,18 @@ sys.path.insert(0, str(ROOT))
 from lumiere_pl.config import to_dict  # noqa: E402
 from lumiere_pl.config_checks import load_config  # noqa: E402
 from lumiere_pl.diffusion.multidiffusion import MultiDiffusion, temporal_windows  # noqa: E402
-from lumiere_pl.lit.ssr import SSRModule  # noqa: E402
+from lumiere_pl.lit import DiffusionModule  # noqa: E402
 
 CONFIG = str(ROOT / "experiments" / "ssr_tiny.yaml")
 
 
 def setup(frames: int, device: str):
     torch.manual_seed(0)
-    module = SSRModule(to_dict(load_config(CONFIG))).to(device).eval()
+    module = DiffusionModule(to_dict(load_config(CONFIG))).to(device).eval()
     size = module.cfg.data.size
-    low = torch.rand(1, 3, frames, module.low_size, module.low_size, device=device) * 2 - 1    # b c t h w
-    cond = {**module.text_condition(["a red circle moving right"]),
-            **module.lowres_condition(low, torch.zeros(1, device=device))}
+    low = torch.rand(1, 3, frames, module.parts.low_size, module.parts.low_size, device=device) * 2 - 1   # b c t h w
+    cond = {**module.parts.text_condition(["a red circle moving right"]),
+            **module.parts.lowres_condition(low, torch.zeros(1, device=device))}
     x = torch.randn(1, 3, frames, size, size, device=device) * 5.0                             # b c t H W
     s = torch.full((1,), 5.0, device=device)
     return module, x, s, cond
@@ -75,7 +75,8 @@ def high_water_rss() -> int:
 def memory_child(frames: int, window: int, window_batch: int, device: str) -> None:
     """Run in a fresh process: print the peak extra memory (MiB) of one MultiDiffusion step."""
     module, x, s, cond = setup(frames, device)
-    den = MultiDiffusion(module.denoiser, window, module.cfg.sampler.stride, window_batch) if window else module.denoiser
+    denoiser = module.parts.process.denoiser(module.net)
+    den = MultiDiffusion(denoiser, window, module.cfg.sampler.stride, window_batch) if window else denoiser
     with torch.no_grad():
         if device == "cuda":
             torch.cuda.synchronize()
@@ -118,7 +119,7 @@ def main() -> int:
     print(f"model: ssr_tiny ({sum(p.numel() for p in module.net.parameters()):,} parameters), x{module.cfg.model.upscale} "
           f"{module.low_size}->{size}px; clip x (1, 3, {T}, {size}, {size}); one denoiser call (one sampling step), "
           f"median of {args.repeats}")
-    den = module.denoiser
+    den = module.parts.process.denoiser(module.net)
     w = sc.window
     md_spans, no_spans = temporal_windows(T, w, sc.stride), temporal_windows(T, w, w)
     wb = sc.window_batch

@@ -52,7 +52,7 @@ def main() -> None:
     prompts = ["a person riding a horse on a beach"] * max(batches)
 
     def render(b: int) -> None:
-        module.generate(prompts[:b], steps=PROBE_CALLS)          # one network call per step
+        module.pipeline()(prompts[:b], steps=PROBE_CALLS).videos          # one network call per step
 
     times = {b: [] for b in batches}
     for b in batches:

@@ -56,26 +56,28 @@ def main(argv: Optional[List[str]]) -> int:
 
     from lumiere_pl import probes
     from lumiere_pl.applications import image_to_video
-    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.checkpoint import load_parts
     from lumiere_pl.data.shapes_motion import summarise
+    from lumiere_pl.pipeline import LumierePipeline
     from lumiere_pl.utils.video import to_uint8, write_mp4, write_sheet
 
-    module = load_module(a.ckpt, "cpu", expect=["stunet"], hint=" trained on the moving-shapes set")
-    if not module.cfg.model.temporal.conditional or module.cfg.data.name != "synthetic":
+    pipe = LumierePipeline(load_parts(a.ckpt, expect=["stunet"], hint=" trained on the moving-shapes set"))
+    cfg = pipe.config
+    if not cfg.model.temporal.conditional or cfg.data.name != "synthetic":
         raise InputError(f"{a.ckpt}: expected a conditional STUNet (model.temporal.conditional=true) trained on the "
                          f"moving-shapes set (data.name=synthetic)")
-    clips = probes.test_clips(module, a.n)
+    clips = probes.test_clips(cfg, a.n)
     prompts, seeds = [c.caption for c in clips], list(range(a.n))
-    real = probes.render(module, clips)                                          # (n 3 t h w) in [-1, 1]
+    real = probes.render(cfg, clips)                                          # (n 3 t h w) in [-1, 1]
     opts = dict(seeds=seeds, steps=a.steps, guidance=a.guidance)
     opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
     swapped = [c.caption.replace(f"moving {c.direction}", f"moving {opposite[c.direction]}") for c in clips]
-    rows = {"text-to-video": (module.generate(prompts, **opts), prompts),
-            "image-to-video": (image_to_video(module, real[:, :, 0], prompts, real.shape[2], **opts), prompts),
-            "image-to-video, opposite word": (image_to_video(module, real[:, :, 0], swapped, real.shape[2], **opts),
-                                              swapped),
+    rows = {"text-to-video": (pipe(prompts, **opts).videos, prompts),
+            "image-to-video": (image_to_video(pipe, real[:, :, 0], prompts, real.shape[2], **opts).videos, prompts),
+            "image-to-video, opposite word": (image_to_video(pipe, real[:, :, 0], swapped, real.shape[2],
+                                                             **opts).videos, swapped),
             "real clips": (real, prompts)}
-    bg, fps = module.cfg.data.synthetic.background, module.cfg.data.fps
+    bg, fps = cfg.data.synthetic.background, cfg.data.fps
     frames = {name: [to_uint8(v) for v in videos] for name, (videos, _) in rows.items()}    # (t h w 3) uint8 each
     print("| clips | direction | jerk | shape found | first frame vs the image |\n|---|---|---|---|---|")
     for name, (videos, captions) in rows.items():

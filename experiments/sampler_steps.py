@@ -30,21 +30,18 @@ GRID = ("ddim:25,12", "dpmpp_2m:15,10,6", "dpmpp_3m:15,10,6", "heun:5")
 METRICS = ("direction_match", "jerk", "fvd")
 
 
-def score(module, ckpt: str, sampler: str, steps: int, n: int, real: Path, folder: Path, batch: int) -> dict:
+def score(pipe, ckpt: str, sampler: str, steps: int, n: int, real: Path, folder: Path, batch: int) -> dict:
     from lumiere_pl import probes
     from lumiere_pl.sweep.scoring import fvd_score
-    from lumiere_pl.utils.video import to_uint8, write_mp4
+    from lumiere_pl.utils.video import write_mp4
 
-    module.cfg.sampler.name = sampler
-    clips = probes.test_clips(module, n)
-    prompts, videos = [c.caption for c in clips], []
-    module.generate(prompts[:1], steps=2)                        # warm-up: first calls allocate, not timed
+    clips = probes.test_clips(pipe.config, n)
+    prompts = [c.caption for c in clips]
+    pipe(prompts[:1], steps=2, sampler=sampler)                  # warm-up: first calls allocate, not timed
     t0 = time.perf_counter()
-    for i in range(0, n, batch):
-        out = module.generate(prompts[i:i + batch], steps=steps, seeds=list(range(i, min(i + batch, n))))
-        videos += [to_uint8(v) for v in out]
+    videos = probes.sample(pipe, prompts, list(range(n)), batch, steps=steps, sampler=sampler)
     seconds = (time.perf_counter() - t0) / n
-    d = module.cfg.data
+    d = pipe.config.data
     for i, v in enumerate(videos):
         write_mp4(folder / f"{i:06d}.mp4", v, fps=d.fps, lossless=True)
     motion = probes.motion(videos, prompts, background=d.synthetic.background)
@@ -92,27 +89,28 @@ def main() -> None:
     ap.add_argument("--out", default="runs/sampler_steps")
     args = ap.parse_args()
     out = Path(args.out)
-    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.checkpoint import read_model
+    from lumiere_pl.pipeline import LumierePipeline
     from lumiere_pl.sweep.runner import write_test_clips
     from lumiere_pl.utils.atomic import write_text
 
     real = args.real
     if real is None:
         real = out / "real"
-        write_test_clips(load_module(args.ckpt[0]).cfg.data, args.n_real, real)
+        write_test_clips(read_model(args.ckpt[0])[0].data, args.n_real, real)
     grid = [(name, int(k)) for item in args.grid for name, ks in [item.split(":")] for k in ks.split(",")]
     rows = []
     for c, ckpt in enumerate(args.ckpt):
         if args.only is not None and c != args.only:
             continue
-        module = None                                            # loaded once, when a score is missing
+        pipe = None                                              # loaded once, when a score is missing
         for sampler, steps in grid:
             path = out / "scores" / f"ckpt{c}" / f"{sampler}_{steps:03d}.json"
             if path.is_file() and Path(json.loads(path.read_text())["ckpt"]).resolve() == Path(ckpt).resolve():
                 rows.append(json.loads(path.read_text()))
                 continue
-            module = module or load_module(ckpt)
-            row = score(module, ckpt, sampler, steps, args.n, real, out / "samples" / f"ckpt{c}" / f"{sampler}_{steps:03d}",
+            pipe = pipe or LumierePipeline.from_pretrained(ckpt)
+            row = score(pipe, ckpt, sampler, steps, args.n, real, out / "samples" / f"ckpt{c}" / f"{sampler}_{steps:03d}",
                         args.batch_size)
             write_text(path, json.dumps(row, indent=2))
             rows.append(row)

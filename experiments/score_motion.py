@@ -57,8 +57,8 @@ def main(argv: Optional[List[str]]) -> int:
 
     from lumiere_pl import probes
     from lumiere_pl.checkpoint import check_model, load_checkpoint
-    from lumiere_pl.sweep.scoring import Pipeline
-    from lumiere_pl.sweep.spec import SampleSpec
+    from lumiere_pl.pipeline import LumierePipeline
+    from lumiere_pl.sweep.scoring import block
     from lumiere_pl.utils.atomic import check_writable, write_text
     from lumiere_pl.utils.video import to_uint8, write_mp4
 
@@ -70,23 +70,22 @@ def main(argv: Optional[List[str]]) -> int:
     ckpt = load_checkpoint(a.ckpt, mmap=True)                 # a cheap look: what it is, and its step
     check_model(a.ckpt, ckpt, ["stunet"], " trained on the moving-shapes set (DATASET=shapes)")
     step = int(ckpt.get("global_step", -1))
-    pipe = Pipeline({"model": Path(a.ckpt)}, SampleSpec(n=a.n, steps=a.steps, guidance=a.guidance,
-                                                        batch_size=a.batch_size))    # the sweeps' sampling
-    module = pipe.model
-    d = module.cfg.data
+    pipe = LumierePipeline.from_pretrained(a.ckpt)
+    cfg = pipe.config
+    d = cfg.data
     if d.name != "synthetic":
         raise InputError(f"{a.ckpt} was trained on data.name={d.name!r}; the motion tracker needs the "
                          f"moving-shapes set (data.name=synthetic)")
-    clips = probes.test_clips(module, a.n)
+    clips = probes.test_clips(cfg, a.n)
     prompts, seeds = [c.caption for c in clips], list(range(a.n))
     t0 = time.perf_counter()
-    videos = pipe.generate(prompts, seeds)
+    videos = probes.sample(pipe, prompts, seeds, a.batch_size, steps=a.steps, guidance=a.guidance, progress=True)
     seconds = time.perf_counter() - t0
-    real = [to_uint8(v) for v in probes.render(module, clips)]
+    real = [to_uint8(v) for v in probes.render(cfg, clips)]
     bg = d.synthetic.background
-    rows = {name: probes.motion(v, prompts, pipe.block, bg) for name, v in (("samples", videos), ("real", real))}
+    rows = {name: probes.motion(v, prompts, block(pipe), bg) for name, v in (("samples", videos), ("real", real))}
 
-    print(f"{a.ckpt}: step {step}, {a.n} prompts, {d.frames} frames of {d.size} px, {module.cfg.sampler.name} {a.steps} steps, "
+    print(f"{a.ckpt}: step {step}, {a.n} prompts, {d.frames} frames of {d.size} px, {cfg.sampler.name} {a.steps} steps, "
           f"guidance {a.guidance:g}; sampling {seconds / a.n:.2f} s per video "
           f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__})")
     print(table(rows))

@@ -49,20 +49,19 @@ def main(argv: Optional[List[str]]) -> int:
     import numpy as np
 
     from lumiere_pl import probes
-    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.checkpoint import load_parts
     from lumiere_pl.cli.apply import stylize_module
+    from lumiere_pl.pipeline import LumierePipeline
     from lumiere_pl.data.shapes_motion import summarise
-    from lumiere_pl.utils.video import to_uint8
 
-    module = load_module(a.ckpt, "cpu", expect=["stunet"], hint=" trained on the moving-shapes set")
-    baked = module.ema.averaged_state_dict(module.net)                  # EMA baked in, as lumiere-apply
-    prompts = [c.caption for c in probes.test_clips(module, a.n)]
+    pipe = LumierePipeline(load_parts(a.ckpt, expect=["stunet"], hint=" trained on the moving-shapes set"))
+    baked = {k: v.clone() for k, v in pipe.net.state_dict().items()}   # the EMA weights, as lumiere-apply
+    prompts = [c.caption for c in probes.test_clips(pipe.config, a.n)]
     print("| alpha | direction | jerk | shape found | background (RGB) |\n|---|---|---|---|---|")
     for alpha in a.alphas:
-        module.net.load_state_dict(baked)                               # each alpha from the same weights
-        stylize_module(module, a.style_t2i, alpha)
-        videos = [to_uint8(v) for v in module.generate(prompts, seeds=list(range(a.n)), steps=a.steps,
-                                                       guidance=a.guidance, use_ema=False)]
+        pipe.net.load_state_dict(baked)                                 # each alpha from the same weights
+        stylize_module(pipe, a.style_t2i, alpha)
+        videos = probes.sample(pipe, prompts, list(range(a.n)), steps=a.steps, guidance=a.guidance)
         bgs = [border_colour(v) for v in videos]
         per = [summarise([v], [p], bg) for v, p, bg in zip(videos, prompts, bgs)]
         direction = np.mean([s["direction_match"] for s in per])

@@ -21,8 +21,7 @@ from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.data.shapes_motion import measure
 from lumiere_pl.data.synthetic import ShapeClip, render_clip
-from lumiere_pl.diffusion import diffusion_loss
-from lumiere_pl.diffusion.process import c_noise, target
+from lumiere_pl.diffusion.process import target
 from lumiere_pl.diffusion.schedules import alpha_sigma
 from lumiere_pl.lit import DiffusionModule
 from lumiere_pl.utils.tensors import append_dims
@@ -41,8 +40,8 @@ def train(module: DiffusionModule, x0: torch.Tensor, captions: list, steps: int,
     drop = module.cfg.diffusion.cond_drop
     for _ in range(steps):
         idx = [0, 1, 0, 1]                                                   # batch 4: each clip twice
-        cond = module.text_condition([captions[i] if torch.rand(1, generator=g) >= drop else "" for i in idx])
-        loss = diffusion_loss(module.net, x0[idx], cond, module.logsnr, module.cfg.diffusion.prediction, generator=g)
+        cond = module.parts.text_condition([captions[i] if torch.rand(1, generator=g) >= drop else "" for i in idx])
+        loss = module.parts.process.loss(module.net, x0[idx], cond, generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -54,11 +53,12 @@ def caption_losses(module: DiffusionModule, x0: torch.Tensor, captions: list) ->
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
     out = {}
     for t in TIMES:
-        logsnr = module.logsnr(torch.full((len(x0),), t))
+        process = module.parts.process
+        logsnr = process.logsnr(torch.full((len(x0),), t))
         alpha, sigma = (append_dims(v, x0.ndim) for v in alpha_sigma(logsnr))
-        z, tgt = alpha * x0 + sigma * eps, target(x0, eps, alpha, sigma, module.cfg.diffusion.prediction)
+        z, tgt = alpha * x0 + sigma * eps, target(x0, eps, alpha, sigma, process.prediction)
         for name, caps in (("true", captions), ("swapped", captions[::-1]), ("empty", ["", ""])):
-            pred = module.net(z, c_noise(logsnr), module.text_condition(caps)).float()
+            pred = module.net(z, process.noise_cond(logsnr), module.parts.text_condition(caps)).float()
             out[(t, name)] = float((pred - tgt).pow(2).mean())
     return out
 
@@ -88,8 +88,8 @@ def main() -> None:
             for t in TIMES))
         for guidance in total:
             for cap in captions:
-                videos = module.generate([cap] * 4, seeds=[11, 12, 13, 14], guidance=guidance,
-                                         use_ema=False)              # the trained weights: no EMA here
+                videos = module.pipeline()([cap] * 4, seeds=[11, 12, 13, 14], guidance=guidance
+                                           ).videos          # the trained weights: no EMA here
                 went = [measure(to_uint8(v), cap).direction for v in videos]
                 total[guidance] += sum(w == cap.split()[-1] for w in went)
                 print(f"  guidance {guidance:g}, '{cap}': samples move {went}")

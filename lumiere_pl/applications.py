@@ -1,8 +1,8 @@
-"""Lumiere's applications (Sec. 4) on top of a trained module: stylization, image-to-video, inpainting, cinemagraphs.
+"""Lumiere's applications (Sec. 4) over a LumierePipeline: stylization, image-to-video, inpainting, cinemagraphs.
 
-The last three need a STUNet trained with model.temporal.conditional=true: they build the <C, M> conditioning
-(masked conditioning video, mask; M = 1 where pixels are known) in pixels, the module brings it to the space its
-network denoises (module.video_condition: a latent STUNet encodes it with its VAE) and samples with it.
+The last three need a STUNet trained with model.temporal.conditional=true: they give the pipeline the known pixels
+and their mask (M = 1 where known); the pipeline brings them to the space its network denoises (a latent STUNet
+encodes them with its VAE: ModelParts.video_condition) and samples with them.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Dict, List
 
 import torch
 from torch import Tensor
-
 
 
 @torch.no_grad()
@@ -28,33 +27,24 @@ def stylize_(net, style_t2i_state: Dict[str, Tensor], alpha: float) -> None:
             w.copy_(torch.lerp(w, style_t2i_state[k].to(w), alpha))
 
 
-def _require_conditional(module) -> None:
-    if not (module.is_video and module.cfg.model.temporal.conditional):
-        raise ValueError("this application needs a STUNet trained with model.temporal.conditional=true")
-
-
-def _sample(module, prompts: List[str], video: Tensor, mask: Tensor, **kwargs) -> Tensor:
-    _require_conditional(module)
-    return module.generate(prompts, frames=video.shape[2], extra_cond=module.video_condition(video, mask), **kwargs)
-
-
-def image_to_video(module, image: Tensor, prompts: List[str], frames: int, **kwargs) -> Tensor:
-    """image (b 3 h w) in [-1, 1] -> (b 3 t h w) whose first frame is conditioned on the image."""
+def image_to_video(pipe, image: Tensor, prompts: List[str], frames: int, **kwargs):
+    """image (b 3 h w) in [-1, 1] -> a VideoOutput of (b 3 t h w) clips whose first frame is conditioned on the
+    image; kwargs go to the LumierePipeline call (steps, guidance, seeds, ...)."""
     b, c, h, w = image.shape
     video = torch.zeros(b, c, frames, h, w, device=image.device)
     video[:, :, 0] = image
     mask = torch.zeros(b, 1, frames, h, w, device=image.device)
     mask[:, :, 0] = 1.0
-    return _sample(module, prompts, video, mask, **kwargs)
+    return pipe(prompts, video=video, mask=mask, **kwargs)
 
 
-def inpaint(module, video: Tensor, known: Tensor, prompts: List[str], **kwargs) -> Tensor:
+def inpaint(pipe, video: Tensor, known: Tensor, prompts: List[str], **kwargs):
     """video (b 3 t h w), known (b 1 t h w) with 1 = keep: fills the unknown pixels."""
-    return _sample(module, prompts, video, known.to(video.dtype), **kwargs)
+    return pipe(prompts, video=video, mask=known.to(video.dtype), **kwargs)
 
 
-def cinemagraph(module, image: Tensor, region: Tensor, prompts: List[str], frames: int, **kwargs) -> Tensor:
+def cinemagraph(pipe, image: Tensor, region: Tensor, prompts: List[str], frames: int, **kwargs):
     """Animate only `region` (b 1 h w, 1 = animate) of a still image (b 3 h w); the rest stays the image."""
     video = image[:, :, None].expand(-1, -1, frames, -1, -1)
     known = (1.0 - region.to(image.dtype))[:, :, None].expand(-1, -1, frames, -1, -1)
-    return _sample(module, prompts, video, known, **kwargs)
+    return pipe(prompts, video=video, mask=known, **kwargs)

@@ -133,37 +133,107 @@ def load_t2i(path: str | Path) -> Tuple[ExperimentConfig, Dict[str, torch.Tensor
     return config_of(ckpt, path), net_state(ckpt, ema=True)
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu", expect: Optional[Sequence[str]] = None,
-                hint: str = ""):
-    """Rebuild the LightningModule of a checkpoint (for sampling / evaluation); expect: the model.name values
-    accepted (None: any), else CheckpointError naming what the file holds. An exported folder
-    (save_pretrained) is read by from_pretrained."""
-    from lumiere_pl.lit import module_class
+# ---------------------------------------------------------------------------------------------------------------------
+# A trained model's parts (lumiere_pl.parts.ModelParts), from a training checkpoint or an export.
 
-    if Path(path).is_dir():
-        return from_pretrained(path, map_location)
-    ckpt = load_checkpoint(path, map_location)
-    check_model(path, ckpt, expect, hint)
-    name = config_of(ckpt, path).model.name                 # a config this version cannot read: named, not a trace
-    module = module_class(name)(ckpt["hyper_parameters"]["config"])
+PRETRAINED_WEIGHTS, PRETRAINED_CONFIG = "model.safetensors", "config.yaml"
+EXPORT_FORMAT = "lumiere-pl"          # the safetensors metadata "format" of every export: how an export is recognised
+EXPORT_ENTRIES = {PRETRAINED_WEIGHTS, PRETRAINED_CONFIG, "unet", "scheduler", "vae"}   # all an export folder holds
+
+
+def _read_export_config(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
     try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:                             # missing / unexpected keys, shape mismatches
-        first = str(err).splitlines()[1:2] or [str(err)]
-        raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({first[0].strip()}); "
-                              f"was the file edited, or written by another version?") from None
-    return module.to(map_location).eval()
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (OmegaConfBaseException, ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not a readable config ({str(err).splitlines()[0]}); expected the config.yaml "
+                              "written by lumiere-export") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected the config.yaml written by lumiere-export (a mapping)")
+    return config
+
+
+def _read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]}); expected the "
+                              "weights written by lumiere-export") from None
+
+
+def read_model(path: str | Path, ema: bool = True) -> Tuple[ExperimentConfig, Dict[str, torch.Tensor]]:
+    """(config, network weights) of a training checkpoint (.ckpt: trainable weights replaced by their EMA unless
+    ema=False), an export folder (config.yaml + model.safetensors [+ unet/, scheduler/, vae/]) or an exported
+    .safetensors with its .yaml. The weights of an export are what was exported (EMA by default)."""
+    path = Path(path)
+    if path.is_dir():
+        cfg_path, weights = path / PRETRAINED_CONFIG, path / PRETRAINED_WEIGHTS
+        for p in (cfg_path, weights):
+            if not p.is_file():
+                raise CheckpointError(f"{path}: is a folder without {p.name}; expected {EXPECTED}, or a folder written "
+                                      "by lumiere-export")
+        config = _read_export_config(cfg_path)
+        if config.get("model", {}).get("name") == "diffusers_stunet":      # the folder holds its U-Net and VAE
+            config["model"]["init_from"] = str(path)
+            config["model"]["diffusers"]["vae"] = str(path / "vae") if (path / "vae").is_dir() else None
+        return config_of({"hyper_parameters": {"config": config}}, cfg_path), _read_safetensors(weights)
+    if path.suffix == ".safetensors":
+        cfg_path = path.with_suffix(".yaml")
+        for p in (path, cfg_path):
+            if not p.is_file():
+                raise CheckpointError(f"{p}: export not found; expected the .safetensors written by lumiere-export "
+                                      "and the .yaml beside it")
+        config = _read_export_config(cfg_path)
+        return config_of({"hyper_parameters": {"config": config}}, cfg_path), _read_safetensors(path)
+    ckpt = load_checkpoint(path)
+    return config_of(ckpt, path), net_state(ckpt, ema=ema)
+
+
+def load_parts(path: str | Path, ema: bool = True, expect: Optional[Sequence[str]] = None, hint: str = ""):
+    """The ModelParts of a trained model (read_model), weights loaded, network in eval mode; expect: the model.name
+    values accepted (None: any), else CheckpointError naming what the file holds."""
+    from lumiere_pl.parts import ModelParts
+
+    cfg, state = read_model(path, ema)
+    check_model(path, {"hyper_parameters": {"config": {"model": {"name": cfg.model.name}}}}, expect, hint)
+    parts = ModelParts.build(cfg)
+    load_net(parts, state, path)
+    parts.net.eval()
+    return parts
+
+
+def load_net(parts, state: Dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load network weights into parts.net; only the frozen pretrained weights of a diffusers_stunet (read from its
+    folder when it was built) may be absent. A weight that is absent, unknown or of another shape: CheckpointError."""
+    net_sd = parts.net.state_dict()
+    wrong = [k for k, v in state.items() if k in net_sd and tuple(v.shape) != tuple(net_sd[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({k} is "
+                              f"{tuple(state[k].shape)}, the model's {tuple(net_sd[k].shape)}); was the file edited, "
+                              "or written by another version?")
+    missing, unexpected = parts.net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in parts.pretrained_keys]
+    if missing or unexpected:
+        what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes ({what}, "
+                              f"{len(missing)} missing, {len(unexpected)} unexpected); was the file edited, or "
+                              "written by another version?")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Export: the (EMA) network weights alone as safetensors, the resolved config beside them as YAML.
+# Export: the (EMA) network weights as safetensors with the resolved config beside them, one file or a folder.
 
 
-def export_weights(ckpt_path: str | Path, out: str | Path, ema: bool = True) -> Tuple[Path, Path]:
-    """checkpoint -> out (.safetensors: net weights, EMA by default) and out.yaml (the resolved config).
-
-    The config is also stored as JSON in the safetensors metadata ("config"), so the file stands alone.
-    """
+def export_weights(ckpt_path: str | Path, out: str | Path, ema: bool = True, overwrite: bool = False
+                   ) -> Tuple[Path, Path]:
+    """checkpoint -> out (.safetensors: net weights, EMA by default) and out.yaml (the resolved config); the config
+    is also stored as JSON in the safetensors metadata ("config"), so the file stands alone. An existing out is
+    replaced only with overwrite, and only when it is an earlier export (export_kind)."""
     import json
 
     from omegaconf import OmegaConf
@@ -174,112 +244,117 @@ def export_weights(ckpt_path: str | Path, out: str | Path, ema: bool = True) -> 
     out = Path(out)
     if out.suffix != ".safetensors":
         raise InputError(f"--out {out}: expected a .safetensors file name")
+    check_replaceable(out, overwrite)
+    check_replaceable(out.with_suffix(".yaml"), overwrite, config_of_export=out)
     ckpt = load_checkpoint(ckpt_path)
     config = ckpt["hyper_parameters"]["config"]
-    if config["model"]["name"] == "diffusers_stunet":
-        raise InputError(f"{ckpt_path}: a diffusers_stunet exports as a folder (save_pretrained: lumiere-export "
-                         f"--out DIR); its checkpoints leave the frozen U-Net weights in model.init_from")
+    if model_name(ckpt) == "diffusers_stunet":
+        raise InputError(f"{ckpt_path}: a diffusers_stunet exports as a folder (lumiere-export --out DIR): it "
+                         "carries its pretrained U-Net")
     weights = {k: v.detach().to("cpu").clone().contiguous() for k, v in net_state(ckpt, ema=ema).items()}
-    meta = {"format": "lumiere-pl", "config": json.dumps(config), "ema": str(ema).lower(),
+    meta = {"format": EXPORT_FORMAT, "config": json.dumps(config), "ema": str(ema).lower(),
             "global_step": str(ckpt.get("global_step", 0)), "source": str(ckpt_path)}
     write_bytes(out, save(weights, metadata=meta))          # each file complete or absent, never half-written
     cfg_path = write_text(out.with_suffix(".yaml"), OmegaConf.to_yaml(OmegaConf.create(config)))
     return out, cfg_path
 
 
-def load_exported(path: str | Path, map_location: str | torch.device = "cpu"):
-    """Rebuild the LightningModule of an export (weights + the YAML beside them); its EMA equals the weights."""
-    from omegaconf import OmegaConf
-    from safetensors.torch import load_file
+def export_kind(path: Path) -> Optional[str]:
+    """"file" / "folder" when path is an export lumiere-export wrote (a .safetensors whose metadata says format
+    lumiere-pl; a folder holding only an export's entries, its model.safetensors such a file), else None."""
+    from safetensors import SafetensorError, safe_open
 
-    from lumiere_pl.lit import module_class
-    from lumiere_pl.utils.ema import EMA
+    def ours(f: Path) -> bool:
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                return (st.metadata() or {}).get("format") == EXPORT_FORMAT
+        except (SafetensorError, OSError, ValueError):
+            return False
 
-    path = Path(path)
-    cfg_path = path.with_suffix(".yaml")
-    for p in (path, cfg_path):
-        if not p.is_file():
-            raise InputError(f"{p}: export not found; expected the .safetensors written by lumiere-export and the "
-                             ".yaml beside it")
-    config = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
-    module = module_class(config["model"]["name"])(config)
-    module.net.load_state_dict(load_file(str(path)))
-    module.ema = EMA(module.net, module.cfg.train.ema_decay)
-    return module.to(map_location).eval()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Export as a folder: one call loads it back (from_pretrained); lumiere-sample --ckpt DIR accepts it.
-
-PRETRAINED_WEIGHTS, PRETRAINED_CONFIG = "model.safetensors", "config.yaml"
+    if path.is_file() and not path.is_symlink():
+        return "file" if path.suffix == ".safetensors" and ours(path) else None
+    if path.is_dir() and not path.is_symlink():
+        names = {p.name for p in path.iterdir()}
+        if names <= EXPORT_ENTRIES and PRETRAINED_WEIGHTS in names and ours(path / PRETRAINED_WEIGHTS):
+            return "folder"
+    return None
 
 
-def save_pretrained(module, out: str | Path, ema: bool = True) -> Path:
-    """A trained module as a folder: config.yaml (the resolved experiment config) and model.safetensors (the
-    network's weights, EMA by default). A diffusers_stunet also gets unet/ (its U-Net in diffusers' format, trained
-    layers included), scheduler/ (the schedule it was trained with) and, latent, vae/: the folder then stands for
-    model.init_from; only the text encoder stays where text.path says. Written to OUT.tmp, then renamed."""
+def check_replaceable(out: Path, overwrite: bool, config_of_export: Optional[Path] = None) -> None:
+    """An output that exists may be replaced only with overwrite, and only when it is an earlier export (the .yaml
+    beside an export counts as part of it); anything else that exists is refused, so export never deletes or
+    overwrites what it did not write."""
+    if not out.exists() and not out.is_symlink():
+        return
+    ours = (config_of_export is not None and export_kind(config_of_export) == "file") or export_kind(out) is not None
+    if not ours:
+        raise InputError(f"--out {out}: exists and is not an earlier export of lumiere-export; expected a new name "
+                         "(export never replaces what it did not write)")
+    if not overwrite:
+        raise InputError(f"--out {out}: an earlier export is there; add --overwrite to replace it, or choose a new "
+                         "name")
+
+
+def save_parts(parts, out: str | Path, overwrite: bool = False) -> Path:
+    """A trained model as a folder: config.yaml (the resolved config) and model.safetensors (the network's weights
+    as loaded: the EMA ones by default). A diffusers_stunet's folder also holds unet/ and vae/, copies of the
+    pretrained files byte for byte (the frozen weights stay exactly the pretrained ones; model.safetensors holds
+    every weight that trained, the U-Net's included), and scheduler/ (the schedule it was trained with): it then
+    stands for model.init_from; only the text encoder stays where text.path says. Built in a temporary folder
+    beside `out`, then renamed into place; an existing out is replaced only with overwrite, and only when it is an
+    earlier export."""
     import json
     import shutil
-    from contextlib import nullcontext
+    import tempfile
 
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
+    from lumiere_pl.config import to_dict
+
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    config = module.export_config()
-    state = module.ema.averaged_state_dict(module.net) if ema else dict(module.net.state_dict())
-    if config["model"]["name"] == "diffusers_stunet":
-        from diffusers import DDPMScheduler
-
-        from lumiere_pl.models.diffusers_folder import PREDICTION_TYPES
-
-        with module.ema.apply_to(module.net) if ema else nullcontext():
-            module.net.unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
-        state = {k: v for k, v in state.items() if not k.startswith("unet.")}
-        prediction = {v: k for k, v in PREDICTION_TYPES.items()}[config["diffusion"]["prediction"]]
-        DDPMScheduler(**config["model"]["t2i_schedule"], prediction_type=prediction).save_pretrained(
-            str(tmp / "scheduler"))
-        if module.codec is not None:
-            module.codec.vae.save_pretrained(str(tmp / "vae"), safe_serialization=True)
-    weights = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
-    save_file(weights, str(tmp / PRETRAINED_WEIGHTS),
-              metadata={"format": "lumiere-pl", "config": json.dumps(config), "ema": str(ema).lower()})
-    (tmp / PRETRAINED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    check_replaceable(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        config = to_dict(parts.cfg)
+        state = {k: v for k, v in parts.net.state_dict().items() if k not in parts.pretrained_keys}
+        if config["model"]["name"] == "diffusers_stunet":
+            _copy_pretrained(parts.cfg, tmp)
+        weights = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
+        save_file(weights, str(tmp / PRETRAINED_WEIGHTS), metadata={"format": EXPORT_FORMAT,
+                                                                    "config": json.dumps(config)})
+        (tmp / PRETRAINED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            out.rename(old / out.name)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def from_pretrained(path: str | Path, map_location: str | torch.device = "cpu"):
-    """The LightningModule of a save_pretrained folder, ready to sample (its EMA equals the weights)."""
-    from omegaconf import OmegaConf
-    from safetensors.torch import load_file
+def _copy_pretrained(cfg: ExperimentConfig, dest: Path) -> None:
+    """unet/ and vae/ of model.init_from copied file for file (config and the safetensors of the variant in use),
+    scheduler/ written from model.t2i_schedule and diffusion.prediction."""
+    import dataclasses
+    import shutil
 
-    from lumiere_pl.lit import module_class
-    from lumiere_pl.utils.ema import EMA
+    from diffusers import DDPMScheduler
 
-    path = Path(path)
-    for name in (PRETRAINED_CONFIG, PRETRAINED_WEIGHTS):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path} is not an exported model folder: missing {path / name}")
-    config = OmegaConf.to_container(OmegaConf.load(path / PRETRAINED_CONFIG), resolve=True)
-    diffusers = config["model"]["name"] == "diffusers_stunet"
-    if diffusers:                                       # the folder itself holds the U-Net (and the VAE)
-        config["model"]["init_from"] = str(path)
-        config["model"]["diffusers"].update(variant=None, vae=str(path / "vae") if (path / "vae").is_dir() else None)
-    module = module_class(config["model"]["name"])(config)
-    missing, unexpected = module.net.load_state_dict(load_file(str(path / PRETRAINED_WEIGHTS)), strict=False)
-    missing = [k for k in missing if not (diffusers and k.startswith("unet."))]
-    if missing or unexpected:
-        raise ValueError(f"{path / PRETRAINED_WEIGHTS} does not match its config: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
-    module.ema = EMA(module.net, module.cfg.train.ema_decay)
-    return module.to(map_location).eval()
+    from lumiere_pl.models.diffusers_folder import PREDICTION_TYPES, locate, weight_files
+
+    d = cfg.model.diffusers
+    folder = locate(cfg.model.init_from, d.variant, d.vae)
+    for name, src in (("unet", folder.unet), ("vae", folder.vae)):
+        if src is None:
+            continue
+        (dest / name).mkdir()
+        for f in ["config.json", *weight_files(src, d.variant)]:
+            shutil.copyfile(src / f, dest / name / f)
+    prediction = {v: k for k, v in PREDICTION_TYPES.items()}[cfg.diffusion.prediction]
+    DDPMScheduler(**dataclasses.asdict(cfg.model.t2i_schedule), prediction_type=prediction).save_pretrained(
+        str(dest / "scheduler"))

@@ -187,7 +187,7 @@ def _check_frozen_dtype(cfg: ExperimentConfig) -> None:
 
 def _check_tasks(cfg: ExperimentConfig) -> None:
     """model.temporal.tasks / keyframe_stride, and data.synthetic.frame_step."""
-    from lumiere_pl.lit.conditioning import TASKS
+    from lumiere_pl.conditioning import TASKS
 
     t, d = cfg.model.temporal, cfg.data
     if not t.tasks:

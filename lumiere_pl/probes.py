@@ -1,5 +1,6 @@
 """Probes of what a trained model learned on the moving-shapes set (docs/MOTION.md): each answers one question of the
-motion diagnosis and is a plain function over a module (lumiere_pl.lit.DiffusionModule) or its samples.
+motion diagnosis and is a plain function over a model's parts (lumiere_pl.parts.ModelParts), a LumierePipeline or
+their samples.
 
   appearance    does a T2I (or a STUNet, per frame) draw the caption's colour and shape?
   motion        does the shape move the caption's way, smoothly? (lumiere_pl.data.shapes_motion)
@@ -20,32 +21,31 @@ import torch
 
 from lumiere_pl.data.shapes_motion import centroids, parse_caption, shape_mask, steps, summarise
 from lumiere_pl.data.synthetic import SHAPES, ShapeClip, clip_of, render_clip
-from lumiere_pl.diffusion.process import Denoiser, c_noise, target
+from lumiere_pl.diffusion.process import target
 from lumiere_pl.diffusion.schedules import alpha_sigma
 from lumiere_pl.utils.tensors import append_dims, fold_time, unfold_time
 from lumiere_pl.utils.video import from_uint8, to_uint8
 
 
-def test_clips(module, n: int, split: str = "test") -> List[ShapeClip]:
-    """The first n clips of a split of the module's moving-shapes set (unseen in training for split test)."""
-    return [clip_of(module.cfg.data, i, split) for i in range(n)]
+def test_clips(cfg, n: int, split: str = "test") -> List[ShapeClip]:
+    """The first n clips of a split of the moving-shapes set of an ExperimentConfig (split test: unseen in
+    training)."""
+    return [clip_of(cfg.data, i, split) for i in range(n)]
 
 
-def render(module, clips: Sequence[ShapeClip], frames: Optional[int] = None) -> torch.Tensor:
-    """Clips as the module's training data: (b 3 t h w) in [-1, 1]."""
-    d = module.cfg.data
+def render(cfg, clips: Sequence[ShapeClip], frames: Optional[int] = None) -> torch.Tensor:
+    """Clips as cfg's training data: (b 3 t h w) in [-1, 1]."""
+    d = cfg.data
     s = d.synthetic
     return torch.stack([from_uint8(render_clip(c, frames or d.frames, d.size, s.shape_scale, s.background,
                                                frame_step=s.frame_step)) for c in clips])
 
 
-def sample(module, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 16, **kwargs) -> List[np.ndarray]:
-    """One clip per prompt as (t h w 3) uint8; kwargs go to module.generate (steps, guidance, frames)."""
-    out: List[np.ndarray] = []
-    for i in range(0, len(prompts), batch_size):
-        videos = module.generate(list(prompts[i:i + batch_size]), seeds=list(seeds[i:i + batch_size]), **kwargs)
-        out += [to_uint8(v) for v in videos]
-    return out
+def sample(pipe, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 16, **kwargs) -> List[np.ndarray]:
+    """One clip per prompt as (t h w 3) uint8 from a LumierePipeline; kwargs go to its call (steps, guidance,
+    frames)."""
+    out = pipe(list(prompts), seeds=list(seeds), batch_size=batch_size, **kwargs)
+    return [out.frames(i) for i in range(len(out))]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -177,53 +177,54 @@ def swap_direction(caption: str) -> str:
 
 
 @torch.no_grad()
-def loss_by_noise(module, nets: Dict[str, torch.nn.Module], n: int = 24,
+def loss_by_noise(parts, nets: Dict[str, torch.nn.Module], n: int = 24,
                   times: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), seed: int = 0,
                   batch_size: int = 8, swapped: bool = False) -> Dict[str, List[float]]:
     """Mean squared prediction error of each network on n unseen clips at fixed diffusion times, with the same clips
-    and noise for every network; module supplies the data, schedule, prediction type and text encoder.
+    and noise for every network; parts (ModelParts) supplies the data, diffusion process and text encoder.
     swapped: captions with the opposite direction ("left" <-> "right"): a network that uses the caption's direction
     does worse with them. Returns {name: [loss at each time]} (networks are used as given: apply the EMA before)."""
-    clips = test_clips(module, n)
-    x0 = render(module, clips)                                                   # (n 3 t h w)
+    clips = test_clips(parts.cfg, n)
+    x0 = render(parts.cfg, clips)                                                # (n 3 t h w)
     captions = [swap_direction(c.caption) if swapped else c.caption for c in clips]
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    process = parts.process
     out: Dict[str, List[float]] = {name: [] for name in nets}
     for t in times:
-        logsnr = module.logsnr(torch.full((n,), float(t)))
+        logsnr = process.logsnr(torch.full((n,), float(t)))
         alpha, sigma = (append_dims(v, x0.ndim) for v in alpha_sigma(logsnr))
         z = alpha * x0 + sigma * eps
-        tgt = target(x0, eps, alpha, sigma, module.cfg.diffusion.prediction)
+        tgt = target(x0, eps, alpha, sigma, process.prediction)
         for name, net in nets.items():
             total = 0.0
             for i in range(0, n, batch_size):
                 sl = slice(i, i + batch_size)
-                pred = net(z[sl], c_noise(logsnr[sl]), module.text_condition(captions[sl])).float()
+                pred = net(z[sl], process.noise_cond(logsnr[sl]), parts.text_condition(captions[sl])).float()
                 total += float((pred - tgt[sl]).pow(2).mean(dim=tuple(range(1, x0.ndim))).sum())
             out[name].append(total / n)
     return out
 
 
 @torch.no_grad()
-def x0_motion(module, net: torch.nn.Module, n: int = 16, times: Sequence[float] = (0.9, 0.95, 0.97, 0.99),
+def x0_motion(parts, net: torch.nn.Module, n: int = 16, times: Sequence[float] = (0.9, 0.95, 0.97, 0.99),
               block: int = 1, seed: int = 0, batch_size: int = 8) -> Dict[str, List]:
     """Motion of the clean clip the network predicts from n unseen clips noised to each diffusion time (same noise
     at every time): {"times": [...], "direction_match": [...], "jerk": [...], "detected": [...], "boundary_ratio":
     [...]}. Near t = 1 a sample's layout and motion are decided; a model that denoises real clips coherently up to
     some t but not beyond cannot make coherent samples. net is used as given (apply the EMA before)."""
-    clips = test_clips(module, n)
+    clips = test_clips(parts.cfg, n)
     captions = [c.caption for c in clips]
-    x0 = render(module, clips)                                                   # (n 3 t h w)
+    x0 = render(parts.cfg, clips)                                                # (n 3 t h w)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    denoise = Denoiser(net, module.cfg.diffusion.prediction)
-    bg = module.cfg.data.synthetic.background
+    denoise = parts.process.denoiser(net)
+    bg = parts.cfg.data.synthetic.background
     out: Dict[str, List] = {"times": [float(t) for t in times], "direction_match": [], "jerk": [], "detected": [],
                             "boundary_ratio": []}
     for t in times:
-        s = torch.exp(-0.5 * module.logsnr(torch.full((n,), float(t))))          # (n,) VE noise level
+        s = torch.exp(-0.5 * parts.process.logsnr(torch.full((n,), float(t))))    # (n,) VE noise level
         x = x0 + append_dims(s, x0.ndim) * eps
         pred = torch.cat([denoise(x[i:i + batch_size], s[i:i + batch_size],
-                                  module.text_condition(captions[i:i + batch_size]))
+                                  parts.text_condition(captions[i:i + batch_size]))
                           for i in range(0, n, batch_size)]).clamp(-1, 1)
         m = motion([to_uint8(v) for v in pred], captions, block, bg)
         for key in ("direction_match", "jerk", "detected"):

@@ -42,17 +42,17 @@ def test_conditional_applications_pass_the_mask(tiny_overrides, monkeypatch):
         return real(x, c, cond)
     monkeypatch.setattr(m.net, "forward", spy)
     image = torch.rand(1, 3, 16, 16) * 2 - 1
-    out = image_to_video(m, image, ["a red circle"], frames=8, guidance=1.0)
+    out = image_to_video(m.pipeline(), image, ["a red circle"], frames=8, guidance=1.0).videos
     assert out.shape == (1, 3, 8, 16, 16)
     assert seen["cond_mask"][0, 0, :, 0, 0].tolist() == [1.0] + [0.0] * 7
     torch.testing.assert_close(seen["cond_video"][0, :, 0], image[0])
     region = torch.zeros(1, 1, 16, 16)
     region[..., :8, :] = 1.0                                                 # animate the top half
-    cinemagraph(m, image, region, ["water"], frames=8, guidance=1.0)
+    cinemagraph(m.pipeline(), image, region, ["water"], frames=8, guidance=1.0)
     assert seen["cond_mask"][0, 0, 3, :8].eq(0).all() and seen["cond_mask"][0, 0, 3, 8:].eq(1).all()
 
 
 def test_unconditional_model_refuses_conditional_applications(tiny_overrides):
     m = _module(tiny_overrides, False)
     with pytest.raises(ValueError, match="conditional=true"):
-        image_to_video(m, torch.zeros(1, 3, 16, 16), ["x"], frames=8)
+        image_to_video(m.pipeline(), torch.zeros(1, 3, 16, 16), ["x"], frames=8)

@@ -19,7 +19,7 @@ from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.data.video_io import decode, encode
 from lumiere_pl.lit import DiffusionModule
-from lumiere_pl.utils.video import to_uint8
+from lumiere_pl.pipeline import LumierePipeline
 
 from conftest import TINY
 
@@ -138,13 +138,16 @@ def test_inpaint_fills_the_white_box_of_a_video_mask(files, tmp_path):
 
 
 def test_i2v_conditions_exactly_the_first_frame(files, tmp_path, monkeypatch):
-    seen = {}
-    real = DiffusionModule.generate
+    from lumiere_pl.parts import ModelParts
 
-    def spy(self, prompts, **kwargs):
-        seen.update(kwargs["extra_cond"])
-        return real(self, prompts, **kwargs)
-    monkeypatch.setattr(DiffusionModule, "generate", spy)
+    seen = {}
+    real = ModelParts.video_condition
+
+    def spy(self, video, known):
+        out = real(self, video, known)
+        seen.update(out)
+        return out
+    monkeypatch.setattr(ModelParts, "video_condition", spy)
     out = tmp_path / "i2v.mp4"
     assert _run("i2v", "--ckpt", files["cond"], "--image", files["dir"] / "image.png", "--prompt", "a red square",
                 "--out", out) == 0
@@ -158,7 +161,7 @@ def test_i2v_conditions_exactly_the_first_frame(files, tmp_path, monkeypatch):
 
 
 def test_stylize_alpha_0_is_plain_sampling_and_alpha_1_differs(files, tmp_path):
-    plain = to_uint8(_load(files["uncond"]).generate(["a red circle"], seeds=[3])[0])   # (t h w 3)
+    plain = LumierePipeline.from_pretrained(files["uncond"])(["a red circle"], seeds=[3]).frames(0)   # (t h w 3)
     got = {}
     for alpha in (0.0, 1.0):
         out = tmp_path / f"style_{alpha}.mp4"
@@ -167,11 +170,6 @@ def test_stylize_alpha_0_is_plain_sampling_and_alpha_1_differs(files, tmp_path):
         got[alpha] = decode(out.read_bytes())
     assert np.array_equal(got[0.0], plain)
     assert not np.array_equal(got[1.0], plain)
-
-
-def _load(path: Path) -> DiffusionModule:
-    from lumiere_pl.checkpoint import load_module
-    return load_module(path)
 
 
 def test_bad_inputs_exit_2_naming_the_file(files, tmp_path, capsys):

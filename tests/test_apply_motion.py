@@ -68,7 +68,7 @@ def test_videos_and_sheet_are_the_scored_samples(tmp_path, capsys, single_thread
     from PIL import Image
 
     from lumiere_pl import probes
-    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.checkpoint import read_model
     from lumiere_pl.data.video_io import decode
     from lumiere_pl.utils.video import to_uint8
 
@@ -79,8 +79,8 @@ def test_videos_and_sheet_are_the_scored_samples(tmp_path, capsys, single_thread
     ways = ["image_to_video", "image_to_video_opposite_word", "real_clips", "text_to_video"]
     assert sorted(p.name for p in (out / "videos").iterdir()) == ways
     assert all(len(list((out / "videos" / w).glob("*.mp4"))) == 3 for w in ways)
-    module = load_module(ckpt, "cpu", expect=["stunet"])
-    real = probes.render(module, probes.test_clips(module, 3))
+    cfg, _ = read_model(ckpt)
+    real = probes.render(cfg, probes.test_clips(cfg, 3))
     for i in range(3):
         got = decode((out / "videos" / "real_clips" / f"{i:06d}.mp4").read_bytes())
         assert np.array_equal(got, to_uint8(real[i]))

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from lumiere_pl.cascade import TSR_SEED_OFFSET, keyframe_condition, sample_cascade
+from lumiere_pl.cascade import TSR_SEED_OFFSET, check_pair, keyframe_condition
 from lumiere_pl.config import ConfigError
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.data.shapes_motion import measure, parse_caption, summarise
 from lumiere_pl.data.synthetic import DIRECTIONS, ShapeClip, render_clip
-from lumiere_pl.lit.conditioning import mask_for, random_video_condition
+from lumiere_pl.conditioning import mask_for, random_video_condition
+from lumiere_pl.errors import InputError
+from lumiere_pl.pipeline import LumierePipeline
 
 from conftest import TINY
 
@@ -44,70 +46,72 @@ def test_default_task_mix_is_unchanged():
     assert torch.equal(new["cond_mask"], old)
 
 
-class _Stub:
-    """A module stand-in with the attributes sample_cascade reads and a generate() one can reason about."""
-
-    def __init__(self, frames: int, conditional: bool, fill=None, tasks=("keyframes",), stride: int = 4):
-        self.cfg = SimpleNamespace(data=SimpleNamespace(frames=frames),
-                                   model=SimpleNamespace(temporal=SimpleNamespace(
-                                       conditional=conditional, tasks=list(tasks), keyframe_stride=stride)))
-        self.is_video, self.device, self.fill, self.calls = True, torch.device("cpu"), fill, []
-
-    def generate(self, prompts, frames=None, seeds=None, extra_cond=None, **kwargs):
-        self.calls.append({"frames": frames, "seeds": list(seeds), "extra_cond": extra_cond})
-        if self.fill is not None:                     # keyframe model: frame j of clip i is the constant i*100 + j
-            v = torch.arange(frames, dtype=torch.float32)[None, :] + 100 * torch.arange(len(prompts))[:, None]
-            return v[:, None, :, None, None].expand(-1, 3, -1, 2, 3).clone()       # (b 3 n h w)
-        return extra_cond["cond_video"] - 1.0         # TSR: its conditioning video, shifted (b 3 T h w)
+def _cfg(frames: int, conditional: bool, tasks=("keyframes",), stride: int = 4, name: str = "stunet"):
+    """The parts of an ExperimentConfig check_pair reads."""
+    return SimpleNamespace(data=SimpleNamespace(frames=frames), model=SimpleNamespace(name=name, temporal=SimpleNamespace(
+        conditional=conditional, tasks=list(tasks), keyframe_stride=stride)))
 
 
-def test_sample_cascade_places_keyframes_at_every_kth_frame():
-    kf, tsr = _Stub(4, False, fill=True), _Stub(16, True)
-    out = sample_cascade(kf, tsr, ["a", "b"], seeds=[5, 9])
-    assert out.shape == (2, 3, 16, 2, 3)
-    assert kf.calls[0]["frames"] == 4 and tsr.calls[0]["frames"] == 16
-    assert tsr.calls[0]["seeds"] == [5 + TSR_SEED_OFFSET, 9 + TSR_SEED_OFFSET]
-    mask = tsr.calls[0]["extra_cond"]["cond_mask"]                          # (b 1 T h w)
-    assert mask[0, 0, :, 0, 0].tolist() == [float(i % 4 == 0) for i in range(16)]
-    for i in range(2):
-        for t in range(16):
-            want = (i * 100 + t // 4 - 1.0) if t % 4 == 0 else -1.0       # keyframe t/4 of clip i, else C = 0
-            assert torch.all(out[i, :, t] == want), (i, t)
-    pasted = sample_cascade(kf, tsr, ["a", "b"], seeds=[5, 9], paste_keyframes=True)
-    assert torch.all(pasted[1, :, 8] == 102.0) and torch.all(pasted[1, :, 9] == -1.0)
-
-
-def test_sample_cascade_rejects_mismatched_models():
+def test_check_pair_rejects_mismatched_models():
+    assert check_pair(_cfg(4, False), _cfg(16, True)) == (4, 16)
     with pytest.raises(ValueError, match="keyframes task"):
-        sample_cascade(_Stub(4, False, fill=True), _Stub(16, False), ["a"])
+        check_pair(_cfg(4, False), _cfg(16, False))
+    with pytest.raises(ValueError, match="keyframes task"):
+        check_pair(_cfg(4, False), _cfg(16, True, tasks=("first",)))
     with pytest.raises(ValueError, match="expects 16 // 4 = 4"):
-        sample_cascade(_Stub(8, False, fill=True), _Stub(16, True), ["a"])
+        check_pair(_cfg(8, False), _cfg(16, True))
+    with pytest.raises(ValueError, match="video model"):
+        check_pair(_cfg(4, False, name="t2i"), _cfg(16, True))
     with pytest.raises(ValueError, match="do not fill"):
         keyframe_condition(torch.zeros(1, 3, 3, 2, 2), 4, 16)
 
 
-def test_sample_cascade_with_real_tiny_modules(tmp_path):
-    """Real tiny STUNets through the real samplers: shapes, and the keyframes reach the TSR at frames 0, k, ..."""
+def test_keyframe_condition_places_keyframe_j_at_frame_jk():
+    kf = torch.arange(4, dtype=torch.float32)[None, None, :, None, None] + 100 * torch.arange(2)[:, None, None, None,
+                                                                                                   None]
+    video, mask = keyframe_condition(kf.expand(-1, 3, -1, 2, 3), 4, 16)      # (b 3 16 h w), (b 1 16 h w)
+    assert video.shape == (2, 3, 16, 2, 3) and mask.shape == (2, 1, 16, 2, 3)
+    assert mask[0, 0, :, 0, 0].tolist() == [float(i % 4 == 0) for i in range(16)]
+    for i in range(2):
+        for t in range(16):
+            want = (i * 100 + t // 4) if t % 4 == 0 else 0.0
+            assert torch.all(video[i, :, t] == want), (i, t)
+
+
+def _tiny_pipelines(tmp_path):
     from lumiere_pl.config import to_dict
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.lit import DiffusionModule
 
     def build(path, extra):
+        torch.manual_seed(len(extra))
         cfg = load_config(str(ROOT / "experiments" / path), TINY + [f"out_dir={tmp_path}", "sampler.steps=2"] + extra)
-        return module_class(cfg.model.name)(to_dict(cfg))
+        module = DiffusionModule(to_dict(cfg))
+        with torch.no_grad():                  # off the zero init: the conditioning reaches the output
+            for p in module.net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        return LumierePipeline(module.parts)
 
-    kf = build("cascade_keyframes_shapes32.yaml", ["data.frames=4"])
-    tsr = build("cascade_tsr_shapes32.yaml", ["data.frames=16"])
-    seen = {}
-    generate = tsr.generate
-    tsr.generate = lambda *a, **kw: seen.update(kw) or generate(*a, **kw)
-    out = sample_cascade(kf, tsr, ["a red circle moving left"], seed=1)
-    assert out.shape == (1, 3, 16, 16, 16) and torch.isfinite(out).all()
-    keyframes = kf.generate(["a red circle moving left"], frames=4, seeds=[1])
-    cond = seen["extra_cond"]["cond_video"]                                 # (1 3 16 h w)
-    assert torch.equal(cond[:, :, [0, 4, 8, 12]], keyframes)
-    assert cond[:, :, [t for t in range(16) if t % 4]].abs().sum() == 0
-    # without <C, M> a conditional model samples the task none (validation previews): no KeyError, M = 0
-    assert torch.isfinite(generate(["a blue square moving up"])).all()
+    return build("cascade_keyframes_shapes32.yaml", ["data.frames=4"]), build("cascade_tsr_shapes32.yaml",
+                                                                              ["data.frames=16"])
+
+
+def test_cascade_is_the_tsr_conditioned_on_the_keyframe_models_clips(tmp_path):
+    """The cascade's clip equals the TSR sampled from seed + TSR_SEED_OFFSET with the keyframes (the keyframe model's
+    T/k-frame clip from the same seed) as its known frames 0, k, 2k, ...; and each clip alone equals it in a batch."""
+    kf, tsr = _tiny_pipelines(tmp_path)
+    cascade = LumierePipeline(tsr.parts, keyframes=kf)
+    prompts = ["a red circle moving left", "a blue square moving up"]
+    out = cascade(prompts, seeds=[1, 7]).videos
+    assert out.shape == (2, 3, 16, 16, 16) and torch.isfinite(out).all()
+    keyframes = kf(prompts, frames=4, seeds=[1, 7]).videos                  # (2 3 4 h w)
+    video, mask = keyframe_condition(keyframes, 4, 16)
+    direct = tsr(prompts, seeds=[1 + TSR_SEED_OFFSET, 7 + TSR_SEED_OFFSET], video=video, mask=mask).videos
+    torch.testing.assert_close(out, direct, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cascade(prompts[1:], seeds=[7]).videos, out[1:], atol=1e-4, rtol=0)
+    unconditioned = tsr(prompts, seeds=[1 + TSR_SEED_OFFSET, 7 + TSR_SEED_OFFSET]).videos     # the task none
+    assert (unconditioned - out).abs().max() > 1e-3                         # the keyframes do reach the TSR
+    with pytest.raises(InputError, match="cascade: the keyframe model makes 16 frames"):
+        LumierePipeline(tsr.parts, keyframes=tsr)
 
 
 def test_config_errors_for_tasks_and_stride():

@@ -189,8 +189,8 @@ CASES = {
                           ("no_prompt.jsonl", (":1:", '"prompt" string')),
                           ("empty.jsonl", ("no prompts",)),
                           ("dup_index.jsonl", (":2:", "already used on line 1")),
-                          ("bad_index.jsonl", (":1:", "integer >= 0")),
-                          ("binary.jsonl", ("not a UTF-8 text file",)),
+                          ("bad_index.jsonl", (":1:", "integer in [0,")),
+                          ("binary.jsonl", ("not UTF-8 text (byte 0)",)),
                           ("missing.jsonl", ("file not found",))]},
     "sample/frames the STUNet cannot halve": Case(
         sample.main, lambda f, o: ["--ckpt", f["stunet"], "--prompt", "x", "--out", o / "a.mp4", "--frames", "6"],
@@ -262,8 +262,16 @@ CASES = {
         ("pickled.ckpt", "refused"), ("w.safetensors", "w.yaml")),
     "export/disk full": Case(
         export.main, lambda f, o: ["--ckpt", f["stunet"], "--out", o / "w.safetensors"],
-        ("w.safetensors", "No space left on device"), ("w.yaml",),
-        setup=lambda f, o: (old(o / "w.safetensors"), full(o / "w.safetensors")), kept=("w.safetensors",)),
+        ("w.safetensors", "No space left on device"), ("w.safetensors", "w.yaml"),
+        setup=lambda f, o: full(o / "w.safetensors")),
+    "export/over a file it did not write": Case(
+        export.main, lambda f, o: ["--ckpt", f["stunet"], "--out", o / "w.safetensors", "--overwrite"],
+        ("w.safetensors", "not an earlier export"), ("w.yaml",), setup=lambda f, o: old(o / "w.safetensors"),
+        kept=("w.safetensors",)),
+    "export/folder over the run folder": Case(
+        export.main, lambda f, o: ["--ckpt", f["stunet"], "--out", o, "--overwrite"],
+        ("out", "not an earlier export"), (), setup=lambda f, o: old(o / "notes.md"),
+        kept=("notes.md",)),
 
     # lumiere-shards
     "shards/every video bad": Case(

@@ -140,14 +140,14 @@ def test_inductor_compiled_network_keeps_loss_gradients_flops_and_state_dict(sin
 def test_module_compiles_the_network_when_training_starts(tiny_overrides):
     """train.compile: the network is compiled in configure_model (Trainer.fit), not at build (a dry run stays eager)."""
     from lumiere_pl.config import to_dict
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.lit import DiffusionModule
 
     cfg = load_config(None, tiny_overrides + ["train.compile=true"])
-    module = module_class(cfg.model.name)(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     assert module.net._compiled_call_impl is None
     module.configure_model()
     assert module.net._compiled_call_impl is not None
-    plain = module_class(cfg.model.name)(to_dict(load_config(None, tiny_overrides)))
+    plain = DiffusionModule(to_dict(load_config(None, tiny_overrides)))
     plain.configure_model()
     assert plain.net._compiled_call_impl is None
 

@@ -83,7 +83,7 @@ def test_cli_fails_before_building_anything(tmp_path, monkeypatch, capsys):
     def forbidden(*args, **kwargs):
         raise AssertionError("built a model or a datamodule despite a bad config")
 
-    monkeypatch.setattr(lumiere_pl.lit, "module_class", forbidden)
+    monkeypatch.setattr(lumiere_pl.lit, "DiffusionModule", forbidden)
     monkeypatch.setattr(lumiere_pl.data, "build_datamodule", forbidden)
     base = [f"out_dir={tmp_path}", "text.encoder=tiny"]
     cases = {

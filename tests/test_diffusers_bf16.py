@@ -12,12 +12,13 @@ import pytest
 import torch
 from diffusers_tiny import TEXT_DIM, if_unet, sd_like, sd_unet
 
-from lumiere_pl.checkpoint import load_checkpoint, load_module
+from lumiere_pl.checkpoint import load_checkpoint
+from lumiere_pl.pipeline import LumierePipeline
 from lumiere_pl.cli import sample as sample_cli
 from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import ConfigError, TemporalConfig, to_dict
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.lit import DiffusersModule
+from lumiere_pl.lit import DiffusionModule
 from lumiere_pl.models.diffusers_stunet import NORMS, DiffusersSTUNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def test_dtypes_after_setup_and_the_optimizer_holds_float32_trainable_weights_on
     """Frozen U-Net weights bf16 (normalisation weights float32), text encoder and VAE bf16; the temporal modules,
     the conditional input conv and unfreeze=[text] layers float32, and only they reach AdamW and the EMA."""
     cfg = _config(pipeline, tmp_path, *BF16, "model.temporal.conditional=true", "model.temporal.unfreeze=[text]")
-    module = DiffusersModule(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     net = module.net
     frozen = {n: p for n, p in net.named_parameters() if not p.requires_grad}
     trainable = {n: p for n, p in net.named_parameters() if p.requires_grad}
@@ -93,9 +94,9 @@ def test_bf16_weights_are_read_straight_into_bf16_and_the_kept_ones_at_full_prec
     for cls in (UNet2DConditionModel, AutoencoderKL, CLIPTextModel):
         spy(cls)
     common = ["trainer.precision=bf16-mixed", "model.temporal.unfreeze=[text]"]
-    bf16 = DiffusersModule(to_dict(_config(pipeline, tmp_path, "model.frozen_dtype=bfloat16", *common)))
+    bf16 = DiffusionModule(to_dict(_config(pipeline, tmp_path, "model.frozen_dtype=bfloat16", *common)))
     assert asked == dict.fromkeys(("UNet2DConditionModel", "AutoencoderKL", "CLIPTextModel"), torch.bfloat16)
-    fp32 = DiffusersModule(to_dict(_config(pipeline, tmp_path, "model.frozen_dtype=float32", *common)))
+    fp32 = DiffusionModule(to_dict(_config(pipeline, tmp_path, "model.frozen_dtype=float32", *common)))
     assert set(asked.values()) == {torch.float32}
     kept = {n for n, p in bf16.net.unet.named_parameters() if p.dtype == torch.float32}
     assert kept and any(p.dtype == torch.bfloat16 for p in bf16.net.unet.parameters())
@@ -228,9 +229,9 @@ def test_training_resume_and_sampling_with_bf16_frozen_weights(pipeline, tmp_pat
     ckpt = load_checkpoint(ckpt_path)
     assert ckpt["global_step"] == 4
     assert any(not torch.equal(ckpt["state_dict"][k], v) for k, v in before.items())
-    module = load_module(ckpt_path)
-    assert module.net.unet.conv_in.weight.dtype == torch.bfloat16
-    assert module.net.temporal["mid_attn"][0].pos.dtype == torch.float32
+    pipe = LumierePipeline.from_pretrained(ckpt_path)
+    assert pipe.net.unet.conv_in.weight.dtype == torch.bfloat16
+    assert pipe.net.temporal["mid_attn"][0].pos.dtype == torch.float32
     out = tmp_path / "s.mp4"
     assert sample_cli.main(["--ckpt", str(ckpt_path), "--prompt", "a red circle", "--out", str(out), "--steps", "2",
                             "--device", "cpu"]) == 0 and out.stat().st_size > 0

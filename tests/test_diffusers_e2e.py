@@ -16,7 +16,8 @@ import torch
 from diffusers_tiny import if_like, sd_like
 from safetensors.torch import load_file
 
-from lumiere_pl.checkpoint import from_pretrained, load_checkpoint, load_module
+from lumiere_pl.checkpoint import load_checkpoint
+from lumiere_pl.pipeline import LumierePipeline
 from lumiere_pl.cli import export as export_cli
 from lumiere_pl.cli import sample as sample_cli
 from lumiere_pl.cli import train as train_cli
@@ -68,13 +69,13 @@ def test_train_sample_export_end_to_end(kind, pipelines, tmp_path, single_thread
     assert not any(k.startswith("net.unet.") for k in state)                # frozen: read again from the folder
     assert any(k.startswith("net.temporal.") for k in state) and "net.temporal.mid_attn.0.pos" in state
 
-    module = load_module(ckpt_path)
+    pipe = LumierePipeline.from_pretrained(ckpt_path)
     pretrained = load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
-    for k, v in module.net.unet.state_dict().items():
+    for k, v in pipe.net.unet.state_dict().items():
         assert torch.equal(v, pretrained[k]), k
-    moved = [p.abs().max() for n, p in module.net.temporal.named_parameters() if n.endswith("conv2.weight")]
+    moved = [p.abs().max() for n, p in pipe.net.temporal.named_parameters() if n.endswith("conv2.weight")]
     assert max(moved) > 0                                                    # the zero-initialised outputs trained
-    assert module.sample_shape() == ((3, 8, 16, 16) if kind == "if" else (4, 8, 16, 16))
+    assert pipe.parts.sample_shape() == ((3, 8, 16, 16) if kind == "if" else (4, 8, 16, 16))
 
     val = sorted((run / "samples").glob("step_*/00.mp4"))
     assert len(val) == 1 and len(frames_of(val[0])) == 8
@@ -88,9 +89,12 @@ def test_train_sample_export_end_to_end(kind, pipelines, tmp_path, single_thread
     export = tmp_path / "export"
     assert export_cli.main(["--ckpt", str(ckpt_path), "--out", str(export)]) == 0
     assert (export / "unet" / "config.json").is_file() and (export / "vae").is_dir() == (kind == "sd")
-    loaded = from_pretrained(export)
+    for sub in ["unet"] + (["vae"] if kind == "sd" else []):                # the pretrained files, byte for byte
+        name = "diffusion_pytorch_model.safetensors"
+        assert (export / sub / name).read_bytes() == (folder / sub / name).read_bytes()
+    loaded = LumierePipeline.from_pretrained(export)
     prompts = ["a red circle moving left"]
-    torch.testing.assert_close(loaded.generate(prompts, steps=2, seed=1), module.generate(prompts, steps=2, seed=1),
+    torch.testing.assert_close(loaded(prompts, steps=2, seed=1).videos, pipe(prompts, steps=2, seed=1).videos,
                                atol=1e-5, rtol=0)
     assert sample_cli.main(["--ckpt", str(export), "--prompt", prompts[0], "--out", str(tmp_path / "e.mp4"),
                             "--steps", "2", "--device", "cpu"]) == 0
@@ -229,7 +233,7 @@ def test_real_weights_inflate_and_sample(kind, tmp_path):
                     f"{'DeepFloyd IF-I' if kind == 'if' else 'Stable Diffusion'} to run")
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.lit import DiffusionModule
 
     size = {"if": 64, "sd": 256}[kind]
     cfg = load_config(str(ROOT / f"experiments/stunet_{kind}.yaml"),
@@ -238,9 +242,9 @@ def test_real_weights_inflate_and_sample(kind, tmp_path):
                        "model.frozen_dtype=float32"])          # the init property in full float32
     cfg, _ = train_cli.inherit_t2i(cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = module_class(cfg.model.name)(to_dict(cfg)).to(device).eval()
-    c, _, h, w = module.sample_shape(1)
-    text = module.text_condition(["a photo of a cat"])
+    module = DiffusionModule(to_dict(cfg)).to(device).eval()
+    c, _, h, w = module.parts.sample_shape(1)
+    text = module.parts.text_condition(["a photo of a cat"])
     x = torch.randn(1, c, h, w, device=device)
     ts = torch.tensor([500.0], device=device)
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -252,7 +256,7 @@ def test_real_weights_inflate_and_sample(kind, tmp_path):
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     assert (out - ref[:, :, None]).abs().max() <= 1e-4 * max(1.0, float(ref.abs().max()))
-    video = module.generate(["a photo of a cat"], steps=4)
+    video = module.pipeline()(["a photo of a cat"], steps=4).videos
     assert video.shape == (1, 3, 8, size, size) and video.abs().max() <= 1.0
 
 
@@ -276,39 +280,41 @@ def test_lightning_moves_and_casts_the_frozen_encoders_but_never_saves_them(pipe
 
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.lit import DiffusionModule
 
     cfg = load_config(None, ["model.name=diffusers_stunet", f"model.init_from={pipelines['sd']}", "text.encoder=clip",
                              f"text.path={pipelines['sd']}", "text.max_length=8", "data.size=32", "data.frames=8",
                              f"out_dir={tmp_path}"])
     cfg, _ = train_cli.inherit_t2i(cfg)
-    module = module_class(cfg.model.name)(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     assert not any(k.startswith(("text_encoder.", "codec.")) for k in module.state_dict())
     HalfPrecision("bf16-true").convert_module(module)
     assert module.text_encoder.model.dtype == torch.bfloat16 and module.codec.vae.dtype == torch.bfloat16
-    assert module.text_condition(["a dog"])["text"].dtype == torch.bfloat16
+    assert module.parts.text_condition(["a dog"])["text"].dtype == torch.bfloat16
     module.to("meta")
     assert module.text_encoder.model.device.type == "meta" and module.codec.vae.device.type == "meta"
 
 
 def test_our_stunet_exports_as_a_folder_too(tiny_overrides, tmp_path, single_thread):
     """save_pretrained / from_pretrained work for any model: the folder samples like the module's EMA."""
-    from lumiere_pl.checkpoint import save_pretrained
+    from _pipeline_helpers import sample
     from lumiere_pl.config import to_dict
+    from lumiere_pl.errors import CheckpointError
     from lumiere_pl.config_checks import load_config
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.lit import DiffusionModule
 
     cfg = load_config(None, tiny_overrides + ["sampler.steps=2"])
-    module = module_class("stunet")(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     module.ema.update(module.net)
     with torch.no_grad():
         for p in module.net.temporal.parameters():
             p.add_(0.01)
-    out = save_pretrained(module, tmp_path / "export")
+    with module.ema.apply_to(module.net):
+        out = module.pipeline().save_pretrained(tmp_path / "export")
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "model.safetensors"]
-    loaded = from_pretrained(out)
-    torch.testing.assert_close(loaded.generate(["a red circle"], seed=2), module.generate(["a red circle"], seed=2),
+    loaded = LumierePipeline.from_pretrained(out)
+    torch.testing.assert_close(loaded(["a red circle"], seed=2).videos, sample(module, ["a red circle"], seed=2),
                                atol=1e-6, rtol=0)
-    with pytest.raises(FileNotFoundError, match="missing .*model.safetensors"):
+    with pytest.raises(CheckpointError, match="without model.safetensors"):
         (out / "model.safetensors").unlink()
-        from_pretrained(out)
+        LumierePipeline.from_pretrained(out)

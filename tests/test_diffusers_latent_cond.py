@@ -11,13 +11,12 @@ import torch
 from diffusers_tiny import TEXT_DIM, sd_like, sd_unet, tiny_vae
 from PIL import Image
 
-from lumiere_pl.checkpoint import load_module
+from lumiere_pl.pipeline import LumierePipeline
 from lumiere_pl.cli import apply as apply_cli
 from lumiere_pl.cli import export as export_cli
 from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import TemporalConfig
 from lumiere_pl.data.video_io import decode
-from lumiere_pl.lit import DiffusersModule
 from lumiere_pl.models.diffusers_stunet import DiffusersSTUNet
 from lumiere_pl.models.latent import LatentCodec
 from lumiere_pl.utils.video import from_uint8
@@ -136,8 +135,8 @@ def test_conditional_latent_training_then_i2v_and_inpaint_from_the_cli(trained, 
     """A conditional latent STUNet trains (its <C, M> encoded from the clips each step; the new input conv moves),
     then lumiere-apply i2v feeds the network the VAE encoding of the image on frame 0 only, M = [1, 0, ...] on the
     latent grid; inpaint runs too, from the checkpoint and from an exported folder; stylize is refused by name."""
-    module = load_module(trained)
-    assert module.net.cond_in is not None and module.net.cond_in.weight.abs().max() > 0
+    pipe = LumierePipeline.from_pretrained(trained)
+    assert pipe.net.cond_in is not None and pipe.net.cond_in.weight.abs().max() > 0
     seen = {}
     real = DiffusersSTUNet._forward
 
@@ -154,7 +153,7 @@ def test_conditional_latent_training_then_i2v_and_inpaint_from_the_cli(trained, 
     assert c.shape == (1, 4, 8, 8, 8) and m.shape == (1, 1, 8, 8, 8)
     assert m[0, 0, :, 0, 0].tolist() == [1.0] + [0.0] * 7 and m[:, :, 0].eq(1).all()
     fitted = from_uint8(apply_cli.fit(image[None], 16))                 # (3 1 16 16) in [-1, 1]
-    expected = module.codec.encode_condition(fitted[None], torch.ones(1, 1, 1, 16, 16))["cond_video"]
+    expected = pipe.parts.codec.encode_condition(fitted[None], torch.ones(1, 1, 1, 16, 16))["cond_video"]
     torch.testing.assert_close(c[:, :, :1], expected, atol=1e-5, rtol=1e-5)
     assert c[:, :, 1:].eq(0).all()
 
@@ -187,27 +186,29 @@ def test_i2v_respects_the_known_frame_with_a_network_that_does(trained, tmp_path
     VAE decode -> MP4): with a denoiser that keeps the known latent cells (x0 = C where M = 1, what a trained model
     learns; a 3-step model cannot), the decoded first frame of lumiere-apply i2v is the VAE's own reconstruction of
     the image, to a few 8-bit levels, while an unconditioned sample's first frame is far from it."""
-    module = load_module(trained)
+    pipe = LumierePipeline.from_pretrained(trained)
     image = _image(tmp_path / "image.png")
     fitted = from_uint8(apply_cli.fit(image[None], 16))[None]           # (1 3 1 16 16)
     with torch.no_grad():
-        recon = module.codec.decode(module.codec.encode_condition(fitted, torch.ones(1, 1, 1, 16, 16))["cond_video"])
+        recon = pipe.parts.codec.decode(pipe.parts.codec.encode_condition(fitted, torch.ones(1, 1, 1, 16, 16))["cond_video"])
     recon = ((recon[0, :, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).numpy()  # (16 16 3)
-    real = DiffusersModule.wrap_denoiser
+    import lumiere_pl.pipeline
 
-    def keeps_known(self, denoise):
-        inner = real(self, denoise)
+    real = lumiere_pl.pipeline.multidiffusion
+
+    def keeps_known(denoise, *args, **kwargs):        # the pipeline's last wrapper around the denoiser
+        inner = real(denoise, *args, **kwargs)
 
         def d(x, s, cond):
             m = cond["cond_mask"]
             return m * cond["cond_video"] + (1 - m) * inner(x, s, cond)
         return d
-    monkeypatch.setattr(DiffusersModule, "wrap_denoiser", keeps_known)
+    monkeypatch.setattr(lumiere_pl.pipeline, "multidiffusion", keeps_known)
     out = tmp_path / "i2v.mp4"
     assert apply_cli.main(["i2v", "--ckpt", str(trained), "--image", str(tmp_path / "image.png"), "--prompt",
                            "a red square", "--out", str(out), "--steps", "4", "--lossless", "--seed", "1"]) == 0
     first = decode(out.read_bytes())[0].astype(float)                  # (16 16 3)
-    plain = module.generate(["a red square"], frames=8, steps=4, seeds=[1])      # no conditioning: task none
+    plain = pipe(["a red square"], frames=8, steps=4, seeds=[1]).videos       # no conditioning: task none
     plain = ((plain[0, :, 0].permute(1, 2, 0) + 1) * 127.5).numpy()
     err, far = np.abs(first - recon).mean(), np.abs(plain - recon).mean()
     assert err <= 2.0 and far >= 10 * max(err, 0.5), (err, far)

@@ -2,7 +2,7 @@
 
 The sharded run must train exactly what one process computes on the same global batch: per-step losses, weights and
 EMA equal to 1e-5 (the EMA is kept sharded, and gathered into the checkpoint); its checkpoint resumes in a sharded run
-across an epoch boundary, and loads in one process (load_module, weights_only) to sample what the reference samples.
+across an epoch boundary, and loads in one process (LumierePipeline, weights_only) to sample what the reference samples.
 """
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import lightning as L
 import pytest
 import torch
 
-from lumiere_pl.checkpoint import load_checkpoint, load_module
+from _pipeline_helpers import sample
+from lumiere_pl.checkpoint import load_checkpoint
+from lumiere_pl.pipeline import LumierePipeline
 from lumiere_pl.config import ConfigError, to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import build_datamodule
@@ -133,10 +135,10 @@ def test_fsdp_two_processes_equal_one_then_resume_and_sample(tmp_path, single_th
     _assert_close(net, ref.net.state_dict())
 
     # one process samples the sharded run's checkpoint as the reference samples its own EMA weights
-    module = load_module(run / "checkpoints" / "last.ckpt")
-    assert not any(k.startswith("_fsdp") for k in module.state_dict())
-    got = module.generate(["a red circle"], steps=2, seed=5)
-    want = ref.generate(["a red circle"], steps=2, seed=5)
+    pipe = LumierePipeline.from_pretrained(run / "checkpoints" / "last.ckpt")
+    assert not any(k.startswith("_fsdp") for k in pipe.net.state_dict())
+    got = pipe(["a red circle"], steps=2, seed=5).videos
+    want = sample(ref, ["a red circle"], steps=2, seed=5)
     assert got.shape == (1, 3, 8, 16, 16) and torch.isfinite(got).all()
     assert float((got - want).abs().max()) <= 1e-4
 

@@ -10,7 +10,8 @@ from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import build_datamodule
 from lumiere_pl.data.shapes_motion import measure
-from lumiere_pl.lit import module_class
+from lumiere_pl.lit import DiffusionModule
+from _pipeline_helpers import sample
 from lumiere_pl.utils.video import to_uint8
 
 from conftest import TINY
@@ -27,14 +28,14 @@ def test_tiny_stunet_overfit_on_one_clip_moves_its_way(tmp_path, single_thread):
                    "trainer.enable_progress_bar=false", "sampler.steps=20", "sampler.guidance=1.0"]
     cfg = load_config(None, over)
     L.seed_everything(0, verbose=False)
-    module = module_class("stunet")(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     dm = build_datamodule(cfg.data)
     dm.setup("fit")
     clip = dm.train_set[0]
     assert "moving right" in clip["caption"]
     train_cli.build_trainer(cfg).fit(module, datamodule=dm)
     real = measure(to_uint8(clip["pixels"]), clip["caption"])
-    videos = module.generate([clip["caption"]] * 4, seeds=[11, 12, 13, 14])           # (4 3 t h w)
+    videos = sample(module, [clip["caption"]] * 4, seeds=[11, 12, 13, 14])           # (4 3 t h w)
     motions = [measure(to_uint8(v), clip["caption"]) for v in videos]
     assert all(m.direction == "right" for m in motions), motions
     # moves, not jumps: at 300 steps one of the four samples (seed 12) is jumpier than the clip in either memory layout

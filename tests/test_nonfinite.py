@@ -11,7 +11,7 @@ from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import build_datamodule
-from lumiere_pl.lit import module_class
+from lumiere_pl.lit import DiffusionModule
 from lumiere_pl.lit.callbacks import GuardState
 from lumiere_pl.lit.guard import NonFiniteError
 
@@ -38,7 +38,7 @@ def _setup(tiny_overrides, extra=()):
     cfg = load_config(None, tiny_overrides + ["model.name=stunet", "train.val_prompts=[]", "train.warmup_steps=1",
                                               "trainer.enable_progress_bar=false", "train.val_every_n_steps=1000",
                                               *extra])
-    module = module_class(cfg.model.name)(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     dm = build_datamodule(cfg.data)
     dm.setup("fit")
     return cfg, module, dm

@@ -109,13 +109,13 @@ def test_x0_motion_reads_the_motion_of_the_predicted_clips():
 
     module = DiffusionModule(to_dict(load_config(None, TINY + ["data.size=32"])))
     n, frames = 8, module.cfg.data.frames
-    x0 = probes.render(module, probes.test_clips(module, n))
+    x0 = probes.render(module.cfg, probes.test_clips(module.cfg, n))
     times = (0.5, 0.99)
-    kept = probes.x0_motion(module, _Oracle(x0, list(range(frames))), n, times, batch_size=n)
+    kept = probes.x0_motion(module.parts, _Oracle(x0, list(range(frames))), n, times, batch_size=n)
     assert kept["times"] == list(times) and kept["direction_match"] == [1.0, 1.0]
     assert kept["detected"] == [1.0, 1.0] and max(kept["jerk"]) < 0.03
-    reversed_ = probes.x0_motion(module, _Oracle(x0, list(range(frames))[::-1]), n, times, batch_size=n)
+    reversed_ = probes.x0_motion(module.parts, _Oracle(x0, list(range(frames))[::-1]), n, times, batch_size=n)
     assert reversed_["direction_match"] == [0.0, 0.0]                             # played backwards
-    blocks = probes.x0_motion(module, _Oracle(x0, [i - i % 4 for i in range(frames)]), n, times, block=4,
+    blocks = probes.x0_motion(module.parts, _Oracle(x0, [i - i % 4 for i in range(frames)]), n, times, block=4,
                               batch_size=n)
     assert min(blocks["boundary_ratio"]) > 10 and min(blocks["jerk"]) > 3 * max(kept["jerk"])   # 4-frame holds

@@ -17,15 +17,15 @@ def _script():
 
 
 def test_scores_the_samples_of_unseen_captions_beside_the_real_clips(tiny_sample_ckpt, tmp_path, single_thread):
-    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.checkpoint import read_model
     from lumiere_pl.probes import test_clips
 
     out = tmp_path / "scores.json"
     assert _script().main(["--ckpt", str(tiny_sample_ckpt), "--n", "3", "--steps", "2", "--out", str(out),
                            "--videos-dir", str(tmp_path / "videos")]) == 0
     record = json.loads(out.read_text())
-    module = load_module(tiny_sample_ckpt)
-    assert record["prompts"] == [c.caption for c in test_clips(module, 3)]       # the test split, first 3
+    cfg, _ = read_model(tiny_sample_ckpt)
+    assert record["prompts"] == [c.caption for c in test_clips(cfg, 3)]          # the test split, first 3
     assert record["seeds"] == [0, 1, 2] and record["step"] == -1
     assert record["samples"]["clips"] == 3 and record["real"]["clips"] == 3
     assert record["real"]["direction_match"] == 1.0                              # the tracker reads the real clips

@@ -8,7 +8,7 @@ import torch
 
 from lumiere_pl.config import ConfigError, to_dict
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.lit.ssr import SSRModule
+from lumiere_pl.lit import DiffusionModule
 from lumiere_pl.models import UNet, build_model
 from lumiere_pl.models.ssr import downsample, upsample
 
@@ -17,9 +17,9 @@ TINY = str(ROOT / "experiments" / "ssr_tiny.yaml")
 
 
 @pytest.fixture(scope="module")
-def module() -> SSRModule:
+def module() -> DiffusionModule:
     torch.manual_seed(0)
-    return SSRModule(to_dict(load_config(TINY)))
+    return DiffusionModule(to_dict(load_config(TINY)))
 
 
 def test_ssr_configs_instantiate():
@@ -51,9 +51,9 @@ def test_pairs_made_on_the_fly(module):
 def test_aug_level_reaches_the_network(module):
     """Zero-initialised layers (aug embedding, residual outputs) are perturbed, as training would: then both the aug
     level and the low-res video change the output."""
-    net = SSRModule(to_dict(load_config(TINY))).net
+    net = DiffusionModule(to_dict(load_config(TINY))).net
     x = torch.randn(1, 3, 8, 64, 64)
-    cond = {**module.text_condition(["a"]), **module.example_condition(x.shape)}
+    cond = {**module.parts.text_condition(["a"]), **module.example_condition(x.shape)}
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -95,7 +95,7 @@ def test_80_frames_x4_through_multidiffusion(module):
         return net_forward(x, c_noise, cond)
     module.net.forward = counting
     try:
-        out = module.upscale(low, ["a red circle moving right"], steps=1)
+        out = module.pipeline()(["a red circle moving right"], lowres=low, steps=1).videos
     finally:
         module.net.forward = net_forward
     assert out.shape == (1, 3, 80, 64, 64) and torch.isfinite(out).all()
@@ -113,10 +113,11 @@ def test_upscale_of_a_clip_does_not_depend_on_its_batch(module):
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
     low = torch.rand(3, 3, 8, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     prompts = ["a red circle moving right", "a blue square moving up", "a white triangle moving left"]
-    together = module.upscale(low, prompts, aug=0.3, steps=2, seeds=[5, 6, 7], use_ema=False)
-    plain = module.upscale(low, prompts, aug=0.0, steps=2, seeds=[5, 6, 7], use_ema=False)
+    pipe = module.pipeline()
+    together = pipe(prompts, lowres=low, aug=0.3, steps=2, seeds=[5, 6, 7]).videos
+    plain = pipe(prompts, lowres=low, aug=0.0, steps=2, seeds=[5, 6, 7]).videos
     assert (together - plain).abs().max() > 1e-3                                # the augmentation noise matters
-    alone = torch.cat([module.upscale(low[i:i + 1], [p], aug=0.3, steps=2, seed=s, use_ema=False)
+    alone = torch.cat([pipe([p], lowres=low[i:i + 1], aug=0.3, steps=2, seed=s).videos
                        for i, (p, s) in enumerate(zip(prompts, [5, 6, 7]))])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
 
@@ -126,11 +127,12 @@ def test_fast_dev_run_writes_side_by_side_videos(tmp_path):
     import lightning as L
 
     from lumiere_pl.data import build_datamodule
+    from lumiere_pl.lit.callbacks import ValidationSamples
 
     cfg = load_config(TINY, [f"out_dir={tmp_path}", "sampler.steps=1"])
-    module = SSRModule(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     trainer = L.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[ValidationSamples()])
     trainer.fit(module, datamodule=build_datamodule(cfg.data))
     videos = sorted((tmp_path / cfg.name / "samples").glob("step_*/*.mp4"))
     assert videos, "validation wrote no MP4"
@@ -154,7 +156,7 @@ def ckpts(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("ckpts")
     torch.manual_seed(0)
-    ssr = _save_ckpt(SSRModule(to_dict(load_config(TINY))), d / "ssr.ckpt")
+    ssr = _save_ckpt(DiffusionModule(to_dict(load_config(TINY))), d / "ssr.ckpt")
     base_cfg = load_config(TINY, ["name=base_tiny", "model.name=stunet", "model.unet.aug_embedding=false", "data.size=16"])
     base = _save_ckpt(DiffusionModule(to_dict(base_cfg)), d / "base.ckpt")
     return base, ssr
@@ -191,14 +193,17 @@ def test_sample_upscales_a_batch_in_one_ssr_call_and_the_same_videos_as_one_by_o
     common = ["--ckpt", str(base), "--ssr-ckpt", str(ssr), "--prompts", str(tmp_path / "p.jsonl"), "--frames", "4",
               "--steps", "1", "--ssr-steps", "2", "--ssr-aug", "0.3", "--device", "cpu", "--lossless"]
     assert main([*common, "--out-dir", str(tmp_path / "one"), "--batch-size", "1"]) == 0
-    calls, upscale = [], SSRModule.upscale
+    from lumiere_pl.pipeline import LumierePipeline
 
-    def small_memory(self, lowres, prompts, *a, **k):             # a device that holds two SSR clips
-        calls.append(len(prompts))
-        if len(prompts) > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return upscale(self, lowres, prompts, *a, **k)
-    monkeypatch.setattr(SSRModule, "upscale", small_memory)
+    calls, sample = [], LumierePipeline._sample
+
+    def small_memory(self, prompts, *a, **k):                     # a device that holds two SSR clips
+        if self.parts.is_ssr:
+            calls.append(len(prompts))
+            if len(prompts) > 2:
+                raise torch.OutOfMemoryError("CUDA out of memory")
+        return sample(self, prompts, *a, **k)
+    monkeypatch.setattr(LumierePipeline, "_sample", small_memory)
     assert main([*common, "--out-dir", str(tmp_path / "batch"), "--batch-size", "3"]) == 0
     assert calls == [3, 2, 1]                                     # 3 clips -> out of memory -> 2 + 1
     for i in range(3):
@@ -218,4 +223,5 @@ def test_sample_ssr_alone_on_a_video_file(ckpts, tmp_path):
     rc = main(["--ckpt", str(ssr), "--input-video", str(src), "--prompt", "", "--out", str(out), "--ssr-steps", "1",
                "--ssr-window", "4", "--device", "cpu"])
     assert rc == 0 and _frames(out).shape == (11, 64, 64, 3)                       # 20x24 cropped to 20, fit to 16
-    assert main(["--ckpt", str(ckpts[0]), "--input-video", str(src), "--prompt", "", "--out", str(out)]) == 2
+    assert main(["--ckpt", str(ckpts[0]), "--input-video", str(src), "--prompt", "", "--out",
+                 str(tmp_path / "other.mp4")]) == 2

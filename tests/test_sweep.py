@@ -109,7 +109,7 @@ score: {{motion: true, fvd: false}}
 def test_cascade_run_is_trained_sampled_and_scored_with_both_stages(tmp_path):
     """The cascade's two models train half the steps each, and its training FLOPs are both models' (per step x
     steps): the pipeline's compute, counted by the stages' own names."""
-    from lumiere_pl.checkpoint import load_module
+    from lumiere_pl.checkpoint import load_parts
     from lumiere_pl.sweep.scoring import train_step_flops
 
     assert sweep_cli.main([str(_spec(tmp_path, CASCADE_SPEC))]) == 0
@@ -117,7 +117,7 @@ def test_cascade_run_is_trained_sampled_and_scored_with_both_stages(tmp_path):
     score = json.loads((root / "scores/cascade/seed0/step0000002.json").read_text())
     assert score["stage_steps"] == {"keyframes": 1, "tsr": 1} and score["n"] == 2
     ckpts = {n: root / f"train/cascade/seed0/{n}/checkpoints/sweep_step0000001.ckpt" for n in ("keyframes", "tsr")}
-    flops = sum(train_step_flops(load_module(c)) for c in ckpts.values())
+    flops = sum(train_step_flops(load_parts(c)) for c in ckpts.values())
     assert score["train_tflops"] == pytest.approx(flops / 1e12)
     assert 0.0 <= score["motion"]["direction_match"] <= 1.0
 

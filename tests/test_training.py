@@ -8,12 +8,13 @@ import av
 import pytest
 import torch
 
-from lumiere_pl.checkpoint import load_checkpoint, load_module, net_state
+from _pipeline_helpers import sample
+from lumiere_pl.checkpoint import load_checkpoint, load_parts, net_state
 from lumiere_pl.cli import sample as sample_cli
 from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.lit import module_class
+from lumiere_pl.lit import DiffusionModule
 
 ROOT = Path(__file__).resolve().parents[1]
 # diffusers_stunet experiments need a diffusers folder: tests/test_diffusers_e2e.py instantiates them on tiny ones
@@ -25,7 +26,7 @@ def test_every_experiment_config_instantiates(path, tiny_overrides):
     """Each experiment resolves, validates and builds its module (tiny widths; its own structure otherwise)."""
     cfg = load_config(str(path), ["text.encoder=tiny", "text.dim=16", "model.init_from=null",
                                   "model.unet.channels=16", f"out_dir={tiny_overrides[-1].split('=')[1]}"])
-    module = module_class(cfg.model.name)(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     assert sum(p.numel() for p in module.net.parameters() if p.requires_grad) > 0
 
 
@@ -38,7 +39,7 @@ def _fit(overrides, steps):
                                          f"train.ckpt_every_n_steps={steps}", "trainer.enable_progress_bar=false"])
     cfg, state = train_cli.inherit_t2i(cfg)
     L.seed_everything(0, verbose=False)
-    module = module_class(cfg.model.name)(to_dict(cfg), state)
+    module = DiffusionModule(to_dict(cfg), state)
     trainer = train_cli.build_trainer(cfg)
     trainer.fit(module, datamodule=build_datamodule(cfg.data))
     return cfg, module, trainer
@@ -59,8 +60,8 @@ def test_t2i_then_stunet_end_to_end(tiny_overrides, tmp_path):
     # a T2I with model.init_from starts from the pretrained (EMA) weights, live and EMA alike: fine-tuning (a style)
     ft_cfg, ft_state = train_cli.inherit_t2i(load_config(None, t2i_over + ["name=t2i_ft",
                                                                            f"model.init_from={t2i_ckpt}"]))
-    ft = module_class("t2i")(to_dict(ft_cfg), ft_state)
-    fresh = module_class("t2i")(to_dict(ft_cfg))
+    ft = DiffusionModule(to_dict(ft_cfg), ft_state)
+    fresh = DiffusionModule(to_dict(ft_cfg))
     with ft.ema.apply_to(ft.net):
         ema_weights = {k: v.clone() for k, v in ft.net.state_dict().items()}
     for k, v in net_state(ckpt, ema=True).items():
@@ -105,9 +106,9 @@ def test_t2i_then_stunet_end_to_end(tiny_overrides, tmp_path):
 def test_sampling_is_batch_independent(tiny_overrides):
     """Clip i is seeded by its own seed: rendering it alone or in a batch gives the same video."""
     cfg = load_config(None, tiny_overrides + ["sampler.steps=3"])
-    module = module_class("stunet")(to_dict(cfg)).eval()
-    both = module.generate(["a red circle", "a blue square"], seeds=[5, 9])
-    alone = module.generate(["a blue square"], seeds=[9])
+    module = DiffusionModule(to_dict(cfg)).eval()
+    both = sample(module, ["a red circle", "a blue square"], seeds=[5, 9])
+    alone = sample(module, ["a blue square"], seeds=[9])
     torch.testing.assert_close(both[1:], alone, atol=1e-5, rtol=0)
 
 
@@ -117,9 +118,9 @@ def test_stochastic_sampling_is_batch_independent(tiny_overrides, sampler):
     and two clips of one batch do not share noise."""
     eta = ["sampler.name=ddpm"] if sampler == "ddpm" else ["sampler.name=ddim", "sampler.eta=0.5"]
     cfg = load_config(None, tiny_overrides + ["sampler.steps=3", "sampler.guidance=1.0", *eta])
-    module = module_class("stunet")(to_dict(cfg)).eval()
-    both = module.generate(["a red circle", "a red circle"], seeds=[5, 9])
-    alone = module.generate(["a red circle"], seeds=[9])
+    module = DiffusionModule(to_dict(cfg)).eval()
+    both = sample(module, ["a red circle", "a red circle"], seeds=[5, 9])
+    alone = sample(module, ["a red circle"], seeds=[9])
     torch.testing.assert_close(both[1:], alone, atol=1e-5, rtol=0)
     assert (both[0] - both[1]).abs().mean() > 1e-3
 
@@ -127,11 +128,10 @@ def test_stochastic_sampling_is_batch_independent(tiny_overrides, sampler):
 def test_short_training_lowers_the_loss(tiny_overrides):
     """60 tiny steps on a batch of the shapes set: the mean loss of the last steps is clearly below the first."""
     from lumiere_pl.data import build_datamodule
-    from lumiere_pl.diffusion import diffusion_loss
 
     cfg = load_config(None, tiny_overrides + ["model.name=t2i", "data.images=true", "data.batch_size=16"])
     torch.manual_seed(0)
-    module = module_class("t2i")(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     dm = build_datamodule(cfg.data)
     dm.setup("fit")
     opt = torch.optim.AdamW([p for p in module.net.parameters() if p.requires_grad], lr=5e-3)
@@ -139,8 +139,7 @@ def test_short_training_lowers_the_loss(tiny_overrides):
     losses = []
     fixed = next(iter(dm.train_dataloader()))
     for step in range(60):
-        loss = diffusion_loss(module.net, fixed["pixels"], module.condition(fixed, train=True), module.logsnr,
-                              generator=g)
+        loss = module.parts.process.loss(module.net, fixed["pixels"], module.condition(fixed, train=True), g)
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -149,12 +148,13 @@ def test_short_training_lowers_the_loss(tiny_overrides):
     assert last < 0.7 * first, (first, last)
 
 
-def test_load_module_round_trip(tiny_overrides, tmp_path):
-    """A checkpoint rebuilds the same network (EMA included) without the training code's objects."""
+def test_load_parts_round_trip(tiny_overrides, tmp_path):
+    """A checkpoint rebuilds the same network without the training code's objects: its EMA weights by default, the
+    live ones with ema=False (every key, not a prefix of them)."""
     import lightning as L
 
     cfg = load_config(None, tiny_overrides)
-    module = module_class("stunet")(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     with torch.no_grad():
         for p in module.net.temporal.parameters():
             p.add_(0.1)
@@ -163,9 +163,13 @@ def test_load_module_round_trip(tiny_overrides, tmp_path):
     trainer.strategy.connect(module)
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
-    loaded = load_module(path)
-    for (k, a), b in zip(module.state_dict().items(), loaded.state_dict().values()):
-        assert torch.equal(a, b), k
+    averaged, live = module.ema.averaged_state_dict(module.net), module.net.state_dict()
+    for ema, want in ((True, averaged), (False, live)):
+        got = load_parts(path, ema=ema).net.state_dict()
+        assert got.keys() == want.keys()
+        for k in want:
+            assert torch.equal(got[k], want[k]), k
+    assert any(not torch.equal(averaged[k], live[k]) for k in live)     # the two differ: the test tells them apart
 
 
 def test_the_optimizer_is_fused_adamw_and_steps_as_the_per_tensor_loop(tiny_overrides):
@@ -174,7 +178,7 @@ def test_the_optimizer_is_fused_adamw_and_steps_as_the_per_tensor_loop(tiny_over
     rounding (a wrong hyperparameter or update moves them by orders of magnitude more). Not fused under bf16-mixed
     with gradient clipping (train.grad_clip, on by default), which Lightning refuses for a fused optimizer."""
     cfg = load_config(None, tiny_overrides + ["train.lr=1e-2", "train.weight_decay=0.1", "train.warmup_steps=1"])
-    module = module_class("stunet")(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     opt = module.configure_optimizers()["optimizer"]
     params = [p for p in module.net.parameters() if p.requires_grad]
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
@@ -193,7 +197,7 @@ def test_the_optimizer_is_fused_adamw_and_steps_as_the_per_tensor_loop(tiny_over
     travel = max(float((p.detach() - p0).abs().max()) for p, p0 in zip(params, start))
     apart = max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(params, twins))
     assert travel > 0.01 and apart < 1e-6, (travel, apart)
-    mixed = module_class("stunet")(to_dict(load_config(None, tiny_overrides + ["trainer.precision=bf16-mixed"])))
+    mixed = DiffusionModule(to_dict(load_config(None, tiny_overrides + ["trainer.precision=bf16-mixed"])))
     assert not mixed.configure_optimizers()["optimizer"].defaults["fused"]   # Lightning refuses to clip it there
 
 
@@ -242,7 +246,7 @@ def test_dry_run_prints_parameters_and_flops_and_builds_nothing_else(tiny_overri
     assert train_cli.main(["--dry-run"] + over) == 0
     out = capsys.readouterr().out
     cfg = load_config(None, over)
-    counts = module_class(cfg.model.name)(to_dict(cfg)).summary()
+    counts = DiffusionModule(to_dict(cfg)).summary()
     assert f"trainable {counts['trainable']:,}" in out and f"frozen {counts['frozen']:,}" in out
     assert float(re.search(r"GFLOPs per (?:clip|image): ([0-9.]+)", out).group(1)) > 0
     assert not cfg.run_dir.exists()                                          # nothing written

@@ -33,7 +33,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from lumiere_pl.cli.errors import DEBUG_HELP, command
-from lumiere_pl.cli.sample import _cuda, check_device, check_frames
+from lumiere_pl.cli.sample import _cuda, check_device
 from lumiere_pl.errors import InputError
 from lumiere_pl.utils.atomic import check_writable
 
@@ -154,16 +154,20 @@ def read_inputs(args: argparse.Namespace) -> Inputs:
 
 
 def load(args: argparse.Namespace):
-    """The STUNet of --ckpt (EMA weights baked in unless --no-ema), stylized for `stylize`."""
-    from lumiere_pl.checkpoint import load_module
+    """The LumierePipeline of --ckpt (EMA weights unless --no-ema), stylized for `stylize`."""
+    from lumiere_pl.checkpoint import load_parts
+    from lumiere_pl.pipeline import LumierePipeline
 
     stylize = args.command == "stylize"
-    module = load_module(args.ckpt, args.device, expect=["stunet"] if stylize else ["stunet", "diffusers_stunet"],
-                         hint=STYLIZE_HINT if stylize else "")                # weights_only=True inside
-    cfg = module.cfg
-    if stylize and cfg.model.name != "stunet":                          # an exported folder: named here
-        raise InputError(f"{args.ckpt}: a model.name={cfg.model.name} export; stylize takes a STUNet{STYLIZE_HINT}")
-    check_frames(module, args.frames)
+    parts = load_parts(args.ckpt, ema=not args.no_ema, expect=["stunet"] if stylize else ["stunet", "diffusers_stunet"],
+                       hint=STYLIZE_HINT if stylize else "")                # weights_only=True inside
+    pipe = LumierePipeline(parts).to(args.device)
+    cfg = pipe.config
+    if args.frames is not None:
+        try:
+            pipe.check_frames(args.frames)
+        except ValueError as err:
+            raise InputError(f"--frames {args.frames}: {err}") from None
     if args.command in NEEDS_TASK:
         if not cfg.model.temporal.conditional:
             rebuild = REBUILD_DIFFUSERS if cfg.model.name == "diffusers_stunet" else REBUILD
@@ -172,32 +176,30 @@ def load(args: argparse.Namespace):
         if NEEDS_TASK[args.command] not in cfg.model.temporal.tasks:
             print(f"lumiere-apply: note: {args.ckpt} was trained on the tasks {list(cfg.model.temporal.tasks)}, "
                   f"without {NEEDS_TASK[args.command]!r} that {args.command} relies on", file=sys.stderr)
-    if not args.no_ema:                      # bake the EMA in, so stylize_ interpolates the weights that sample
-        module.net.load_state_dict(module.ema.averaged_state_dict(module.net))
-    if args.command == "stylize":
-        stylize_module(module, args.style_t2i, args.alpha)
-    return module
+    if stylize:
+        stylize_module(pipe, args.style_t2i, args.alpha)
+    return pipe
 
 
-def stylize_module(module, path: Path, alpha: float) -> None:
-    """Sec. 4.1 on module.net with the (EMA) weights of the T2I checkpoint `path`, after checking they fit."""
+def stylize_module(pipe, path: Path, alpha: float) -> None:
+    """Sec. 4.1 on pipe.net with the (EMA) weights of the T2I checkpoint `path`, after checking they fit."""
     from lumiere_pl.applications import stylize_
     from lumiere_pl.checkpoint import load_t2i
 
     style_cfg, state = load_t2i(path)
     for key in ("encoder", "dim"):
-        if getattr(style_cfg.text, key) != getattr(module.cfg.text, key):
+        if getattr(style_cfg.text, key) != getattr(pipe.config.text, key):
             raise InputError(f"{path}: text.{key}={getattr(style_cfg.text, key)!r}, the STUNet's is "
-                             f"{getattr(module.cfg.text, key)!r}; fine-tune the style T2I from the T2I the STUNet "
+                             f"{getattr(pipe.config.text, key)!r}; fine-tune the style T2I from the T2I the STUNet "
                              "was inflated from")
-    own = module.net.t2i.state_dict()
+    own = pipe.net.t2i.state_dict()
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
     if wrong:
         raise InputError(f"{path}: {len(wrong)} weights differ in shape from the STUNet's spatial layers, e.g. "
                          f"{wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}; fine-tune "
                          "the style T2I from the T2I the STUNet was inflated from")
     try:
-        stylize_(module.net, {k: v.to(module.device) for k, v in state.items()}, alpha)
+        stylize_(pipe.net, {k: v.to(pipe.device) for k, v in state.items()}, alpha)
     except KeyError as err:
         raise InputError(f"{path}: {err.args[0]}") from None
 
@@ -206,13 +208,13 @@ def stylize_module(module, path: Path, alpha: float) -> None:
 # Running one application
 
 
-def prepare(args: argparse.Namespace, module, inputs: Inputs):
+def prepare(args: argparse.Namespace, pipe, inputs: Inputs):
     """-> video (1 3 t s s) in [-1, 1] and known (1 1 t s s), 1 = keep, at the model's size (s = data.size)."""
     import torch
 
     from lumiere_pl.utils.video import from_uint8
 
-    size, frames = module.cfg.data.size, args.frames or module.cfg.data.frames
+    size, frames = pipe.config.data.size, args.frames or pipe.frames
     if args.command == "inpaint":
         pixels = fit(read_video(inputs.video_path, frames), size)                # (t s s 3)
     elif args.command == "stylize":
@@ -226,26 +228,27 @@ def prepare(args: argparse.Namespace, module, inputs: Inputs):
     elif inputs.mask is not None:
         path = args.mask if args.command == "inpaint" else args.region
         known[0, 0] = torch.from_numpy(~fit_mask(inputs.mask, size, frames, path)).float()
-    return video.to(module.device), known.to(module.device)
+    return video, known
 
 
-def generate(args: argparse.Namespace, module, video, known):
+def generate(args: argparse.Namespace, pipe, video, known):
     """(1 3 t s s) in [-1, 1]: the application's sample, with the known pixels pasted back under --paste-known."""
     from lumiere_pl import applications as apps
 
-    opts = dict(steps=args.steps, guidance=args.guidance, seeds=[args.seed], use_ema=False, progress=True)
+    opts = dict(steps=args.steps, guidance=args.guidance, seeds=[args.seed], progress=True)
     prompts, frames = [args.prompt], video.shape[2]
     if args.command == "i2v":
-        out = apps.image_to_video(module, video[:, :, 0], prompts, frames, **opts)
+        out = apps.image_to_video(pipe, video[:, :, 0], prompts, frames, **opts)
     elif args.command == "inpaint":
-        out = apps.inpaint(module, video, known, prompts, **opts)
+        out = apps.inpaint(pipe, video, known, prompts, **opts)
     elif args.command == "cinemagraph":
-        out = apps.cinemagraph(module, video[:, :, 0], 1.0 - known[:, :, 0], prompts, frames, **opts)
+        out = apps.cinemagraph(pipe, video[:, :, 0], 1.0 - known[:, :, 0], prompts, frames, **opts)
     else:
-        out = module.generate(prompts, frames=frames, **opts)
+        out = pipe(prompts, frames=frames, **opts)
+    videos = out.videos
     if getattr(args, "paste_known", False):
-        out = known * video + (1.0 - known) * out.clamp(-1, 1)
-    return out
+        videos = known * video + (1.0 - known) * videos.clamp(-1, 1)
+    return videos
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -311,13 +314,13 @@ def main(argv: List[str]) -> int:
     check_device(args.device)
     check_writable(args.out, "--out", file=True)
     inputs = read_inputs(args)                 # user files first: no checkpoint loaded for a bad PNG
-    module = load(args)
-    video, known = prepare(args, module, inputs)
-    out = generate(args, module, video, known)
+    pipe = load(args)
+    video, known = prepare(args, pipe, inputs)
+    out = generate(args, pipe, video, known)
 
     from lumiere_pl.utils.video import to_uint8, write_mp4
 
-    write_mp4(args.out, to_uint8(out[0]), args.fps or module.cfg.data.fps, lossless=args.lossless)
+    write_mp4(args.out, to_uint8(out[0]), args.fps or pipe.fps, lossless=args.lossless)
     print(f"wrote {args.out}")
     return 0
 

@@ -4,12 +4,14 @@
   lumiere-export --ckpt runs/stunet_sd/checkpoints/last.ckpt --out runs/stunet_sd/export      # a folder
 
 Writes OUT (the network's state_dict, trainable weights replaced by their EMA; --live keeps the live ones) and OUT
-with .yaml (the resolved experiment config). lumiere_pl.checkpoint.load_exported rebuilds the module from the pair.
-An OUT that does not end in .safetensors is a folder (checkpoint.save_pretrained: config.yaml, model.safetensors, and
-for a diffusers_stunet its unet/, scheduler/, vae/), loaded back with checkpoint.from_pretrained or
+with .yaml (the resolved experiment config). An OUT that does not end in .safetensors is a folder
+(LumierePipeline.save_pretrained: config.yaml, model.safetensors, and for a diffusers_stunet the pretrained unet/ and
+vae/ copied byte for byte, and scheduler/). Both load with LumierePipeline.from_pretrained(OUT) and
 `lumiere-sample --ckpt OUT`; a diffusers_stunet always exports as a folder (default {run}/{name}).
+An OUT that exists is refused; --overwrite replaces it only when it is an earlier export (a .safetensors whose
+metadata says format lumiere-pl, or a folder holding only an export's files), never anything else.
 No optimizer, loop or callback state: for resuming training use the .ckpt.
-Exit codes: 0 done, 2 bad input (not a checkpoint, an output that cannot be written),
+Exit codes: 0 done, 2 bad input (not a checkpoint, an output that exists or cannot be written),
 1 internal error (README, "Exit codes").
 """
 from __future__ import annotations
@@ -30,20 +32,26 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--out", help="output .safetensors, or a folder (default: {run}/{name}.safetensors beside "
                                   "checkpoints/; a diffusers_stunet: the folder {run}/{name})")
     ap.add_argument("--live", action="store_true", help="export the live weights instead of the EMA")
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT when it is an earlier export")
     ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = ap.parse_args(argv)
 
-    from lumiere_pl.checkpoint import config_of, export_weights, load_checkpoint, load_module, save_pretrained
+    from lumiere_pl.checkpoint import check_replaceable, config_of, export_weights, load_checkpoint, load_parts
+    from lumiere_pl.pipeline import LumierePipeline
+    from lumiere_pl.utils.atomic import check_writable
 
-    out = args.out
+    out = Path(args.out) if args.out is not None else None
     if out is None:
         ckpt = Path(args.ckpt)
         cfg = config_of(load_checkpoint(ckpt, mmap=True), ckpt)
         out = ckpt.parent.parent / (cfg.name if cfg.model.name == "diffusers_stunet" else f"{cfg.name}.safetensors")
-    if Path(out).suffix != ".safetensors":
-        print(f"folder : {save_pretrained(load_module(args.ckpt), out, ema=not args.live)}")
+    check_writable(out, "--out", file=True)
+    if out.suffix != ".safetensors":
+        check_replaceable(out, args.overwrite)                  # before the checkpoint is read
+        pipe = LumierePipeline(load_parts(args.ckpt, ema=not args.live))
+        print(f"folder : {pipe.save_pretrained(out, overwrite=args.overwrite)}")
         return 0
-    weights, config = export_weights(args.ckpt, out, ema=not args.live)
+    weights, config = export_weights(args.ckpt, out, ema=not args.live, overwrite=args.overwrite)
     print(f"weights: {weights}\nconfig : {config}")
     return 0
 

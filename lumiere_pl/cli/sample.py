@@ -1,14 +1,17 @@
-"""lumiere-sample: render videos from a trained checkpoint.
+"""lumiere-sample: render videos from a trained model (a lumiere-train checkpoint or a lumiere-export folder).
 
-  lumiere-sample --ckpt runs/stunet_shapes/checkpoints/last.ckpt --prompt "a red circle moving right" --out a.mp4
+  lumiere-sample --ckpt runs/stunet_real/checkpoints/last.ckpt --prompt "a rabbit on the grass" --out a.mp4
   lumiere-sample --ckpt CKPT --prompts prompts.jsonl --out-dir DIR      # one {index:06d}.mp4 (+ .json) per line
+  lumiere-sample --keyframes-ckpt KF.ckpt --ckpt TSR.ckpt ...           # the cascade baseline (keyframes, then TSR)
+  lumiere-sample --ckpt CKPT --ssr-ckpt SSR.ckpt ...                    # base, then spatial super-resolution
+  lumiere-sample --ckpt SSR.ckpt --input-video low.mp4 --prompt TEXT --out high.mp4    # SSR alone on a video
 
-With --prompts the work is batched, resumable (finished videos are skipped) and split across processes: under
-torchrun (RANK / WORLD_SIZE set) process r renders the lines with index % WORLD_SIZE == r. Video i starts from noise
-seeded by seed + index, so a video does not depend on its batch or on the number of processes.
-
-  lumiere-sample --keyframes-ckpt KF.ckpt --ckpt TSR.ckpt ...       # the cascade baseline (lumiere_pl/cascade.py):
-                                                                    # keyframes, then temporal super-resolution
+Every command goes through LumierePipeline (lumiere_pl/pipeline.py). Video i starts from noise seeded by seed + index,
+so a video depends neither on its batch nor on the number of processes. With --prompts the work is batched,
+resumable and split across processes: under torchrun (RANK / WORLD_SIZE set) process r renders the lines with
+index % WORLD_SIZE == r; a video whose .mp4 and .json (same prompt, seed and checkpoint) exist is skipped. An output
+file that exists otherwise is refused, unless --overwrite. Each stage writes its own MP4: the SSR output of a.mp4 is
+a_ssr.mp4; with --out-dir the SSR videos go to DIR/ssr/ under the same names.
 Exit codes: 0 done, 2 bad input (a prompts file, checkpoint, video or option; an output that cannot be written),
 1 internal error (README, "Exit codes"). --debug or LUMIERE_DEBUG=1: the traceback of an error too.
 """
@@ -16,30 +19,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
-from tqdm.auto import tqdm
-
 from lumiere_pl.cli.errors import DEBUG_HELP, command
-from lumiere_pl.cli.ssr_stage import add_ssr_args, load_ssr, run_input_video, ssr_path, upscale
 from lumiere_pl.diffusion.samplers import SAMPLERS
 from lumiere_pl.errors import InputError
 from lumiere_pl.utils.atomic import check_writable
 
+MAX_INDEX = 10 ** 9          # "index" of a prompt line: it names the file {index:06d}.mp4
+AUTO_CHUNK = 256             # --batch-size auto: videos per pipeline call (each call's videos are written at its end)
+
 
 def read_prompts(path: Path) -> List[dict]:
-    """JSONL with at least {"prompt": str}; "index" (an integer >= 0, unique) defaults to the line number."""
+    """JSONL with at least {"prompt": str}; "index" (an integer in [0, 10^9], unique) defaults to the line number."""
     if not path.is_file():
         raise InputError(f"--prompts {path}: {'is a folder' if path.is_dir() else 'file not found'}; expected a JSONL "
                          'file, one {"prompt": "..."} per line')
+    data = path.read_bytes()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"--prompts {path}: not a UTF-8 text file; expected JSONL, one "
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise InputError(f"--prompts {path}: not UTF-8 text (byte {err.start}); expected JSONL, one "
                          '{"prompt": "..."} per line') from None
     rows, seen = [], {}
     for n, line in enumerate(lines):
@@ -47,16 +52,16 @@ def read_prompts(path: Path) -> List[dict]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{n + 1}: not valid JSON ({err.msg}); expected one "
-                             '{"prompt": "..."} per line') from None
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise InputError(f"{path}:{n + 1}: not valid JSON ({getattr(err, 'msg', 'nested too deeply')}); "
+                             'expected one {"prompt": "..."} per line') from None
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise InputError(f'{path}:{n + 1}: expected an object with a "prompt" string, got {line[:80]!r}')
         row.setdefault("index", n)
         index = row["index"]
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise InputError(f'{path}:{n + 1}: "index" must be an integer >= 0 (it names the output file), '
-                             f"got {index!r}")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
+            raise InputError(f'{path}:{n + 1}: "index" must be an integer in [0, {MAX_INDEX}] (it names the output '
+                             f"file), got {index!r}")
         if index in seen:
             raise InputError(f'{path}:{n + 1}: "index" {index} already used on line {seen[index]}; expected '
                              "one line per output file")
@@ -69,6 +74,8 @@ def read_prompts(path: Path) -> List[dict]:
 
 def check_args(args: argparse.Namespace) -> None:
     """Options that cannot work, before any checkpoint is read."""
+    from lumiere_pl.pipeline import MAX_SEED
+
     if args.prompt is not None and args.out is None:
         raise InputError("--prompt needs --out FILE.mp4")
     if args.prompts is not None and args.out_dir is None:
@@ -76,14 +83,26 @@ def check_args(args: argparse.Namespace) -> None:
     if args.out is not None and args.out.suffix.lower() != ".mp4":
         raise InputError(f"--out {args.out}: expected a .mp4 file name")
     size = None if args.batch_size == "auto" else args.batch_size
-    for flag, value in (("--frames", args.frames), ("--steps", args.steps), ("--batch-size", size)):
+    for flag, value in (("--frames", args.frames), ("--steps", args.steps), ("--batch-size", size),
+                        ("--ssr-steps", args.ssr_steps), ("--ssr-window", args.ssr_window)):
         if value is not None and value < 1:
             raise InputError(f"{flag} {value}: expected an integer >= 1")
+    if args.ssr_stride is not None and args.ssr_stride < 0:
+        raise InputError(f"--ssr-stride {args.ssr_stride}: expected an integer >= 0 (0: window - 2)")
+    for flag, value in (("--fps", args.fps), ("--guidance", args.guidance)):
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{flag} {value}: expected a finite number")
     if args.fps is not None and not args.fps > 0:
         raise InputError(f"--fps {args.fps}: expected a frame rate > 0")
+    if not 0.0 <= args.ssr_aug <= 1.0:
+        raise InputError(f"--ssr-aug {args.ssr_aug}: expected a time in [0, 1]")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise InputError(f"--seed {args.seed}: expected an integer in [0, {MAX_SEED}]")
     check_device(args.device)
     if args.out is not None:                                    # before hours of sampling, not after the first
         check_writable(args.out, "--out", file=True)
+        if args.out.is_dir():
+            raise InputError(f"--out {args.out}: is a folder; expected a .mp4 file name")
     if args.out_dir is not None:
         check_writable(args.out_dir, "--out-dir")
 
@@ -100,56 +119,64 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device}: no CUDA device on this machine; expected --device cpu")
 
 
-def check_frames(module, frames: Optional[int], flag: str = "--frames") -> None:
-    """A clip length the STUNet can halve (without MultiDiffusion windows, the network sees all frames at once)."""
-    if frames is None or not module.is_video or module.cfg.sampler.window or not hasattr(module.net, "check_frames"):
-        return
-    try:
-        module.net.check_frames(frames)
-    except ValueError as err:
-        raise InputError(f"{flag} {frames}: {err}") from None
+def load_pipeline(args: argparse.Namespace, ssr_alone: bool = False):
+    """The pipeline of --ckpt (with its --keyframes-ckpt / --ssr-ckpt stages), each file checked for its role."""
+    from lumiere_pl.checkpoint import load_parts
+    from lumiere_pl.pipeline import LumierePipeline
 
-
-def load_models(args: argparse.Namespace):
-    """(module, keyframes or None, ssr or None) for the checkpoints given, each checked for its role."""
-    from lumiere_pl.checkpoint import load_module
-
+    ema = not args.no_ema
+    if ssr_alone:
+        return LumierePipeline(load_parts(args.ckpt, ema, ["ssr"], " as --ckpt with --input-video")).to(args.device)
+    keyframes = ssr = None
     if args.keyframes_ckpt:
-        keyframes = load_module(args.keyframes_ckpt, args.device, expect=["stunet"],
-                                hint=" as --keyframes-ckpt (e.g. experiments/cascade_keyframes_shapes.yaml)")
-        module = load_module(args.ckpt, args.device, expect=["stunet"],
-                             hint=" as the cascade's TSR --ckpt (e.g. experiments/cascade_tsr_shapes.yaml)")
-        from lumiere_pl.cascade import check_pair
+        keyframes = LumierePipeline(load_parts(args.keyframes_ckpt, ema, ["stunet"], " as --keyframes-ckpt (e.g. "
+                                               "experiments/cascade_keyframes_shapes.yaml)"))
+    expect, hint = ((["stunet"], " as the cascade's TSR --ckpt (e.g. experiments/cascade_tsr_shapes.yaml)")
+                    if keyframes is not None else
+                    (["t2i", "stunet", "diffusers_stunet"], "; an SSR checkpoint upscales: give it as --ssr-ckpt, "
+                                                             "or alone with --input-video"))
+    if args.ssr_ckpt:
+        ssr = LumierePipeline(load_parts(args.ssr_ckpt, ema, ["ssr"], " as --ssr-ckpt"))
+    pipe = LumierePipeline(load_parts(args.ckpt, ema, expect, hint), keyframes=keyframes, ssr=ssr)
+    if args.frames is not None:
         try:
-            check_pair(keyframes, module)
+            pipe.check_frames(args.frames)
         except ValueError as err:
-            raise InputError(f"--keyframes-ckpt {args.keyframes_ckpt} with --ckpt {args.ckpt}: {err}") from None
-        if args.frames is not None and args.frames != module.cfg.data.frames:
-            raise InputError(f"--frames {args.frames}: the cascade makes the TSR's {module.cfg.data.frames} frames")
-    else:
-        keyframes = None
-        module = load_module(args.ckpt, args.device, expect=["t2i", "stunet", "diffusers_stunet"],
-                             hint="; an SSR checkpoint upscales: give it as --ssr-ckpt, or alone with --input-video")
-        check_frames(module, args.frames)
-    ssr = load_ssr(args.ssr_ckpt, args) if args.ssr_ckpt else None
-    return module, keyframes, ssr
+            raise InputError(f"--frames {args.frames}: {err}") from None
+    return pipe.to(args.device)
+
+
+def ssr_options(args: argparse.Namespace) -> dict:
+    """The SSR stage's call options from --ssr-*: a new window without a stride gets the default overlap of 2."""
+    opts = {"steps": args.ssr_steps, "aug": args.ssr_aug, "window": args.ssr_window,
+            "stride": args.ssr_stride if args.ssr_stride is not None else (0 if args.ssr_window else None)}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def ssr_path(base: Path, out_dir: Optional[Path]) -> Path:
+    """Where the SSR stage of the base video `base` goes."""
+    if out_dir is not None:
+        return out_dir / "ssr" / base.name
+    return base.with_name(f"{base.stem}_ssr{base.suffix}")
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lumiere-sample", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt", required=True, help="checkpoint written by lumiere-train (T2I, STUNet), or a folder "
-                                                  "written by lumiere-export --out DIR")
+    ap.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by lumiere-train (T2I, STUNet), "
+                                                             "or a folder written by lumiere-export --out DIR")
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="one caption")
     what.add_argument("--prompts", type=Path, help="JSONL file, one {'prompt': ...} per line")
     ap.add_argument("--out", type=Path, help="output MP4 (with --prompt)")
     ap.add_argument("--out-dir", type=Path, help="output folder (with --prompts)")
+    ap.add_argument("--overwrite", action="store_true", help="replace output files that exist (default: refuse, "
+                                                             "but skip videos this command already rendered)")
     ap.add_argument("--frames", type=int, help="frames per clip (default: the training config's data.frames)")
     ap.add_argument("--steps", type=int, help="sampler steps (default: sampler.steps)")
     ap.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sampler.guidance)")
     ap.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: sampler.name")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="video i's noise seed is seed + its index")
     ap.add_argument("--batch-size", type=_batch_size, default=8,
                     help="videos per batch, or auto: on a GPU the largest that fits (halved on out-of-memory), on "
                          "the CPU 16; seeds are per video, so the batch never changes a video (default: 8)")
@@ -158,9 +185,17 @@ def _parser() -> argparse.ArgumentParser:
                                                             "evaluation, so compression does not move FVD")
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
     ap.add_argument("--no-ema", action="store_true", help="sample with the live weights instead of the EMA")
-    ap.add_argument("--keyframes-ckpt", help="cascade baseline: this keyframe model, then --ckpt as the temporal "
-                                             "super-resolution model (docs/ABLATIONS.md)")
-    add_ssr_args(ap)
+    ap.add_argument("--keyframes-ckpt", type=Path, help="cascade baseline: this keyframe model, then --ckpt as the "
+                                                        "temporal super-resolution model (docs/ABLATIONS.md)")
+    g = ap.add_argument_group("spatial super-resolution (SSR) stage")
+    g.add_argument("--ssr-ckpt", type=Path, help="SSR checkpoint: upscale every base video (MP4 per stage)")
+    g.add_argument("--input-video", type=Path,
+                   help="SSR alone: upscale this video file with --ckpt (an SSR checkpoint); --prompt is its caption")
+    g.add_argument("--ssr-steps", type=int, help="SSR sampler steps (default: the SSR's sampler.steps)")
+    g.add_argument("--ssr-window", type=int, help="MultiDiffusion window in frames (default: sampler.window)")
+    g.add_argument("--ssr-stride", type=int, help="MultiDiffusion stride (default: sampler.stride; 0 = window - 2)")
+    g.add_argument("--ssr-aug", type=float, default=0.0,
+                   help="noise-augmentation time of the low-res input at sampling, in [0, 1] (default 0)")
     ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return ap
 
@@ -179,6 +214,32 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def run_input_video(args: argparse.Namespace) -> int:
+    """lumiere-sample --ckpt SSR.ckpt --input-video low.mp4 --prompt CAPTION --out high.mp4"""
+    from lumiere_pl.data.video_io import read_clip
+
+    if args.out is None or args.prompt is None:
+        raise InputError("--input-video needs --prompt CAPTION (may be \"\") and --out FILE.mp4")
+    refuse_existing(args.out, args.overwrite)
+    video, fps = read_clip(args.input_video, args.frames, "--input-video")       # the user's file first
+    pipe = load_pipeline(args, ssr_alone=True)
+    opts = ssr_options(args)
+    print(f"SSR: {args.input_video} {tuple(video.shape[2:])} -> x{pipe.config.model.upscale} "
+          f"({video.shape[2]} frames, window {opts.get('window', pipe.config.sampler.window)})")
+    out = pipe([args.prompt], seeds=[args.seed], lowres=video, aug=opts.pop("aug", 0.0),
+               **{k: v for k, v in opts.items()})
+    out.save(args.out, fps=args.fps or fps or pipe.fps)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected the name of an MP4 to write")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: exists; add --overwrite to replace it, or choose another name")
+
+
 @command("lumiere-sample")
 def main(argv: List[str]) -> int:
     args = _parser().parse_args(argv)
@@ -186,60 +247,75 @@ def main(argv: List[str]) -> int:
     if args.input_video is not None:
         return run_input_video(args)
     rows = read_prompts(args.prompts) if args.prompts else [{"index": 0, "prompt": args.prompt}]
-    module, keyframes, ssr = load_models(args)
-
-    from lumiere_pl.utils.atomic import write_text
-    from lumiere_pl.utils.batching import auto_batch_size, fitting_batches
-    from lumiere_pl.utils.video import to_uint8, write_mp4
-
-    if args.sampler:
-        module.cfg.sampler.name = args.sampler
-        if keyframes is not None:
-            keyframes.cfg.sampler.name = args.sampler
-    fps = args.fps or module.cfg.data.fps
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    mine = [r for r in rows if r["index"] % world == rank]
 
     def target(row: dict) -> Path:
-        return args.out if args.prompt is not None else args.out_dir / f"{int(row['index']):06d}.mp4"
+        return args.out if args.prompt is not None else args.out_dir / f"{row['index']:06d}.mp4"
+
+    def targets(row: dict) -> List[Path]:
+        return [target(row)] + ([ssr_path(target(row), args.out_dir)] if args.ssr_ckpt else [])
+
+    def meta(row: dict) -> dict:
+        return {**row, "seed": args.seed + row["index"], "ckpt": str(args.ckpt)}
+
+    def ours(row: dict) -> bool:
+        """Its .json is this command's, for the same prompt, seed and checkpoint: its files may be replaced."""
+        try:
+            old = json.loads(target(row).with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(old, dict) and all(old.get(k) == v for k, v in meta(row).items())
 
     def finished(row: dict) -> bool:
-        return target(row).exists() and (ssr is None or ssr_path(target(row), args.out_dir).exists())
+        return args.prompts is not None and not args.overwrite and ours(row) and all(p.is_file() for p in targets(row))
 
-    todo = [r for r in rows if int(r["index"]) % world == rank and not finished(r)]
-    done = sum(1 for r in rows if int(r["index"]) % world == rank) - len(todo)
-    if done:
-        print(f"lumiere-sample: {done} videos already rendered, {len(todo)} to go")
-
-    def render(batch: List[dict]):
-        opts = dict(steps=args.steps, guidance=args.guidance, seeds=[args.seed + int(r["index"]) for r in batch],
-                    use_ema=not args.no_ema, progress=len(todo) == 1)
-        start_time = time.perf_counter()
-        if keyframes is not None:
-            from lumiere_pl.cascade import sample_cascade
-            videos = sample_cascade(keyframes, module, [r["prompt"] for r in batch], **opts)
-        else:
-            videos = module.generate([r["prompt"] for r in batch], frames=args.frames, **opts)
-        return videos, (time.perf_counter() - start_time) / len(batch)    # sampling time per video, this batch
-
-    size = auto_batch_size(len(todo), args.device) if args.batch_size == "auto" else args.batch_size
-    with tqdm(total=len(todo), desc=f"rendering (rank {rank}/{world})", unit="video") as bar:   # closed on errors
-        for batch, (videos, seconds) in fitting_batches(todo, size, render):
-            for row, video in zip(batch, videos):
-                path = target(row)
-                if args.prompts is not None:   # metadata first: an MP4 that exists always has its JSON
-                    meta = {**row, "seed": args.seed + int(row["index"]), "ckpt": str(args.ckpt), "fps": fps,
-                            "sample_seconds": seconds, "batch_size": len(batch), "lossless": args.lossless}
-                    if keyframes is not None:
-                        meta["keyframes_ckpt"] = str(args.keyframes_ckpt)
-                    write_text(path.with_suffix(".json"), json.dumps(meta))
-                write_mp4(path, to_uint8(video), fps=fps, lossless=args.lossless)
-            if ssr is not None:                 # stage 2: one MP4 per stage
-                seeds = [args.seed + int(r["index"]) for r in batch]
-                for row, video in zip(batch, upscale(ssr, videos, [r["prompt"] for r in batch], args, seeds)):
-                    write_mp4(ssr_path(target(row), args.out_dir), to_uint8(video), fps=fps, lossless=args.lossless)
-            bar.update(len(batch))
+    todo = [r for r in mine if not finished(r)]
+    for row in todo:                                    # nothing of the user's is overwritten unasked
+        if args.prompts is None or not ours(row):
+            for p in targets(row) + ([target(row).with_suffix(".json")] if args.prompts else []):
+                refuse_existing(p, args.overwrite)
+    if len(mine) > len(todo):
+        print(f"lumiere-sample: {len(mine) - len(todo)} videos already rendered, {len(todo)} to go")
+    pipe = load_pipeline(args)
+    fps = args.fps or pipe.fps
+    render(args, pipe, todo, target, meta, fps)
     print(f"wrote {args.out if args.prompt is not None else args.out_dir}")
     return 0
+
+
+def render(args: argparse.Namespace, pipe, todo: List[dict], target, meta, fps: float) -> None:
+    """Batches of args.batch_size prompts (auto: halved on out-of-memory, the pipeline's rule), each written as it
+    finishes: metadata first, so an MP4 that exists always has its JSON."""
+    from tqdm.auto import tqdm
+
+    from lumiere_pl.utils.atomic import write_text
+
+    from lumiere_pl.utils.batching import auto_batch_size
+
+    # written as each chunk finishes; "auto" starts each chunk at the size that last fitted (the pipeline's memory)
+    size = auto_batch_size(min(len(todo), AUTO_CHUNK), args.device) if args.batch_size == "auto" else args.batch_size
+    opts = dict(frames=args.frames, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+                batch_size=args.batch_size, progress=len(todo) == 1, ssr=ssr_options(args))
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    with tqdm(total=len(todo), desc=f"rendering (rank {rank}/{world})", unit="video") as bar:   # closed on errors
+        for i in range(0, len(todo), size):
+            batch = todo[i:i + size]
+            start = time.perf_counter()
+            out = pipe([r["prompt"] for r in batch], seeds=[args.seed + r["index"] for r in batch], **opts)
+            seconds = (time.perf_counter() - start) / len(batch)
+            for j, row in enumerate(batch):
+                path = target(row)
+                if args.prompts is not None:
+                    write_text(path.with_suffix(".json"), json.dumps(
+                        {**meta(row), "fps": fps, "sample_seconds": seconds, "lossless": args.lossless,
+                         **({"keyframes_ckpt": str(args.keyframes_ckpt)} if args.keyframes_ckpt else {})}))
+                if out.base is not None:
+                    out.save(path, j, stage="base", fps=fps, lossless=args.lossless)
+                    out.save(ssr_path(path, args.out_dir), j, fps=fps, lossless=args.lossless)
+                else:
+                    out.save(path, j, fps=fps, lossless=args.lossless)
+            bar.update(len(batch))
 
 
 if __name__ == "__main__":

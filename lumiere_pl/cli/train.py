@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from lumiere_pl.cli.errors import DEBUG_HELP, command
-from lumiere_pl.config import ExperimentConfig, save_config, to_dict
-from lumiere_pl.config_checks import check_files, load_config
+from lumiere_pl.config import ExperimentConfig, read_config, save_config, to_dict
+from lumiere_pl.config_checks import check_files, validate
 from lumiere_pl.errors import InputError
 from lumiere_pl.utils.atomic import check_writable
 
@@ -125,11 +125,12 @@ def main(argv: List[str]) -> int:
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.max_steps=200")
     ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)      # ConfigError, CheckpointError: one line, exit 2
+    cfg = read_config(args.config, args.overrides)      # keys and types; ConfigError: one line, exit 2
+    cfg, t2i_state = inherit_t2i(cfg)                   # the pretrained model's own U-Net / text / schedule
+    validate(cfg)                                       # values, once, on the config the run will use
     if not args.dry_run:
         check_files(cfg)                      # shards and local model folders exist: fail before building anything
         check_writable(cfg.run_dir, "the run folder (out_dir/name)")
-    cfg, t2i_state = inherit_t2i(cfg)
     ckpt_path = None
     existing = resume_path(cfg, "last")
     if args.resume == "auto":
@@ -159,11 +160,11 @@ def main(argv: List[str]) -> int:
     # FSDP2 warns of every unit whose output is a view (an in-place op on it would skip a gather): no caller of ours
     # modifies a unit's output in place; tests/test_fsdp.py checks the sharded run's updates against one process
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(\w+\) returned a view tensor")
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.lit import DiffusionModule
     from lumiere_pl.lit.guard import NonFiniteError
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    module = module_class(cfg.model.name)(to_dict(cfg), t2i_state)
+    module = DiffusionModule(to_dict(cfg), t2i_state)
     if args.dry_run:
         dry_run(module, cfg)
         return 0

@@ -8,6 +8,7 @@ import io
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 import av
@@ -193,3 +194,25 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two uint8 arrays of equal shape."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def read_clip(path: Path, frames: Optional[int] = None, flag: str = "--input-video"):
+    """A video file -> ((1 3 t h w) in [-1, 1], centre-cropped to a square; its fps); frames: the first ones only.
+    InputError naming `flag` and the file for anything that is not such a video."""
+    from lumiere_pl.errors import InputError
+    from lumiere_pl.utils.video import from_uint8
+
+    if not path.is_file():
+        raise InputError(f"{flag} {path}: file not found; expected a video (MP4, WebM, ...)")
+    data = path.read_bytes()
+    try:
+        fps = probe(data).fps
+        x = decode(data, None if frames is None else list(range(frames)))           # t h w 3 uint8
+    except VideoError as err:
+        need = f" with at least --frames {frames} frames" if frames else ""
+        raise InputError(f"{flag} {path}: {err}; expected a video (MP4, WebM, ...){need}") from None
+    if frames and len(x) < frames:
+        raise InputError(f"{flag} {path}: {len(x)} frames, shorter than --frames {frames}; expected a video with at "
+                         "least that many frames")
+    x = crop(x, min(x.shape[1], x.shape[2]))
+    return from_uint8(x)[None], fps                                                  # (1 3 t h w)

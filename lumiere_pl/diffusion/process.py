@@ -7,12 +7,13 @@ A pretrained network with its own noise input (a diffusers U-Net's discrete time
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
-from lumiere_pl.diffusion.schedules import LogSNR, alpha_sigma
+from lumiere_pl.diffusion.schedules import LogSNR, alpha_sigma, get_sigmas
 from lumiere_pl.utils.tensors import append_dims
 
 PREDICTIONS = ("v", "eps", "x0")
@@ -82,3 +83,23 @@ def diffusion_loss(net: nn.Module, x0: Tensor, cond: dict, logsnr_fn: LogSNR, pr
     z = alpha * x0 + sigma * eps
     out = net(z, noise_cond(logsnr), cond).float()
     return (out - target(x0, eps, alpha, sigma, prediction)).pow(2).mean()
+
+
+@dataclass(frozen=True)
+class DiffusionProcess:
+    """One model's diffusion: its schedule (log-SNR of t in [0, 1]), what its network predicts, and the network's
+    noise input of a log-SNR (c_noise for ours; a diffusers U-Net's own timestep). The loss of training and the
+    denoiser of sampling both come from here, so the two always agree."""
+    logsnr: LogSNR
+    prediction: str = "v"
+    noise_cond: NoiseCond = c_noise
+
+    def denoiser(self, net: nn.Module) -> Denoiser:
+        return Denoiser(net, self.prediction, self.noise_cond)
+
+    def loss(self, net: nn.Module, x0: Tensor, cond: dict, generator: Optional[torch.Generator] = None) -> Tensor:
+        return diffusion_loss(net, x0, cond, self.logsnr, self.prediction, generator, self.noise_cond)
+
+    def sigmas(self, steps: int, device: torch.device | str = "cpu") -> Tensor:
+        """(steps + 1,) decreasing VE noise levels ending in 0 (schedules.get_sigmas)."""
+        return get_sigmas(self.logsnr, steps, device)

@@ -1,5 +1,5 @@
 """Callbacks every training run gets: periodic, last and on-exception checkpoints, data health, the global RNG
-states in each checkpoint, a per-step loss log, and a clean process-group exit under DDP."""
+states in each checkpoint, a per-step loss log, validation videos, and a clean process-group exit under DDP."""
 from __future__ import annotations
 
 import atexit
@@ -146,6 +146,66 @@ class ReleaseProcessGroup(Callback):
             atexit.register(_destroy_process_group)
 
 
+class ValidationSamples(Callback):
+    """Videos at the end of each validation (not the sanity check), through LumierePipeline with the EMA weights:
+    train.val_prompts from seeds train.seed + i (an SSR: the first validation batch's clips, downsampled by
+    model.upscale, then upscaled; each video shows low-res | SSR | ground truth side by side). Written to
+    {run}/samples/step_N/NN.mp4 and logged to TensorBoard (an animated GIF per video, and its prompt). Every process
+    samples (a sharded network gathers its weights in each forward); rank 0 writes."""
+
+    def __init__(self) -> None:
+        self._clips: Optional[tuple] = None
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        if batch_idx == 0 and dataloader_idx == 0 and pl_module.parts.is_ssr:
+            k = max(1, min(len(pl_module.cfg.train.val_prompts), batch["pixels"].shape[0]))
+            self._clips = (batch["pixels"][:k].detach(), list(batch["caption"][:k]))
+
+    def render(self, pl_module) -> List[tuple]:
+        """[(caption, (t h w 3) uint8)] of this validation."""
+        from lumiere_pl.models.ssr import downsample
+        from lumiere_pl.utils.video import tile, to_uint8
+
+        cfg, pipe = pl_module.cfg, pl_module.pipeline()
+        with pl_module.ema.apply_to(pl_module.net):
+            if not pl_module.parts.is_ssr:
+                out = pipe(list(cfg.train.val_prompts), seed=cfg.train.seed)
+                return [(prompt, out.frames(i)) for i, prompt in enumerate(out.prompts)]
+            if self._clips is None:
+                return []
+            hr, captions = self._clips                                                    # b c t H W
+            low = downsample(hr, cfg.model.upscale)                                       # b c t h w
+            out = pipe(captions, seed=cfg.train.seed, lowres=low)
+        up = cfg.model.upscale
+        nearest = low.repeat_interleave(up, -1).repeat_interleave(up, -2)
+        return [(c, tile([to_uint8(nearest[i]), out.frames(i), to_uint8(hr[i])])) for i, c in enumerate(captions)]
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        from lumiere_pl.utils.video import log_video, write_mp4
+
+        cfg = pl_module.cfg
+        if trainer.sanity_checking or not cfg.train.val_prompts:
+            return
+        rows = self.render(pl_module)
+        self._clips = None
+        if not trainer.is_global_zero:
+            return
+        out_dir = Path(cfg.run_dir) / "samples" / f"step_{trainer.global_step:07d}"
+        writer = pl_module.logger.experiment if pl_module.logger is not None else None
+        writer = writer if hasattr(writer, "file_writer") else None
+        tag = "ssr" if pl_module.parts.is_ssr else "samples"
+        for i, (caption, frames) in enumerate(rows):
+            write_mp4(out_dir / f"{i:02d}.mp4", frames, fps=cfg.data.fps)
+            if writer is None:
+                continue
+            if len(frames) > 1:
+                log_video(writer, f"{tag}/{i:02d}", frames, trainer.global_step, fps=cfg.data.fps)
+            else:
+                writer.add_image(f"{tag}/{i:02d}", frames[0], trainer.global_step, dataformats="HWC")
+            writer.add_text(f"{tag}/{i:02d}/prompt", caption, trainer.global_step)
+
+
 def training_callbacks(cfg: ExperimentConfig) -> List[Callback]:
     ckpt_dir = str(cfg.run_dir / "checkpoints")
     ckpt = StepCheckpoint(dirpath=ckpt_dir, filename="step={step:07d}",
@@ -153,4 +213,5 @@ def training_callbacks(cfg: ExperimentConfig) -> List[Callback]:
                           save_last=True, save_top_k=1, monitor=None,
                           enable_version_counter=False)   # one last.ckpt per run folder, also after a resume
     return [ckpt, ExceptionCheckpoint(ckpt_dir), RngStateCallback(), GuardState(),
-            LossCSV(cfg.run_dir / "train_loss.csv"), DataHealthCallback(), ReleaseProcessGroup(), FlopsModelSummary()]
+            LossCSV(cfg.run_dir / "train_loss.csv"), DataHealthCallback(), ReleaseProcessGroup(), FlopsModelSummary(),
+            ValidationSamples()]

@@ -48,6 +48,19 @@ def _require_weights(folder: Path, what: str, variant: Optional[str]) -> None:
     raise FileNotFoundError(f"{what}: missing {single}{hint}")
 
 
+def weight_files(folder: Path, variant: Optional[str] = None) -> List[str]:
+    """The names of a folder's safetensors weights: the one file, or the index and the shards it names."""
+    single = _with_variant(WEIGHTS, variant)
+    if (folder / single).is_file():
+        return [single]
+    index = f"{WEIGHTS}.index.{variant}.json" if variant else f"{WEIGHTS}.index.json"
+    shards = sorted(set(_json(folder / index).get("weight_map", {}).values()))
+    bad = [s for s in shards if Path(s).name != s or not (folder / s).is_file()]
+    if bad:
+        raise InputError(f"{folder / index}: names {bad[0]!r}, which is not a file of {folder}")
+    return [index, *shards]
+
+
 def _json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())

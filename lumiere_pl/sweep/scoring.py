@@ -10,58 +10,58 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lumiere_pl import probes
 from lumiere_pl.sweep.spec import SampleSpec, ScoreSpec, SweepSpec
 
 
-class Pipeline:
-    """What a run generates with: one model, or the cascade (keyframes, then temporal super-resolution)."""
+def load_pipeline(ckpts: Dict[str, Path]):
+    """What a run generates with (its EMA weights): one model, or the cascade (keyframes, then temporal
+    super-resolution)."""
+    from lumiere_pl.pipeline import LumierePipeline
 
-    def __init__(self, ckpts: Dict[str, Path], settings: SampleSpec):
-        from lumiere_pl.checkpoint import load_module
-
-        self.settings = settings
-        self.keyframes = load_module(ckpts["keyframes"]) if "keyframes" in ckpts else None
-        self.model = load_module(ckpts["tsr"] if self.keyframes is not None else ckpts["model"])
-        self.modules = ({"keyframes": self.keyframes, "tsr": self.model} if self.keyframes is not None
-                        else {"model": self.model})                        # keyed as the run's stages (ckpts)
-
-    @property
-    def block(self) -> int:
-        """2^k: the frames one coarsest-level frame stands for (k temporal halvings of the full-rate model)."""
-        return 2 ** getattr(self.model.net, "temporal_halvings", 0)
-
-    def generate(self, prompts: List[str], seeds: List[int], desc: str = "sampling") -> List[np.ndarray]:
-        """One (t h w 3) uint8 clip per prompt; clip i from noise seeded seeds[i], whatever the batch."""
-        from lumiere_pl.cascade import sample_cascade
-        from lumiere_pl.utils.video import to_uint8
-
-        s, out = self.settings, []
-        opts = dict(steps=s.steps or None, guidance=s.guidance)
-        for i in tqdm(range(0, len(prompts), s.batch_size), desc=desc, unit="batch", leave=False):
-            p, sd = list(prompts[i:i + s.batch_size]), list(seeds[i:i + s.batch_size])
-            videos = (sample_cascade(self.keyframes, self.model, p, seeds=sd, **opts) if self.keyframes is not None
-                      else self.model.generate(p, seeds=sd, **opts))
-            out += [to_uint8(v) for v in videos]
-        return out
+    if "keyframes" in ckpts:
+        return LumierePipeline.from_pretrained(ckpts["tsr"], keyframes=ckpts["keyframes"])
+    return LumierePipeline.from_pretrained(ckpts["model"])
 
 
-def train_step_flops(module) -> int:
-    """FLOPs of one training step (forward and backward of the loss) at the module's batch shape."""
-    from lumiere_pl.diffusion import diffusion_loss
+def block(pipe) -> int:
+    """2^k: the frames one coarsest-level frame stands for (k temporal halvings of the full-rate model)."""
+    return 2 ** getattr(pipe.net, "temporal_halvings", 0)
+
+
+def generate(pipe, prompts: List[str], seeds: List[int], settings: SampleSpec) -> List[np.ndarray]:
+    """One (t h w 3) uint8 clip per prompt; clip i from noise seeded seeds[i], whatever the batch."""
+    out = pipe(prompts, seeds=seeds, steps=settings.steps or None, guidance=settings.guidance,
+               batch_size=settings.batch_size, progress=True)
+    return [out.frames(i) for i in range(len(out))]
+
+
+def stage_parts(pipe) -> Dict[str, object]:
+    """The ModelParts of each stage, keyed as the run's checkpoints."""
+    if pipe.keyframes is not None:
+        return {"keyframes": pipe.keyframes.parts, "tsr": pipe.parts}
+    return {"model": pipe.parts}
+
+
+def train_step_flops(parts) -> int:
+    """FLOPs of one training step (forward and backward of the loss) at the config's batch shape, in pixel space
+    (the models a sweep trains; a conditional model on its task none)."""
     from lumiere_pl.utils.flops import count_flops
 
-    d = module.cfg.data
-    shape = (d.batch_size, 3, d.frames, d.size, d.size) if module.is_video else (d.batch_size, 3, d.size, d.size)
+    d = parts.cfg.data
+    shape = (d.batch_size, 3, d.frames, d.size, d.size) if parts.is_video else (d.batch_size, 3, d.size, d.size)
     x0 = torch.zeros(shape)
-    cond = {**module.text_condition(["a red circle moving left"] * d.batch_size), **module.example_condition(shape)}
-    module.net.train()
-    flops = count_flops(lambda: diffusion_loss(module.net, x0, cond, module.logsnr,
-                                               module.cfg.diffusion.prediction).backward())
-    module.net.zero_grad(set_to_none=True)
-    module.net.eval()
+    cond = parts.text_condition(["a red circle moving left"] * d.batch_size)
+    if parts.conditional:
+        cond.update(parts.empty_video_condition(x0))
+    parts.net.train()
+    try:
+        with torch.enable_grad():
+            flops = count_flops(lambda: parts.process.loss(parts.net, x0, cond).backward())
+    finally:
+        parts.net.zero_grad(set_to_none=True)
+        parts.net.eval()
     return flops
 
 
@@ -92,16 +92,17 @@ def score_run(spec: SweepSpec, plan, point: int, ckpts: Dict[str, Path], real: O
     from lumiere_pl.utils.video import write_mp4
 
     run, settings = plan.run, plan.run.sample_settings(spec.sample)
-    pipe = Pipeline(ckpts, settings)
-    clips = probes.test_clips(pipe.model, settings.n)
+    pipe = load_pipeline(ckpts)
+    cfg = pipe.config
+    clips = probes.test_clips(cfg, settings.n)
     prompts, seeds = [c.caption for c in clips], [settings.seed + i for i in range(settings.n)]
     t0 = time.perf_counter()
-    videos = pipe.generate(prompts, seeds, desc=f"sampling {run.name} @ {point}")
+    videos = generate(pipe, prompts, seeds, settings)
     sample_s = (time.perf_counter() - t0) / len(videos)
     folder = spec.root / "samples" / run.name / f"step{point:07d}"
     if folder.exists():                                   # a score being redone: no clip of the old set stays
         shutil.rmtree(folder)
-    fps = pipe.model.cfg.data.fps
+    fps = cfg.data.fps
     for i, v in enumerate(videos):
         write_mp4(folder / f"{i:06d}.mp4", v, fps=fps, lossless=True)
 
@@ -109,29 +110,28 @@ def score_run(spec: SweepSpec, plan, point: int, ckpts: Dict[str, Path], real: O
     result = {"label": run.label, "variant": run.variant, "seed": run.seed, "steps": point,
               "asked": asked(spec, run),
               "stage_steps": stage_steps, "n": len(videos), "samples": str(folder),
-              "sample": {"steps": settings.steps or pipe.model.cfg.sampler.steps,
+              "sample": {"steps": settings.steps or cfg.sampler.steps,
                          "guidance": settings.guidance if settings.guidance is not None
-                         else pipe.model.cfg.sampler.guidance, "seed": settings.seed},
+                         else cfg.sampler.guidance, "seed": settings.seed},
               "sample_seconds_per_video": sample_s,
               "train_seconds": sum(_train_seconds(c, stage_steps[n]) for n, c in ckpts.items()),
-              "train_tflops": sum(train_step_flops(m) * stage_steps[n] for n, m in pipe.modules.items()) / 1e12}
-    bg = pipe.model.cfg.data.synthetic.background
+              "train_tflops": sum(train_step_flops(p) * stage_steps[n] for n, p in stage_parts(pipe).items()) / 1e12}
+    bg = cfg.data.synthetic.background
     if spec.score.appearance:                      # every frame of every clip (one frame for a T2I)
         frames = [f for v in videos for f in v]
         result["appearance"] = probes.appearance(frames, [p for p, v in zip(prompts, videos) for _ in v], bg)
     if spec.score.motion:
-        result["motion"] = probes.motion(videos, prompts, pipe.block, bg)
+        result["motion"] = probes.motion(videos, prompts, block(pipe), bg)
     if spec.score.fvd and real is not None:
-        result["fvd"] = fvd_score(real, folder, spec.root / "cache", pipe.model.cfg.data.frames, fps)
+        result["fvd"] = fvd_score(real, folder, spec.root / "cache", cfg.data.frames, fps)
     if spec.score.text_swap:
-        swap_clips = probes.test_clips(pipe.model, spec.score.text_swap)
-        result["text_swap"] = probes.text_swap(lambda p, s: pipe.generate(p, s, desc="text swap"), swap_clips,
+        swap_clips = probes.test_clips(cfg, spec.score.text_swap)
+        result["text_swap"] = probes.text_swap(lambda p, s: generate(pipe, p, s, settings), swap_clips,
                                                settings.seed, bg)
     if spec.score.x0_motion and pipe.keyframes is None:
-        with pipe.model.ema.apply_to(pipe.model.net):
-            result["x0_motion"] = probes.x0_motion(pipe.model, pipe.model.net, spec.score.x0_motion, block=pipe.block)
+        result["x0_motion"] = probes.x0_motion(pipe.parts, pipe.net, spec.score.x0_motion, block=block(pipe))
     if spec.score.loss_by_noise and pipe.keyframes is None and init_from:
-        result["loss_by_noise"] = _loss_by_noise(pipe.model, init_from, spec.score.loss_by_noise)
+        result["loss_by_noise"] = _loss_by_noise(pipe.parts, init_from, spec.score.loss_by_noise)
     return result
 
 
@@ -157,14 +157,12 @@ def fvd_score(real: Path, fake: Path, cache: Path, frames: int, fps: float) -> d
 TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
-def _loss_by_noise(module, init_from: str, n: int) -> dict:
-    """The trained STUNet (EMA) against the T2I it was inflated from, run per frame."""
-    from lumiere_pl.checkpoint import load_module
+def _loss_by_noise(parts, init_from: str, n: int) -> dict:
+    """The trained STUNet (EMA) against the T2I it was inflated from (EMA), run per frame."""
+    from lumiere_pl.checkpoint import load_parts
 
-    t2i = load_module(init_from)
-    with module.ema.apply_to(module.net), t2i.ema.apply_to(t2i.net):
-        losses = probes.loss_by_noise(module, {"stunet": module.net, "t2i_per_frame": probes.PerFrame(t2i.net)},
-                                      n=n, times=TIMES)
-        swapped = probes.loss_by_noise(module, {"stunet_swapped_direction": module.net}, n=n, times=TIMES,
-                                       swapped=True)
+    t2i = load_parts(init_from, expect=["t2i"])
+    losses = probes.loss_by_noise(parts, {"stunet": parts.net, "t2i_per_frame": probes.PerFrame(t2i.net)},
+                                  n=n, times=TIMES)
+    swapped = probes.loss_by_noise(parts, {"stunet_swapped_direction": parts.net}, n=n, times=TIMES, swapped=True)
     return {"times": list(TIMES), **losses, **swapped}

@@ -9,7 +9,7 @@ is checked whole before anything trains: unknown keys, empty grids and every run
     variants:                             # named pipelines
       paper: {config: experiments/stunet_shapes.yaml}
       emb: {config: experiments/stunet_shapes.yaml, overrides: [model.temporal.emb_cond=true]}
-      cascade:                            # two stages, sampled with lumiere_pl.cascade.sample_cascade
+      cascade:                            # two stages, sampled with LumierePipeline(keyframes=...)
         keyframes: {config: experiments/cascade_keyframes_shapes.yaml, steps_scale: 0.5}
         tsr: {config: experiments/cascade_tsr_shapes.yaml, steps_scale: 0.5}
     grid: {sampler.guidance: [1.0, 3.0]}  # optional axes: their product applied to every variant
