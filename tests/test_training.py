@@ -250,3 +250,16 @@ def test_dry_run_prints_parameters_and_flops_and_builds_nothing_else(tiny_overri
     assert f"trainable {counts['trainable']:,}" in out and f"frozen {counts['frozen']:,}" in out
     assert float(re.search(r"GFLOPs per (?:clip|image): ([0-9.]+)", out).group(1)) > 0
     assert not cfg.run_dir.exists()                                          # nothing written
+
+
+def test_learning_rate_warms_up_linearly_then_holds(tiny_overrides):
+    """lr = train.lr * (step + 1) / warmup_steps for the first warmup_steps optimizer steps, then train.lr."""
+    cfg = load_config(None, tiny_overrides + ["train.lr=1e-3", "train.warmup_steps=4"])
+    sched = DiffusionModule(to_dict(cfg)).configure_optimizers()["lr_scheduler"]
+    opt, seen = sched["scheduler"].optimizer, []
+    assert sched["interval"] == "step"
+    for _ in range(7):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched["scheduler"].step()
+    assert seen == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3, 1e-3], rel=1e-12)
