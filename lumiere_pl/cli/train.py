@@ -71,11 +71,18 @@ def check_resume(cfg: ExperimentConfig, path: str) -> None:
 
 
 def dry_run(module, cfg: ExperimentConfig) -> None:
+    from lumiere_pl.utils.memory import memory_table, training_memory
+
     shape, flops = module.forward_flops()
     s = module.summary()
     print(f"model: {s['model']}   input {tuple(shape)}   text encoder: {s['text_encoder']} ({s['text_dim']}-d)")
     print(f"parameters: trainable {s['trainable']:,}   frozen {s['frozen']:,}")
     print(f"forward GFLOPs per {'clip' if module.is_video else 'image'}: {flops / 1e9:.3f}")
+    tr = cfg.trainer
+    devices = tr.num_nodes * (tr.devices if isinstance(tr.devices, int) else len(tr.devices) if
+                              isinstance(tr.devices, (list, tuple)) else 1)
+    shards = (tr.fsdp.shard_size or devices) if tr.strategy == "fsdp" else 1
+    print(memory_table(training_memory(module, shards), cfg.model.checkpointing, cfg.data.batch_size, shards))
 
 
 def build_trainer(cfg: ExperimentConfig):
