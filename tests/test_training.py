@@ -12,7 +12,7 @@ from _pipeline_helpers import sample
 from lumiere_pl.checkpoint import load_checkpoint, load_parts, net_state
 from lumiere_pl.cli import sample as sample_cli
 from lumiere_pl.cli import train as train_cli
-from lumiere_pl.config import to_dict
+from lumiere_pl.config import ConfigError, to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.lit import DiffusionModule
 
@@ -263,3 +263,33 @@ def test_learning_rate_warms_up_linearly_then_holds(tiny_overrides):
         opt.step()
         sched["scheduler"].step()
     assert seen == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3, 1e-3], rel=1e-12)
+
+
+def test_validation_logs_the_loss_at_fixed_noise_levels(tiny_overrides):
+    """val/loss_t{t} for each train.val_loss_times: the same clips and noise every validation (two validations of
+    one model give the same numbers), the loss of that diffusion time alone (DiffusionProcess.loss(t=...)), and
+    higher-noise times differ from lower ones."""
+    import lightning as L
+
+    from lumiere_pl.data import build_datamodule
+
+    over = tiny_overrides + ["model.init_from=null", "train.val_loss_times=[0.2,0.8]", "train.val_prompts=[]"]
+    cfg = load_config(None, over)
+    module = DiffusionModule(to_dict(cfg))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    dm = build_datamodule(cfg.data)
+    first = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    again = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    assert set(first) == {"val/loss", "val/loss_t0.2", "val/loss_t0.8"} and first == again
+    assert first["val/loss_t0.2"] != first["val/loss_t0.8"]
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    from lumiere_pl.utils.rng import StepRNG
+    rng = StepRNG(torch.Generator().manual_seed(0), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = float(module.loss(batch, rng, train=False, t=0.8))
+    assert len(dm.val_dataloader()) == 1                                  # one batch: its loss is the logged one
+    assert first["val/loss_t0.8"] == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ConfigError, match="val_loss_times"):
+        load_config(None, tiny_overrides + ["train.val_loss_times=[0.0]"])
