@@ -15,7 +15,8 @@ q_hi are the 2.5th and 97.5th percentiles of the B values (numpy's linear interp
 
 Replicates of a Frechet distance use Tr sqrtm(S1 S2) = the sum of the square roots of the eigenvalues of
 G G^T, G = A1 A2^T, for any factors with A^T A = S (the centred, weighted rows when n <= d, else a Cholesky factor):
-exact, and about ten times faster than scipy's sqrtm at d = 400; `frechet_from_rows` without resampling equals
+exact, and about twice as fast as the covariance + scipy sqrtm route at N = 2048, d = 400 (39 against 72 ms per
+replicate on one thread); `frechet_from_rows` without resampling equals
 eval.frechet.frechet_distance to rounding (tests/test_eval_bootstrap.py).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 CONFIDENCE = 0.95
 DEFAULT_B_MEAN = 1000   # resamples of a set mean (milliseconds)
-DEFAULT_B_FRECHET = 200  # resamples of a Frechet distance: ~5 s at N = 2048, d = 400 on 2 CPU cores (docs/EVAL.md)
+DEFAULT_B_FRECHET = 100  # resamples of a Frechet distance: 3.5-6 s at N = 2048, d = 400 (docs/results/)
 
 
 def _percentiles(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:

@@ -124,7 +124,7 @@ def _write(result: dict, out: str | Path, line: str) -> None:
 
 
 def _fvd_text(rec: dict) -> str:
-    """'123.45 [120.10, 127.90]  (N real 2048, fake 2048; 95% bootstrap interval, B 200)'."""
+    """'123.45 [120.10, 127.90]  (N real 2048, fake 2048; 95% bootstrap interval, B 100)'."""
     interval = (f" [{rec['low']:.2f}, {rec['high']:.2f}]" if rec.get("low") is not None else "")
     how = f"; 95% bootstrap interval, B {rec['interval']['b']}" if rec.get("low") is not None else ""
     return f"{rec['value']:.2f}{interval}  (N real {rec['n_real']}, fake {rec['n_fake']}{how})"

@@ -77,7 +77,7 @@ def test_every_warning_is_printed_on_the_terminal_and_kept_in_the_json(runs):
 def test_fvd_carries_its_interval_n_and_protocol_card(runs):
     out, results = runs
     _, _, result = results["rule"]
-    assert result["low"] <= result["value"] <= result["high"] and result["interval"]["b"] == 200   # the default
+    assert result["low"] <= result["value"] <= result["high"] and result["interval"]["b"] == 100   # the default
     assert result["interval"]["resampled"] == "real and generated videos"       # the cache keeps per-video features
     card = result["card"]
     sha = hashlib.sha256(default_weights_path().read_bytes()).hexdigest()
