@@ -39,11 +39,14 @@ def _percentiles(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[fl
 
 def mean_interval(values, b: int = DEFAULT_B_MEAN, seed: int = 0) -> dict:
     """Mean of per-video values (NaN ones left out) with its percentile-bootstrap interval:
-    {"value", "low", "high", "n"}. n = 1 gives the value as both bounds (nothing to resample)."""
+    {"value", "low", "high", "n"}. n = 1 gives the value as both bounds (nothing to resample); b = 0: no interval
+    (low and high None)."""
     x = np.asarray(values, np.float64)
     x = x[np.isfinite(x)]                                                        # (n,)
     if len(x) == 0:
         return {"value": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    if b <= 0:
+        return {"value": float(x.mean()), "low": None, "high": None, "n": int(len(x))}
     rng = np.random.default_rng(seed)
     means = np.empty(b)
     chunk = max(1, 4_000_000 // len(x))                                          # bounded memory: chunk x n indices
@@ -117,6 +120,8 @@ def frechet_interval(value: float, real: np.ndarray | None, fake: np.ndarray, b:
     {"low", "high", "b", "seed", "confidence", "method", "resampled", "resample_shift"}.
     real: per-video rows (n_r, d), or None with real_fixed = (mean, covariance) when only statistics exist; then only
     the generated set is resampled (recorded in "resampled")."""
+    if b <= 0:
+        return {"low": None, "high": None, "b": 0, "seed": seed, "method": "none (B = 0)"}
     rng = np.random.default_rng(seed)
     side, fake = _Real(real, real_fixed, covariance), np.asarray(fake, np.float64)
     values = np.empty(b)
@@ -171,7 +176,7 @@ def fvd_interval(value: float, real_stats, fake_stats, covariance: str, b: int =
                  seed: int = 0) -> dict:
     """frechet_interval for two FeatureStats (the real one may hold sums only); b = 0: no interval."""
     if b <= 0:
-        return {"low": None, "high": None, "b": 0, "method": "none (--bootstrap 0)"}
+        return frechet_interval(value, None, fake_stats.rows, 0, seed)
     rows, fixed = _real_side(real_stats, covariance)
     return frechet_interval(value, rows, fake_stats.rows, b, seed, covariance, fixed)
 

@@ -183,6 +183,15 @@ def _init_dist() -> None:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def check_counts(args: argparse.Namespace) -> None:
+    """Resample counts: 0 (no interval) or more."""
+    for flag in ("bootstrap", "bootstrap_mean"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 0:
+            raise EvalError(f"--{flag.replace('_', '-')} {value}: expected a number of bootstrap resamples, "
+                            "or 0 for no interval")
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """--out (a file) and --report-dir (a folder) can be written: checked before minutes of feature extraction."""
     for flag, value, file in (("--out", getattr(args, "out", None), True),
@@ -198,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()                           # tensors on the CPU: no page faults per I3D batch (eval/allocator.py)
     try:
         with collect():                           # every warning: one line on stderr, and in the result JSON
+            check_counts(args)
             check_outputs(args)                   # before any video is read
             if args.command not in ("ucf101-prompts", "compare-results"):
                 _init_dist()

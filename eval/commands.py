@@ -58,7 +58,7 @@ def _clip_spec(args, real: str, fake: str):
     from .rates import resolve
 
     rate = resolve(real, fake, args.stride)
-    if rate["line"]:
+    if rate["line"] and (not dist.is_initialized() or dist.get_rank() == 0):
         print(f"lumiere-eval: frame rate: {rate['line']}", file=sys.stderr, flush=True)
     if rate["warning"]:
         warnings.warn(rate["warning"], UserWarning)

@@ -161,8 +161,9 @@ def table(res: dict) -> str:
     """Markdown: one row per metric, value [low, high] and N per set; then the flow Frechet distance."""
     names = list(res["sets"])
     heads = {"real": "real", "fake": "generated", "videos": "videos"}
-    lines = [f"Motion metrics (OpenCV DIS flow, not RAFT; 95% bootstrap intervals over videos, "
-             f"B = {res['bootstrap']['b']}, seed {res['bootstrap']['seed']})", "",
+    b = res["bootstrap"]["b"]
+    how = f"95% bootstrap intervals over videos, B = {b}, seed {res['bootstrap']['seed']}" if b > 0 else "no intervals"
+    lines = [f"Motion metrics (OpenCV DIS flow, not RAFT; {how})", "",
              "| metric | " + " | ".join(f"{heads.get(n, n)} [95% interval] | N" for n in names) + " |",
              "|---|" + "---|---|" * len(names)]
     for metric in next(iter(res["sets"].values()))["summary"]:
@@ -174,8 +175,8 @@ def table(res: dict) -> str:
     f = res.get("flow_frechet")
     if f:
         lines += ["", f"flow Frechet distance (real vs generated, {f['feature_dim']}-d flow statistics): "
-                      f"{card.format_figure(f)}  (N real {f['n_real']}, generated {f['n_fake']}; "
-                      f"B = {f['interval']['b']})"]
+                      f"{card.format_figure(f)}  (N real {f['n_real']}, generated {f['n_fake']}"
+                      + (f"; B = {f['interval']['b']})" if f["low"] is not None else "; no interval)")]
     elif "flow_frechet" in res:
         lines += ["", f"flow Frechet distance: not computed (needs >= 2 clips of >= {MIN_FRAMES} frames per set)"]
     return "\n".join(lines) + "\n"

@@ -84,6 +84,16 @@ def test_one_set_from_a_shard_is_static(sets, tmp_path, capsys):
     assert "flow_frechet" not in result and result["card"]["n_videos"] == 3 and "frame rate" not in err
 
 
+def test_no_intervals_with_zero_resamples(sets, tmp_path, capsys):
+    code, stdout, err = _run(["motion", "--real", str(sets / "fake"), "--fake", str(sets / "fake"), "--workers", "0",
+                              "--bootstrap", "0", "--bootstrap-mean", "0", "--out", str(tmp_path / "z.json")], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "z.json").read_text())
+    assert result["sets"]["fake"]["summary"]["magnitude"]["low"] is None and result["flow_frechet"]["low"] is None
+    assert "no intervals" in stdout and "; no interval)" in stdout
+    assert result["flow_frechet"]["value"] == pytest.approx(0, abs=1e-6)          # one set against itself
+
+
 def test_npy_clips_take_their_rate_from_npy_fps(sets, tmp_path, capsys):
     code, _, err = _run(["motion", "--videos", str(sets / "npy"), "--npy-fps", "8", "--workers", "0",
                          "--out", str(tmp_path / "n.json")], capsys)
@@ -99,6 +109,7 @@ def test_npy_clips_take_their_rate_from_npy_fps(sets, tmp_path, capsys):
     (["--videos", "{r}/nowhere"], "{r}/nowhere: no such file or folder"),
     (["--videos", "{r}/still", "--frames", "40"], "{r}/still: none of the 3 videos could be read (s0.mp4: need frame 39"),
     (["--videos", "{r}/still", "--flow-size", "4"], "--flow-size 4: expected a short side of at least 8 pixels"),
+    (["--videos", "{r}/still", "--bootstrap-mean", "-1"], "--bootstrap-mean -1: expected a number of bootstrap"),
     (["--videos", "{r}/npy"], "{r}/npy: none of the 2 videos could be read (c0.npy: no frame rate (an .npy clip has "
                               "no timestamps): pass --npy-fps F"),
 ])
