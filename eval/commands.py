@@ -271,13 +271,14 @@ def cmd_motion(args) -> None:
     import time
 
     from . import motion_run
-    from .motion import MIN_FRAMES
+    from .motion import MIN_FRAMES, MIN_SIDE
 
     t0 = time.perf_counter()
     if args.frames < MIN_FRAMES:
         raise EvalError(f"--frames {args.frames}: the motion metrics need at least {MIN_FRAMES} frames per clip")
-    if args.flow_size < 8:
-        raise EvalError(f"--flow-size {args.flow_size}: expected a short side of at least 8 pixels (default 128)")
+    if args.flow_size < MIN_SIDE:
+        raise EvalError(f"--flow-size {args.flow_size}: expected a short side of at least {MIN_SIDE} pixels "
+                        "(default 128)")
     if args.videos is not None and (args.real or args.fake):
         raise EvalError("give --videos PATH (one set) or --real PATH --fake PATH (two sets), not both")
     if args.videos is None and not (args.real and args.fake):

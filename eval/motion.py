@@ -41,6 +41,7 @@ SEGMENTS = 4            # equal parts of the clip's frame pairs
 FEATURE_DIM = SEGMENTS * (len(SPEED_EDGES) + 1 + DIRECTIONS)
 MIN_FRAMES = SEGMENTS + 1
 TOP_SHARE = 0.05        # VBench: the largest 5 % of flow magnitudes
+MIN_SIDE = 12           # OpenCV's DIS refuses frames whose width and height are both smaller
 
 
 def _dynamic(flows: list[np.ndarray], taken: int, fps: float, short: int) -> tuple[bool, int, int]:
@@ -78,6 +79,9 @@ def motion_stats(frames: np.ndarray, fps: float, short_side: int = FLOW_SHORT_SI
     flow = flow or DISFlow()
     t = len(frames)
     size = flow_grid(*frames.shape[1:3], short_side)
+    if max(size) < MIN_SIDE:
+        raise ValueError(f"frames of {size[0]}x{size[1]} pixels on the flow grid: DIS needs a side of at least "
+                         f"{MIN_SIDE} pixels")
     small = to_grid(frames, size)                                               # (t H W 3) uint8
     g = grey(small)                                                             # (t H W)
     rgb = small.astype(np.float32) / 255.0

@@ -74,10 +74,21 @@ class MotionDataset(IterableDataset):
 def measure(source, spec: ClipSpec, short_side: int = FLOW_SHORT_SIDE, limit: int | None = None,
             workers: int | None = None, npy_fps: float | None = None, desc: str = "motion") -> MotionSet:
     """motion_stats of one clip of every video of a source (folder, shards, clip list)."""
+    import cv2
+
     check_source(source)
     rank, world = rank_world()
     workers = default_workers() if workers is None else workers
-    _single_thread(0)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)                                # in this process too (workers = 0); restored below
+    try:
+        return _measure(source, spec, short_side, limit, workers, npy_fps, desc, rank, world)
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _measure(source, spec: ClipSpec, short_side: int, limit: int | None, workers: int, npy_fps: float | None,
+             desc: str, rank: int, world: int) -> MotionSet:
     loader = DataLoader(MotionDataset(source, spec, short_side, rank, world, limit, npy_fps), batch_size=None,
                         num_workers=workers, worker_init_fn=_single_thread, collate_fn=_as_is)
     total = count_items(source)

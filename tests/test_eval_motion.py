@@ -145,3 +145,5 @@ def test_bad_frames_are_refused():
         motion_stats(np.zeros((1, 8, 8, 3), np.uint8), 8.0)
     with pytest.raises(ValueError, match="fps"):
         motion_stats(np.zeros((4, 8, 8, 3), np.uint8), 0.0)
+    with pytest.raises(ValueError, match="DIS needs a side of at least 12 pixels"):
+        motion_stats(np.zeros((4, 8, 11, 3), np.uint8), 8.0)
