@@ -165,6 +165,10 @@ class TrainConfig:
     val_prompts: List[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving down"])
     val_loss_times: List[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])   # validation also logs
                                     # the loss at each of these diffusion times (val/loss_t{t}), fixed clips and noise
+    val_motion: bool = True         # validation logs the motion figures of its samples and the held-out clips
+                                    # (weight-free flow, eval/motion.py): val_motion/*, val_motion_real/*
+    val_fvd: int = 0                # > 0: validation also samples this many held-out captions for val/fvd against
+                                    # the held-out clips (I3D: the eval extra's weights; seconds per clip on a CPU)
 
 
 FSDP_DTYPES = ("float32", "bfloat16", "float16")

@@ -293,3 +293,30 @@ def test_validation_logs_the_loss_at_fixed_noise_levels(tiny_overrides):
     assert first["val/loss_t0.8"] == pytest.approx(want, rel=1e-5)
     with pytest.raises(ConfigError, match="val_loss_times"):
         load_config(None, tiny_overrides + ["train.val_loss_times=[0.0]"])
+
+
+@pytest.mark.slow
+def test_validation_logs_motion_figures_and_fvd_to_tensorboard(tiny_overrides):
+    """A short run shows, each validation, the motion figures of its samples and of the held-out clips (with their
+    intervals), the flow Frechet distance between them, the loss at fixed noise levels and, with train.val_fvd,
+    the FVD of that many samples against the held-out clips."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    over = tiny_overrides + ["name=figures", "train.max_steps=2",
+                             "train.val_every_n_steps=1", "train.ckpt_every_n_steps=2", "sampler.steps=2",
+                             "train.val_prompts=[a red circle moving left, a blue square moving up]",
+                             "train.val_fvd=2", "trainer.enable_progress_bar=false"]
+    assert train_cli.main(over) == 0
+    events = EventAccumulator(str(Path(tiny_overrides[-1].split("=", 1)[1]) / "figures" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for metric in ("magnitude", "dynamic_degree", "flicker", "warping_error"):
+        for prefix in ("val_motion", "val_motion_real"):
+            assert f"{prefix}/{metric}" in tags, (prefix, metric, sorted(tags))
+    assert {"val_motion/magnitude_low", "val_motion/magnitude_high", "val_motion/flow_frechet", "val/fvd",
+            "val/loss_t0.5"} <= tags
+    assert [e.step for e in events.Scalars("val_motion/magnitude")] == [1, 2]
+    fvd = [e.value for e in events.Scalars("val/fvd")]
+    assert len(fvd) == 2 and all(v > 0 for v in fvd)
+    low, mid, high = (events.Scalars(f"val_motion/magnitude{s}")[-1].value for s in ("_low", "", "_high"))
+    assert low <= mid <= high
