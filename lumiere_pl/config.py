@@ -29,6 +29,9 @@ class ConfigError(InputError):
     """A configuration that cannot work. The message names the key, the value and what is expected."""
 
 
+RANDOM_INIT = "random"              # model.init_from: no pretrained T2I, asked for explicitly
+
+
 @dataclass
 class UNetConfig:
     in_channels: int = 3            # image channels (the STUNet's <J, C, M> extras are added by inflation)
@@ -97,8 +100,10 @@ class ModelConfig:
     name: str = "stunet"            # registry key in lumiere_pl.models.MODELS: t2i | stunet | ssr | diffusers_stunet
     unet: UNetConfig = field(default_factory=UNetConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
-    init_from: Optional[str] = None # T2I checkpoint to inflate (stunet, ssr) or fine-tune (t2i); None: random.
-                                    # diffusers_stunet: a local diffusers pipeline folder (with unet/) or unet folder
+    init_from: Optional[str] = None # T2I checkpoint to inflate (stunet, ssr) or fine-tune (t2i); `random`: a random
+                                    # T2I, said so (lumiere-train refuses None for a stunet, and for an ssr with
+                                    # freeze_spatial; t2i: None = random). diffusers_stunet: a local diffusers
+                                    # pipeline folder (with unet/) or unet folder
     upscale: int = 4                # ssr only: spatial factor; the low-res input is data.size / upscale pixels
     t2i_schedule: T2IScheduleConfig = field(default_factory=T2IScheduleConfig)   # diffusers_stunet only
     diffusers: DiffusersConfig = field(default_factory=DiffusersConfig)          # diffusers_stunet only

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import List, Optional
 
-from lumiere_pl.config import FROZEN_DTYPES, FSDP_DTYPES, ConfigError, ExperimentConfig, read_config
+from lumiere_pl.config import FROZEN_DTYPES, FSDP_DTYPES, RANDOM_INIT, ConfigError, ExperimentConfig, read_config
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> ExperimentConfig:
@@ -85,7 +85,7 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"model.temporal.max_frames={t.max_frames} < {d.frames // 2 ** k} frames at the coarsest level")
     if m.name == "t2i" and not d.images:
         raise ConfigError("model.name=t2i trains on images: set data.images=true")
-    if m.init_from and m.name != "diffusers_stunet" and not Path(m.init_from).is_file():
+    if m.init_from and m.init_from != RANDOM_INIT and m.name != "diffusers_stunet" and not Path(m.init_from).is_file():
         raise ConfigError(f"model.init_from={m.init_from!r}: no such checkpoint file")
     if cfg.text.encoder in ("t5", "clip") and not cfg.text.path:
         raise ConfigError(f"text.encoder={cfg.text.encoder} needs text.path: a local folder with the model (or a "
@@ -149,9 +149,9 @@ def _check_diffusers(cfg: ExperimentConfig) -> int:
     from lumiere_pl.models.diffusers_folder import locate
 
     m, d = cfg.model, cfg.data
-    if not m.init_from:
-        raise ConfigError("model.name=diffusers_stunet needs model.init_from: a local diffusers pipeline folder "
-                          "(with unet/, e.g. DeepFloyd IF or Stable Diffusion) or a unet folder")
+    if not m.init_from or m.init_from == RANDOM_INIT:
+        raise ConfigError(f"model.name=diffusers_stunet needs model.init_from (got {m.init_from!r}): a local diffusers "
+                          f"pipeline folder (with unet/, e.g. DeepFloyd IF or Stable Diffusion) or a unet folder")
     try:
         folder = locate(m.init_from, m.diffusers.variant, m.diffusers.vae)
     except (FileNotFoundError, ValueError) as err:
@@ -215,6 +215,26 @@ def _check_tasks(cfg: ExperimentConfig) -> None:
     _choice("data.synthetic.start", d.synthetic.start, ("anywhere", "across"))
     if d.synthetic.frame_step < 1:
         raise ConfigError(f"data.synthetic.frame_step={d.synthetic.frame_step}: expected >= 1")
+
+
+def random_t2i(cfg: ExperimentConfig) -> bool:
+    """Whether the model inflates a T2I U-Net that is not pretrained: a stunet, or an ssr whose spatial layers stay
+    frozen (model.temporal.freeze_spatial), without a checkpoint in model.init_from."""
+    m = cfg.model
+    inflates = m.name == "stunet" or (m.name == "ssr" and m.temporal.freeze_spatial)
+    return inflates and (not m.init_from or m.init_from == RANDOM_INIT)
+
+
+def check_init(cfg: ExperimentConfig) -> None:
+    """A STUNet (an SSR with frozen spatial layers) trains on a random T2I only when asked: model.init_from names
+    the pretrained T2I checkpoint, or is `random`. Apart from validate() because a config is meaningful without its
+    T2I (building a model in a test, a dry run, a sweep planned before its T2I is trained); lumiere-train calls it."""
+    m = cfg.model
+    if random_t2i(cfg) and not m.init_from:
+        frozen = " and keep it frozen" if m.temporal.freeze_spatial else ""
+        raise ConfigError(f"model.init_from is not set: the {m.name} would inflate a random T2I U-Net{frozen}; give "
+                          f"the pretrained T2I checkpoint (model.init_from=runs/t2i_real/checkpoints/last.ckpt, "
+                          f"stage 1 of `make train`), or model.init_from={RANDOM_INIT} to train on a random one")
 
 
 def check_files(cfg: ExperimentConfig) -> None:

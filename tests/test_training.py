@@ -214,13 +214,16 @@ def test_cli_refuses_to_start_over_an_existing_run_and_auto_resumes(tiny_overrid
     assert load_checkpoint(ckpt)["global_step"] == 2
 
 
-def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrides):
+def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrides, capsys):
     """max_steps 3, validation every 2: samples at steps 2 and 3 (the trained model's), MP4s and TensorBoard videos
-    (the last logged after fit closed the logger); a finished run resumed writes nothing again."""
-    over = tiny_overrides + ["name=last", "model.name=stunet", "model.init_from=null", "train.max_steps=3",
+    (the last logged after fit closed the logger); a finished run resumed writes nothing again. The STUNet's random
+    T2I (model.init_from=random) is said in one line."""
+    over = tiny_overrides + ["name=last", "model.name=stunet", "model.init_from=random", "train.max_steps=3",
                              "train.val_every_n_steps=2", "train.ckpt_every_n_steps=2", "train.val_prompts=[a red circle]",
                              "sampler.steps=2", "trainer.enable_progress_bar=false"]
     assert train_cli.main(["--resume", "auto"] + over) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "model.init_from=random" in line]
+    assert notes == ["note: model.init_from=random: the stunet's T2I U-Net is random, not pretrained"]
     samples = Path(tiny_overrides[-1].split("=", 1)[1]) / "last" / "samples"
     assert sorted(p.name for p in samples.iterdir()) == ["step_0000002", "step_0000003"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
