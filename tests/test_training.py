@@ -237,6 +237,31 @@ def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrid
     assert next((samples / "step_0000003").iterdir()).stat().st_mtime_ns == stamp
 
 
+def test_last_checkpoint_holds_the_final_step_off_the_checkpoint_cadence(tiny_overrides):
+    """max_steps 5, checkpoints every 3: last.ckpt holds step 5, the final weights (continued to 7 steps it gives the
+    losses of a straight 7-step run), the periodic checkpoint step 3; --resume auto of the finished run trains
+    nothing and rewrites nothing."""
+    from _resume_helpers import read_losses
+
+    out = Path(tiny_overrides[-1].split("=", 1)[1])
+    over = tiny_overrides + ["train.ckpt_every_n_steps=3", "train.val_every_n_steps=100", "train.val_prompts=[]",
+                             "trainer.enable_progress_bar=false", "train.warmup_steps=1", "train.lr=1e-3"]
+    assert train_cli.main(over + ["name=run", "train.max_steps=5"]) == 0
+    ckpts = out / "run" / "checkpoints"
+    assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 5
+    assert load_checkpoint(ckpts / "step=0000003.ckpt")["global_step"] == 3
+    stamp = (ckpts / "last.ckpt").stat().st_mtime_ns
+    assert train_cli.main(["--resume", "auto"] + over + ["name=run", "train.max_steps=5"]) == 0
+    assert (ckpts / "last.ckpt").stat().st_mtime_ns == stamp
+    assert sorted(read_losses(out / "run" / "train_loss.csv")) == [1, 2, 3, 4, 5]
+
+    assert train_cli.main(["--resume", "last"] + over + ["name=run", "train.max_steps=7"]) == 0
+    assert train_cli.main(over + ["name=ref", "train.max_steps=7"]) == 0
+    run, ref = read_losses(out / "run" / "train_loss.csv"), read_losses(out / "ref" / "train_loss.csv")
+    assert sorted(run) == sorted(ref) == list(range(1, 8))
+    assert max(abs(run[s] - ref[s]) for s in ref) <= 1e-6, (run, ref)
+
+
 @pytest.mark.parametrize("extra", [[], ["model.temporal.conditional=true"], ["model.name=t2i", "data.images=true"]])
 def test_dry_run_prints_parameters_and_flops_and_builds_nothing_else(tiny_overrides, capsys, extra):
     import re

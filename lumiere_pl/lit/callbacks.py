@@ -25,13 +25,20 @@ EXCEPTION_CKPT = "on_exception.ckpt"
 
 class StepCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that writes no periodic checkpoint on a step whose update was skipped as non-finite (so the
-    last checkpoint before a run of bad steps is the one a NonFiniteError names)."""
+    last checkpoint before a run of bad steps is the one a NonFiniteError names), and writes last.ckpt at the final
+    step (train.max_steps) whatever the cadence: a finished run's last.ckpt holds its final weights, and resuming it
+    is a no-op. Written from the final batch's end, as the periodic ones, so it resumes exactly to a larger max_steps;
+    not when the guard stops the run at that step (the run did not finish)."""
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         guard = getattr(pl_module, "guard", None)
         if guard is None or guard.applied:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        final = 0 < trainer.max_steps <= trainer.global_step
+        if (final and self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking
+                and not (guard is not None and guard.stops)):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class ExceptionCheckpoint(Callback):
