@@ -122,6 +122,8 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("max_steps", "ckpt_every_n_steps", "val_every_n_steps", "max_bad_steps"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
+    if cfg.trainer.log_every_n_steps < 1:
+        raise ConfigError(f"trainer.log_every_n_steps={cfg.trainer.log_every_n_steps}: expected >= 1")
     _check_fsdp(cfg)
     _check_frozen_dtype(cfg)
 

@@ -262,6 +262,26 @@ def test_last_checkpoint_holds_the_final_step_off_the_checkpoint_cadence(tiny_ov
     assert max(abs(run[s] - ref[s]) for s in ref) <= 1e-6, (run, ref)
 
 
+def test_progress_bar_counts_steps_and_tensorboard_gets_every_loss(tiny_overrides, capsys):
+    """10 steps over two epochs (8 batches each): the bar counts steps out of train.max_steps across the epoch
+    boundary (Lightning's own reads `Epoch 1/-2`), and TensorBoard holds the loss and learning rate of every step;
+    a resumed run's bar starts at its step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    over = tiny_overrides + ["name=bar", "train.val_every_n_steps=100", "train.ckpt_every_n_steps=100",
+                             "train.val_prompts=[]", "trainer.enable_progress_bar=true"]
+    assert train_cli.main(over + ["train.max_steps=10"]) == 0
+    out = capsys.readouterr().out
+    assert "step: 100%" in out and "10/10" in out and "Epoch" not in out and "/-" not in out, out[-2000:]
+    events = EventAccumulator(str(Path(tiny_overrides[-1].split("=", 1)[1]) / "bar" / "tb"))
+    events.Reload()
+    for tag in ("train/loss", "lr-AdamW"):
+        assert len({e.step for e in events.Scalars(tag)}) == 10, (tag, [e.step for e in events.Scalars(tag)])
+    assert train_cli.main(["--resume", "last"] + over + ["train.max_steps=12"]) == 0
+    bar = [line for line in capsys.readouterr().out.replace("\r", "\n").splitlines() if line.startswith("step:")]
+    assert "10/12" in bar[0] and "12/12" in bar[-1], bar
+
+
 @pytest.mark.parametrize("extra", [[], ["model.temporal.conditional=true"], ["model.name=t2i", "data.images=true"]])
 def test_dry_run_prints_parameters_and_flops_and_builds_nothing_else(tiny_overrides, capsys, extra):
     import re
