@@ -58,14 +58,16 @@ def validate(cfg: ExperimentConfig) -> None:
     levels = diffusers_levels or len(u.channel_mults)
     if levels < 1:
         raise ConfigError("model.unet.channel_mults must list at least one level, e.g. [1, 2, 2]")
-    for key, lv in [("model.unet.attn_levels", u.attn_levels), ("model.temporal.down_levels", t.down_levels),
-                    ("model.temporal.attn_levels", t.attn_levels)]:
+    level_keys = [("model.temporal.down_levels", t.down_levels), ("model.temporal.attn_levels", t.attn_levels)]
+    if not diffusers_levels:                    # model.unet.* is our own U-Net's; a diffusers folder has its own
+        level_keys.insert(0, ("model.unet.attn_levels", u.attn_levels))
+        if u.channels % 32 and u.channels % 8:
+            raise ConfigError(f"model.unet.channels={u.channels}: must be a multiple of 8 (GroupNorm groups)")
+    for key, lv in level_keys:
         bad = [x for x in lv if not 0 <= x < levels]
         if bad:
             raise ConfigError(f"{key}={list(lv)}: levels {bad} do not exist; levels are 0..{levels - 1}")
-    if u.channels % 32 and u.channels % 8:
-        raise ConfigError(f"model.unet.channels={u.channels}: must be a multiple of 8 (GroupNorm groups)")
-    if d.size % (2 ** (levels - 1)):
+    if not diffusers_levels and d.size % (2 ** (levels - 1)):      # diffusers: checked with the VAE's factor
         raise ConfigError(
             f"data.size={d.size}: the U-Net halves the resolution {levels - 1} times "
             f"(model.unet.channel_mults={list(u.channel_mults)}), so the size must be divisible by {2 ** (levels - 1)}")
