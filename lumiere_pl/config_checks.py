@@ -242,7 +242,8 @@ def check_init(cfg: ExperimentConfig) -> None:
 
 
 def check_files(cfg: ExperimentConfig) -> None:
-    """The files a run will read exist: local shards (data.train_shards, data.val_shards) and text.path.
+    """The files a run will read exist: local shards (data.train_shards, data.val_shards) and text.path; the
+    shards' clips are long enough for data.frames at data.fps (their manifest.json, lumiere_pl/data/shard_check.py).
 
     Apart from validate() because a config is meaningful without its data (building a model, a dry run, tests on a
     fresh clone before `make shards`); lumiere-train calls both before building anything.
@@ -253,6 +254,9 @@ def check_files(cfg: ExperimentConfig) -> None:
     for key, pattern in (("data.train_shards", d.train_shards), ("data.val_shards", d.val_shards)):
         if d.name == "webdataset" and pattern:
             _check_shards(key, pattern)
+    if d.name == "webdataset":
+        from lumiere_pl.data.shard_check import check_shards
+        check_shards(d)                         # clips too short for data.frames: refused here (the notes: at setup)
 
 
 _LOCAL_PREFIX = re.compile(r"^file:(//)?")                        # file:x.tar, file:///abs/x.tar: local paths
