@@ -218,13 +218,16 @@ def test_cli_refuses_to_start_over_an_existing_run_and_auto_resumes(tiny_overrid
     assert load_checkpoint(ckpt)["global_step"] == 2
 
 
-def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrides):
+def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrides, capsys):
     """max_steps 3, validation every 2: samples at steps 2 and 3 (the trained model's), MP4s and TensorBoard videos
-    (the last logged after fit closed the logger); a finished run resumed writes nothing again."""
-    over = tiny_overrides + ["name=last", "model.name=stunet", "model.init_from=null", "train.max_steps=3",
+    (the last logged after fit closed the logger); a finished run resumed writes nothing again. The STUNet's random
+    T2I (model.init_from=random) is said in one line."""
+    over = tiny_overrides + ["name=last", "model.name=stunet", "model.init_from=random", "train.max_steps=3",
                              "train.val_every_n_steps=2", "train.ckpt_every_n_steps=2", "train.val_prompts=[a red circle]",
                              "sampler.steps=2", "trainer.enable_progress_bar=false"]
     assert train_cli.main(["--resume", "auto"] + over) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "model.init_from=random" in line]
+    assert notes == ["note: model.init_from=random: the stunet's T2I U-Net is random, not pretrained"]
     samples = Path(tiny_overrides[-1].split("=", 1)[1]) / "last" / "samples"
     assert sorted(p.name for p in samples.iterdir()) == ["step_0000002", "step_0000003"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -236,6 +239,51 @@ def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrid
     assert train_cli.main(["--resume", "auto"] + over) == 0
     assert sorted(p.name for p in samples.iterdir()) == ["step_0000002", "step_0000003"]
     assert next((samples / "step_0000003").iterdir()).stat().st_mtime_ns == stamp
+
+
+def test_last_checkpoint_holds_the_final_step_off_the_checkpoint_cadence(tiny_overrides):
+    """max_steps 5, checkpoints every 3: last.ckpt holds step 5, the final weights (continued to 7 steps it gives the
+    losses of a straight 7-step run), the periodic checkpoint step 3; --resume auto of the finished run trains
+    nothing and rewrites nothing."""
+    from _resume_helpers import read_losses
+
+    out = Path(tiny_overrides[-1].split("=", 1)[1])
+    over = tiny_overrides + ["train.ckpt_every_n_steps=3", "train.val_every_n_steps=100", "train.val_prompts=[]",
+                             "trainer.enable_progress_bar=false", "train.warmup_steps=1", "train.lr=1e-3"]
+    assert train_cli.main(over + ["name=run", "train.max_steps=5"]) == 0
+    ckpts = out / "run" / "checkpoints"
+    assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 5
+    assert load_checkpoint(ckpts / "step=0000003.ckpt")["global_step"] == 3
+    stamp = (ckpts / "last.ckpt").stat().st_mtime_ns
+    assert train_cli.main(["--resume", "auto"] + over + ["name=run", "train.max_steps=5"]) == 0
+    assert (ckpts / "last.ckpt").stat().st_mtime_ns == stamp
+    assert sorted(read_losses(out / "run" / "train_loss.csv")) == [1, 2, 3, 4, 5]
+
+    assert train_cli.main(["--resume", "last"] + over + ["name=run", "train.max_steps=7"]) == 0
+    assert train_cli.main(over + ["name=ref", "train.max_steps=7"]) == 0
+    run, ref = read_losses(out / "run" / "train_loss.csv"), read_losses(out / "ref" / "train_loss.csv")
+    assert sorted(run) == sorted(ref) == list(range(1, 8))
+    assert max(abs(run[s] - ref[s]) for s in ref) <= 1e-6, (run, ref)
+
+
+def test_progress_bar_counts_steps_and_tensorboard_gets_every_loss(tiny_overrides, capsys):
+    """10 steps over two epochs (8 batches each): the bar counts steps out of train.max_steps across the epoch
+    boundary (Lightning's own reads `Epoch 1/-2`), and TensorBoard holds the loss and learning rate of every step;
+    a resumed run's bar starts at its step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    over = tiny_overrides + ["name=bar", "train.val_every_n_steps=100", "train.ckpt_every_n_steps=100",
+                             "train.val_prompts=[]", "trainer.enable_progress_bar=true"]
+    assert train_cli.main(over + ["train.max_steps=10"]) == 0
+    out = capsys.readouterr().out
+    assert "step: 100%" in out and "10/10" in out and "Epoch" not in out and "/-" not in out, out[-2000:]
+    events = EventAccumulator(str(Path(tiny_overrides[-1].split("=", 1)[1]) / "bar" / "tb"))
+    events.Reload()
+    for tag in ("train/loss", "lr-AdamW"):
+        assert len({e.step for e in events.Scalars(tag)}) == 10, (tag, [e.step for e in events.Scalars(tag)])
+    assert train_cli.main(["--resume", "last"] + over + ["train.max_steps=12"]) == 0
+    bar = [line for line in capsys.readouterr().out.replace("\r", "\n").splitlines() if line.startswith("step:")]
+    assert "10/12" in bar[0] and "12/12" in bar[-1], bar
 
 
 @pytest.mark.parametrize("extra", [[], ["model.temporal.conditional=true"], ["model.name=t2i", "data.images=true"]])

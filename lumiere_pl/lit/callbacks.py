@@ -1,5 +1,6 @@
 """Callbacks every training run gets: periodic, last and on-exception checkpoints, data health, the global RNG
-states in each checkpoint, a per-step loss log, validation videos, and a clean process-group exit under DDP."""
+states in each checkpoint, a per-step loss log, a progress bar over the run's steps, validation videos and their
+figures, and a clean process-group exit under DDP."""
 from __future__ import annotations
 
 import atexit
@@ -11,7 +12,7 @@ from typing import Dict, List, Optional
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary, TQDMProgressBar
 from lightning.pytorch.callbacks.model_summary import log as summary_log
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -27,13 +28,20 @@ EXCEPTION_CKPT = "on_exception.ckpt"
 
 class StepCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that writes no periodic checkpoint on a step whose update was skipped as non-finite (so the
-    last checkpoint before a run of bad steps is the one a NonFiniteError names)."""
+    last checkpoint before a run of bad steps is the one a NonFiniteError names), and writes last.ckpt at the final
+    step (train.max_steps) whatever the cadence: a finished run's last.ckpt holds its final weights, and resuming it
+    is a no-op. Written from the final batch's end, as the periodic ones, so it resumes exactly to a larger max_steps;
+    not when the guard stops the run at that step (the run did not finish)."""
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         guard = getattr(pl_module, "guard", None)
         if guard is None or guard.applied:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        final = 0 < trainer.max_steps <= trainer.global_step
+        if (final and self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking
+                and not (guard is not None and guard.stops)):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class ExceptionCheckpoint(Callback):
@@ -134,6 +142,32 @@ class FlopsModelSummary(ModelSummary):
                                           summary.total_training_modes, flops, *columns)
             what = f"FLOPs of one forward pass per {'clip' if len(shape) == 5 else 'image'} {tuple(shape[1:])}"
             summary_log.info("\n" + table.replace("Total Flops", what))
+
+
+class StepProgressBar(TQDMProgressBar):
+    """One bar for the whole run: optimizer steps out of train.max_steps (`step: 40%| 4/10 [...]`), starting at the
+    resumed step, across epochs; the postfix shows the logged loss. Lightning's bars count the batches of each
+    epoch, and with max_steps alone their epoch total reads `Epoch 2/-2`."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        bar = self.train_progress_bar = self.init_train_tqdm()
+        bar.reset(total=trainer.max_steps)
+        bar.initial = bar.n = trainer.global_step              # a resumed run: the rate counts this run's steps
+        bar.set_description("step")
+        bar.refresh()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_) -> None:
+        pass                                                    # not reset each epoch
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable and self._should_update(trainer.global_step, bar.total):
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))     # refreshes the bar
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass                                                    # closed once, at the end of training
 
 
 class ReleaseProcessGroup(Callback):
@@ -304,11 +338,13 @@ def _fvd_clips(clips: List) -> List:
 
 
 def training_callbacks(cfg: ExperimentConfig) -> List[Callback]:
+    """The callbacks of a lumiere-train run (StepProgressBar when trainer.enable_progress_bar)."""
     ckpt_dir = str(cfg.run_dir / "checkpoints")
     ckpt = StepCheckpoint(dirpath=ckpt_dir, filename="step={step:07d}",
                           auto_insert_metric_name=False, every_n_train_steps=cfg.train.ckpt_every_n_steps,
                           save_last=True, save_top_k=1, monitor=None,
                           enable_version_counter=False)   # one last.ckpt per run folder, also after a resume
+    bar = [StepProgressBar()] if cfg.trainer.enable_progress_bar else []
     return [ckpt, ExceptionCheckpoint(ckpt_dir), RngStateCallback(), GuardState(),
             LossCSV(cfg.run_dir / "train_loss.csv"), DataHealthCallback(), ReleaseProcessGroup(), FlopsModelSummary(),
-            ValidationSamples()]
+            ValidationSamples(), *bar]
