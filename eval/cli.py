@@ -16,7 +16,8 @@ resampled to the lower rate unless --fps is given (one line says so).
 Under torchrun, extraction is split across ranks; rank 0 writes.
 
 Exit codes: 0 done; 2 bad input or arguments (one line on stderr naming the input; the traceback only with
---debug or LUMIERE_DEBUG=1); 1 an internal error (a bug: please report it with the --debug traceback).
+--debug or LUMIERE_DEBUG=1); 1 an internal error (a bug: please report it with the --debug traceback); 130 / 143
+interrupted by SIGINT (Ctrl-C) / SIGTERM (decode workers stopped, no temporary file left).
 """
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ import torch.distributed as dist
 from . import commands
 from .allocator import keep_freed_memory
 from .atomic import unwritable
+from .command import MAX_MESSAGE, ArgumentParser, one_line, without_advice
 from .errors import EvalError
+from .signals import handle_interrupts, interrupted
 from .warn import collect
 
 EXPECTED_ERRORS = (EvalError, OSError, ValueError, KeyError, pickle.UnpicklingError)
@@ -93,7 +96,7 @@ def _is_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lumiere-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="lumiere-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fvd", help="Frechet Video Distance between two sources")
     p.add_argument("--real", required=True, help="folder / shards / clip list / stats .npz / UCF101 folder with --split, or 'local'")
@@ -205,28 +208,36 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("LUMIERE_DEBUG", "") not in ("", "0")
     keep_freed_memory()                           # tensors on the CPU: no page faults per I3D batch (eval/allocator.py)
-    try:
-        with collect():                           # every warning: one line on stderr, and in the result JSON
-            check_counts(args)
-            check_outputs(args)                   # before any video is read
-            if args.command not in ("ucf101-prompts", "compare-results"):
-                _init_dist()
-            getattr(commands, COMMANDS[args.command])(args)
-        return 0
-    except EXPECTED_ERRORS as err:
-        if debug:
-            raise
-        print(f"lumiere-eval {args.command}: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # a bug, not bad input: still one line, the traceback under --debug
-        if debug:
-            raise
-        print(f"lumiere-eval {args.command}: internal error: {type(err).__name__}: {err} "
-              "(run again with --debug for the traceback and please report it)", file=sys.stderr)
-        return 1
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    with handle_interrupts():                     # SIGINT, SIGTERM -> Interrupted: workers stopped, temporaries removed
+        try:
+            with collect():                       # every warning: one line on stderr, and in the result JSON
+                check_counts(args)
+                check_outputs(args)               # before any video is read
+                if args.command not in ("ucf101-prompts", "compare-results"):
+                    _init_dist()
+                getattr(commands, COMMANDS[args.command])(args)
+            return 0
+        except KeyboardInterrupt as err:
+            stop = interrupted(err)
+            if debug:
+                raise
+            print(f"lumiere-eval {args.command}: interrupted ({stop.args[0]})", file=sys.stderr, flush=True)
+            return stop.exit_code
+        except EXPECTED_ERRORS as err:
+            if debug:
+                raise
+            print(f"lumiere-eval {args.command}: {without_advice(one_line(err))}", file=sys.stderr, flush=True)
+            return 2
+        except Exception as err:  # a bug, not bad input: still one line, the traceback under --debug
+            if debug:
+                raise
+            print(f"lumiere-eval {args.command}: internal error: {type(err).__name__}: "
+                  f"{without_advice(one_line(err, MAX_MESSAGE))} (run again with --debug for the traceback and "
+                  "please report it)", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@
 (not the JSON, not a temporary file); the traceback only under --debug or LUMIERE_DEBUG=1."""
 from __future__ import annotations
 
-import errno
-import pathlib
+import os
 
 import numpy as np
 import pytest
@@ -107,13 +106,21 @@ def test_bad_input_exits_2_with_one_line_naming_it(case, inputs, tmp_path, capsy
 
 
 def test_disk_full_leaves_neither_file_nor_temporary(tmp_path, capsys, monkeypatch):
-    def full(self, data):
-        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+    import eval.atomic
 
-    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    real = eval.atomic.new_temp
+
+    def full(path):                                 # the temporary file is /dev/full: the kernel says ENOSPC
+        tmp = real(path)
+        tmp.unlink()
+        os.symlink("/dev/full", tmp)
+        return tmp
+
+    monkeypatch.setattr(eval.atomic, "new_temp", full)
     out = tmp_path / "out" / "prompts.jsonl"
     assert main(["ucf101-prompts", "--n", "10", "--out", str(out)]) == 2
-    assert "No space left on device" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"no space left on " in err and f"while writing {out}" in err, err
     assert not any((tmp_path / "out").iterdir())
 
 

@@ -21,8 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from lumiere_pl.data.tar_reader import MANIFEST
-from lumiere_pl.errors import InputError, WriteError
-from lumiere_pl.utils.atomic import commit, tmp_path, write_error, write_text
+from lumiere_pl.errors import InputError
+from lumiere_pl.utils.atomic import commit, discard, new_temp, write_error, write_text
 from lumiere_pl.data.video_io import VideoError, count_frames, decode, encode, probe, scaled_size
 
 
@@ -134,7 +134,8 @@ class ShardWriter:
         self.out_dir, self.prefix, self.per_shard = Path(out_dir), prefix, per_shard
         self.stats: List[Dict[str, object]] = []
         self._tar: Optional[tarfile.TarFile] = None
-        self._path: Optional[Path] = None                   # the shard being written (under tmp_path(_path))
+        self._path: Optional[Path] = None                   # the shard being written ...
+        self._tmp: Optional[Path] = None                    # ... under this temporary name (eval/atomic.py)
 
     def _add(self, name: str, payload: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -147,8 +148,8 @@ class ShardWriter:
                 self._close_tar()
                 name = f"{self.prefix}-{len(self.stats):06d}.tar"
                 self._path = self.out_dir / name
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                self._tar = tarfile.open(tmp_path(self._path), "w")
+                self._tmp = new_temp(self._path)
+                self._tar = tarfile.open(self._tmp, "w")
                 self.stats.append({"file": name, "samples": 0, "video_bytes": 0, "frames": 0, "seconds": 0.0})
             self._add(f"{s.key}.{s.ext}", s.video)
             self._add(f"{s.key}.txt", s.caption.encode("utf-8"))
@@ -156,7 +157,7 @@ class ShardWriter:
         except OSError as err:
             path = self._path or self.out_dir
             self.abort()
-            raise err if isinstance(err, WriteError) else write_error(path, err) from err
+            raise write_error(path, err) from err
         st = self.stats[-1]
         st["samples"] += 1
         st["video_bytes"] += len(s.video)
@@ -165,13 +166,16 @@ class ShardWriter:
 
     def _close_tar(self) -> None:
         if self._tar is not None:
-            tar, path, self._tar = self._tar, self._path, None
+            tar, path, tmp, self._tar, self._tmp = self._tar, self._path, self._tmp, None, None
             try:
                 tar.close()
-                commit(tmp_path(path), path)
+                commit(tmp, path)
             except OSError as err:
-                tmp_path(path).unlink(missing_ok=True)
+                discard(tmp)
                 raise write_error(path, err) from err
+            except BaseException:
+                discard(tmp)
+                raise
 
     def close(self) -> List[Dict[str, object]]:
         self._close_tar()
@@ -179,14 +183,14 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the shard being written (its temporary file); shards already closed stay."""
-        if self._tar is not None:
-            tar, self._tar = self._tar, None
+        tar, tmp, self._tar, self._tmp = self._tar, self._tmp, None, None
+        if tar is not None:
             try:
                 tar.close()
             except OSError:
                 pass                                        # a full disk: the file is removed next
-            tmp_path(self._path).unlink(missing_ok=True)
             self.stats.pop()
+        discard(tmp)
 
 
 def run_jobs(jobs: Sequence[Tuple[Source, Options]], workers: int, desc: str) -> Iterator[Tuple[Source, List[Sample], Optional[str]]]:
