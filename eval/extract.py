@@ -24,7 +24,7 @@ from .detectors import Detector
 from .errors import EvalError
 from .frechet import FeatureStats
 from .preprocess import Preprocess
-from .video_io import CLIP_EXTS, ClipSpec, ClipTooShort, count_items, iter_items, read_clip
+from .video_io import CLIP_EXTS, ClipSpec, VideoError, count_items, iter_items, read_clip
 
 SHOW_SKIPPED = 3   # unreadable items named in messages
 
@@ -74,8 +74,8 @@ class ClipDataset(IterableDataset):
             except av.FFmpegError as err:     # FFmpeg's own words, without the path (the key names the file)
                 yield "skip", i, key, f"not decodable ({err.strerror or type(err).__name__})"
                 continue
-            except (ClipTooShort, ValueError, OSError, IndexError) as err:
-                yield "skip", i, key, str(err) if isinstance(err, ClipTooShort) else f"{type(err).__name__}: {err}"
+            except (ValueError, OSError, IndexError) as err:      # VideoError: the decoder's words, which name no path
+                yield "skip", i, key, str(err) if isinstance(err, VideoError) else f"{type(err).__name__}: {err}"
                 continue
             clip = torch.from_numpy(np.ascontiguousarray(clip))
             inputs = [p(clip) for p in self.preprocesses] if self.preprocesses else clip

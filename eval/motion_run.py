@@ -21,7 +21,7 @@ from .errors import EvalError
 from .extract import SHOW_SKIPPED, _first, check_source, default_workers, rank_world
 from .flow import FLOW_SHORT_SIDE, DISFlow
 from .motion import FEATURE_DIM, MIN_FRAMES, SEGMENTS, SPEED_EDGES, flow_frechet, motion_stats, summarise
-from .video_io import ClipSpec, ClipTooShort, count_items, iter_items, read_clip_rate, source_fingerprint
+from .video_io import ClipSpec, count_items, iter_items, read_clip_rate, source_fingerprint
 
 
 @dataclass
@@ -67,8 +67,8 @@ class MotionDataset(IterableDataset):
                 yield "ok", i, key, motion_stats(clip, fps, self.short_side, flow), codec
             except av.FFmpegError as err:
                 yield "skip", i, key, f"not decodable ({err.strerror or type(err).__name__})"
-            except (ClipTooShort, ValueError, OSError, IndexError) as err:
-                yield "skip", i, key, str(err) if isinstance(err, (ClipTooShort, ValueError)) else f"{type(err).__name__}: {err}"
+            except (ValueError, OSError, IndexError) as err:
+                yield "skip", i, key, str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
 
 
 def measure(source, spec: ClipSpec, short_side: int = FLOW_SHORT_SIDE, limit: int | None = None,

@@ -3,7 +3,7 @@
 Rule (commands that compare two sets: fvd, compare, ucf101, motion --real --fake): without --fps, the frame rates
 the containers declare are read from the first PROBE videos of each set (no decoding). When all of them agree
 (within 0.5 %) the clips are taken as they come. When they differ, both sets are resampled by timestamps to the
-lowest rate found (eval/video_io.py: frame k is the decoded frame nearest to t0 + k / fps), so no frame is shown
+lowest rate found (eval/decode.py: frame k is the frame on screen at t0 + k / fps), so no frame is shown
 twice, and one line says so. When a rate is unknown (.npy clips, a statistics file made at the native rate without
 recorded rates) or --stride is set, nothing is resampled and a warning says why.
 """

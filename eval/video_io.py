@@ -1,15 +1,15 @@
 """Video sources: a folder of video files (or .npy clips), WebDataset shards (.tar), or a clip list (.txt: one
-"video_path [start_frame]" per line), decoded with PyAV, frames with their timestamps.
+"video_path [start_frame]" per line), decoded by eval/decode.py (the project's one decoder).
 
 A clip is uint8 (t, h, w, 3) RGB, taken from a video by a ClipSpec: `frames` frames, either every `stride`-th
-decoded frame, or resampled by timestamps to `fps` (frame k is the decoded frame nearest in time to t_start + k/fps,
-ties to the earlier one); starting at frame `start` ("first") or at a start drawn per video from (seed, video key)
+decoded frame, or re-timed to `fps` by timestamps (eval/decode.py's rule: frame k is the frame on screen at
+t_start + k/fps); starting at frame `start` ("first") or at a start drawn per video from (seed, video key)
 ("random"). Sources are split across DDP ranks by item index (i % world == rank), so every item is read once.
+A tar member larger than the member limit (eval/limits.py) is skipped unread.
 """
 from __future__ import annotations
 
 import io
-import re
 import tarfile
 import zlib
 from dataclasses import asdict, dataclass
@@ -19,13 +19,11 @@ from typing import Iterator
 import av
 import numpy as np
 
-VIDEO_EXTS = (".mp4", ".avi", ".mpg", ".mpeg", ".mov", ".mkv", ".webm", ".gif")
-CLIP_EXTS = VIDEO_EXTS + (".npy",)
-TIME_TOL = 1e-3   # seconds: a clip "fits" when its last sample time is within this of the last frame
+from .decode import (RETIME, VIDEO_EXTS, ClipTooShort, Decoded, VideoError, clip_at, codec_of, decode_all,
+                     frame_times, last_start, retimed)
+from .limits import MIB, limits
 
-
-class ClipTooShort(ValueError):
-    pass
+CLIP_EXTS = tuple(f".{e}" for e in VIDEO_EXTS) + (".npy",)
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class ClipSpec:
     frames: int = 16            # frames per clip (the FVD standard)
     stride: int = 1             # keep every stride-th decoded frame (without fps)
     start: int = 0              # first decoded frame (with offset="first"; the lower bound with "random")
-    fps: float | None = None    # resample by timestamps to this frame rate; None: the decoded frames as they come
+    fps: float | None = None    # re-time by timestamps to this frame rate; None: the decoded frames as they come
     offset: str = "first"       # "first" or "random" (per video, seeded by `seed` and the video's key)
     seed: int = 0               # seed of the random offsets
 
@@ -42,7 +40,7 @@ class ClipSpec:
             raise ValueError(f"need frames >= 1, stride >= 1, start >= 0; got {self.frames}, {self.stride}, {self.start}")
         if self.offset not in ("first", "random"):
             raise ValueError(f"offset must be 'first' or 'random', got {self.offset!r}")
-        if self.fps is not None and (self.fps <= 0 or self.stride != 1):
+        if self.fps is not None and (not self.fps > 0 or self.stride != 1):
             raise ValueError("fps resampling needs fps > 0 and stride 1 (the frame rate sets the spacing)")
 
     def needed(self) -> int:
@@ -50,138 +48,110 @@ class ClipSpec:
         return self.start + (self.frames - 1) * self.stride + 1
 
     def protocol(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class Decoded:
-    frames: np.ndarray          # (t, h, w, 3) uint8
-    times: np.ndarray | None    # (t,) seconds from the first frame; None for .npy clips
-    codec: str                  # e.g. "h264 yuv420p crf=18.0", "h264 gbrp qp=0 (lossless)", "npy"
-
-
-def _x264_settings(packet: bytes) -> str:
-    """Rate control from the x264 version SEI that libx264 writes into the first packet ("" if absent)."""
-    if b"x264 - core" not in packet:
-        return ""
-    text = packet[packet.find(b"x264 - core"):].split(b"\x00", 1)[0].decode("ascii", "replace")
-    rc = re.search(r"\brc=(\w+)", text)
-    if rc and rc.group(1) == "crf":
-        crf = re.search(r"\bcrf=([\d.]+)", text)
-        return f"crf={crf.group(1)}" if crf else "crf"
-    qp = re.search(r"\bqp=(\d+)", text)
-    if qp:
-        return f"qp={qp.group(1)}" + (" (lossless)" if qp.group(1) == "0" else "")
-    return f"rc={rc.group(1)}" if rc else ""
+        """The clip-sampling fields of an evaluation protocol (with the re-timing rule when clips are re-timed)."""
+        return {**asdict(self), **({"retime": RETIME} if self.fps is not None else {})}
 
 
 def decode(src: str | Path | bytes, max_frames: int | None = None,
            until: tuple[int, float] | None = None) -> Decoded:
     """Frames with timestamps and codec: all, the first max_frames, or (until=(i, s)) up to the first frame at least
-    s seconds after frame i."""
-    frames, times, codec = [], [], ""
-    with av.open(io.BytesIO(src) if isinstance(src, bytes) else str(src)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        ctx = stream.codec_context
-        rate = float(stream.average_rate) if stream.average_rate else None
-        for packet in container.demux(stream):
-            if not codec and packet.size:
-                codec = " ".join(x for x in (ctx.name, ctx.format.name if ctx.format else "", _x264_settings(bytes(packet))) if x)
-            for frame in packet.decode():
-                t = frame.time if frame.time is not None else (len(frames) / rate if rate else None)
-                frames.append(frame.to_ndarray(format="rgb24"))          # (h, w, 3)
-                times.append(np.nan if t is None else t)
-            if (max_frames is not None and len(frames) >= max_frames) or (
-                    until is not None and len(times) > until[0] and times[-1] - times[until[0]] >= until[1]):
-                break
-    if not frames:
-        raise ClipTooShort(f"no decodable frames in {src if not isinstance(src, bytes) else '<bytes>'}")
-    times = np.asarray(times, np.float64)
-    order = np.argsort(times, kind="stable") if not np.isnan(times).any() else np.arange(len(frames))
-    frames = np.stack(frames)[order][:max_frames]                       # (t, h, w, 3) in display order
-    times = None if np.isnan(times).any() else times[order][:max_frames] - times[order][0]
-    return Decoded(frames, times, codec or "unknown")
+    s seconds after frame i (eval/decode.py's decode_all)."""
+    return decode_all(src, max_frames, until, threads=True)
 
 
 def load_frames(src: str | Path | bytes, name: str, max_frames: int | None = None,
                 until: tuple[int, float] | None = None) -> Decoded:
     """A video file or an .npy clip (uint8 (t, h, w, 3), loaded without pickle; no timestamps)."""
     if name.endswith(".npy"):
-        clip = np.load(io.BytesIO(src) if isinstance(src, bytes) else src, allow_pickle=False)
-        if clip.dtype != np.uint8 or clip.ndim != 4 or clip.shape[-1] != 3:
-            raise ValueError(f"{name}: .npy clips must be uint8 (t, h, w, 3), got {clip.dtype} {clip.shape}")
-        return Decoded(clip[:max_frames], None, "npy")
+        return Decoded(_npy(src, name)[:max_frames], None, "npy")
     return decode(src, max_frames, until)
 
 
-def _sample_times(times: np.ndarray, start: int, spec: ClipSpec) -> np.ndarray:
-    """Indices of the frames nearest to times[start] + k/fps (ties to the earlier frame)."""
-    target = times[start] + np.arange(spec.frames) / spec.fps                  # (frames,)
-    right = np.clip(np.searchsorted(times, target, side="left"), 1, len(times) - 1)
-    left = right - 1
-    return np.where(target - times[left] <= times[right] - target, left, right) if len(times) > 1 else np.zeros(spec.frames, int)
+def _npy(src, name: str) -> np.ndarray:
+    """An .npy clip, its header checked against the clip limit before the array is read."""
+    f = io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")
+    with f:
+        try:
+            version = np.lib.format.read_magic(f)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0) else
+                               np.lib.format.read_array_header_2_0(f))
+        except ValueError as err:
+            raise VideoError(f"{name}: not an .npy array ({err})") from None
+        if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
+            raise VideoError(f"{name}: .npy clips must be uint8 (t, h, w, 3), got {dtype} {shape}")
+        lim = limits()
+        if int(np.prod(shape)) > lim.clip_mib * MIB:
+            raise VideoError(f"{name}: declares {shape}, over {lim.describe('clip_mib')}")
+        f.seek(0)
+        return np.load(f, allow_pickle=False)
 
 
-def _valid_starts(decoded: Decoded, spec: ClipSpec, base: int) -> np.ndarray:
-    n = len(decoded.frames)
+def _valid_starts(times: np.ndarray | None, n: int, spec: ClipSpec, base: int) -> np.ndarray:
     if spec.fps is None:
         last = n - 1 - (spec.frames - 1) * spec.stride
     else:
-        if decoded.times is None:
+        if times is None:
             raise ValueError(f"resampling to {spec.fps} fps needs timestamps; .npy clips have none")
-        span = (spec.frames - 1) / spec.fps
-        last = int(np.searchsorted(decoded.times, decoded.times[-1] - span + TIME_TOL, side="right")) - 1
+        last = last_start(times, spec.fps, spec.frames)
     return np.arange(base, last + 1)
+
+
+def _start(times: np.ndarray | None, n: int, spec: ClipSpec, key: str, offset: int) -> int:
+    """The clip's first frame: spec.start + offset, or a seeded random start after it."""
+    starts = _valid_starts(times, n, spec, spec.start + offset)
+    if len(starts) == 0:
+        need = f"{(spec.frames - 1) / spec.fps:.2f} s at {spec.fps} fps" if spec.fps else f"frame {spec.needed() + offset - 1}"
+        raise ClipTooShort(f"need {need} from frame {spec.start + offset}, video has {n} frames")
+    if spec.offset == "random":
+        rng = np.random.default_rng([spec.seed, zlib.crc32(key.encode())])
+        return int(starts[rng.integers(len(starts))])
+    return int(starts[0])
 
 
 def take_clip(decoded: Decoded, spec: ClipSpec, key: str = "", offset: int = 0) -> np.ndarray:
     """(spec.frames, h, w, 3) from a decoded video: from spec.start + offset, or a seeded random start after it."""
-    starts = _valid_starts(decoded, spec, spec.start + offset)
-    if len(starts) == 0:
-        need = f"{(spec.frames - 1) / spec.fps:.2f} s at {spec.fps} fps" if spec.fps else f"frame {spec.needed() + offset - 1}"
-        raise ClipTooShort(f"need {need} from frame {spec.start + offset}, video has {len(decoded.frames)} frames")
-    if spec.offset == "random":
-        rng = np.random.default_rng([spec.seed, zlib.crc32(key.encode())])
-        start = int(starts[rng.integers(len(starts))])
-    else:
-        start = int(starts[0])
+    start = _start(decoded.times, len(decoded.frames), spec, key, offset)
     if spec.fps is None:
         return decoded.frames[start + spec.stride * np.arange(spec.frames)]
-    return decoded.frames[_sample_times(decoded.times, start, spec)]
+    return decoded.frames[retimed(start, spec.frames, spec.fps, decoded.times)]
 
 
-def _decode_for(src, name: str, spec: ClipSpec, offset: int) -> Decoded:
-    """Decode only what a clip needs."""
+def _read(src, name: str, spec: ClipSpec, key: str, offset: int) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """(clip, codec, the clip's frame times or None): only the clip's frames are held; a random start first reads
+    every frame's time (decoding without converting)."""
+    if name.lower().endswith(".npy"):
+        decoded = load_frames(src, name)
+        return take_clip(decoded, spec, key, offset), decoded.codec, None
+    start = spec.start + offset
     if spec.offset == "random":
-        return load_frames(src, name)
-    if spec.fps is None:
-        return load_frames(src, name, max_frames=spec.needed() + offset)
-    return load_frames(src, name, until=(spec.start + offset, (spec.frames - 1) / spec.fps))
+        times = frame_times(src)
+        start = _start(None if np.isnan(times).any() else times, len(times), spec, key, offset)
+    clip, times = clip_at(src, start, spec.frames, spec.fps, spec.stride, threads=True)
+    return clip, codec_of(src), times
 
 
 def read_clip(src, name: str, spec: ClipSpec, key: str = "", offset: int = 0) -> tuple[np.ndarray, str]:
     """Decode only what the clip needs, then take it: (clip (frames, h, w, 3) uint8, codec)."""
-    decoded = _decode_for(src, name, spec, offset)
-    return take_clip(decoded, spec, key, offset), decoded.codec
+    clip, codec, _ = _read(src, name, spec, key, offset)
+    return clip, codec
 
 
-def clip_rate(decoded: Decoded, spec: ClipSpec) -> float | None:
-    """Frame rate of the clips `spec` takes from a video: spec.fps, else the decoded rate (1 / median frame interval)
-    over spec.stride; None without timestamps (.npy clips) or with a single frame."""
+def clip_rate(times: np.ndarray | None, spec: ClipSpec) -> float | None:
+    """Frame rate of the clips `spec` takes: spec.fps, else 1 / the median interval of the clip's frames; None without
+    timestamps (.npy clips) or with a single frame."""
     if spec.fps is not None:
         return float(spec.fps)
-    if decoded.times is None or len(decoded.times) < 2:
+    if times is None or len(times) < 2:
         return None
-    step = float(np.median(np.diff(decoded.times)))
-    return 1.0 / (step * spec.stride) if step > 0 else None
+    step = float(np.median(np.diff(times)))
+    return 1.0 / step if step > 0 else None
 
 
 def read_clip_rate(src, name: str, spec: ClipSpec, key: str = "",
                    offset: int = 0) -> tuple[np.ndarray, str, float | None]:
     """read_clip plus the clip's frame rate (clip_rate)."""
-    decoded = _decode_for(src, name, spec, offset)
-    return take_clip(decoded, spec, key, offset), decoded.codec, clip_rate(decoded, spec)
+    clip, codec, times = _read(src, name, spec, key, offset)
+    return clip, codec, clip_rate(times, spec)
 
 
 def container_rate(src, name: str) -> float | None:
@@ -250,11 +220,21 @@ def iter_items(path: str | Path, rank: int = 0, world: int = 1,
 
 
 def _iter_shard_members(shards: list[Path]):
+    bound = limits().member_mib * MIB
     for shard in shards:
         with tarfile.open(shard) as tar:
             for member in tar:
                 if member.isfile() and member.name.lower().endswith(CLIP_EXTS):
-                    yield f"{shard.name}/{member.name}", (lambda m=member, t=tar: t.extractfile(m).read())
+                    yield f"{shard.name}/{member.name}", (lambda m=member, t=tar: _member(t, m, bound))
+
+
+def _member(tar: tarfile.TarFile, member: tarfile.TarInfo, bound: int) -> bytes:
+    """A tar member's bytes, refused unread when its header declares more than the member limit (a lying or
+    sparse header costs nothing)."""
+    if member.size > bound or member.issparse():
+        what = "a sparse member" if member.issparse() else f"{member.size:,} bytes"
+        raise VideoError(f"declares {what}, over {limits().describe('member_mib')}")
+    return tar.extractfile(member).read()
 
 
 def count_items(path: str | Path) -> int | None:

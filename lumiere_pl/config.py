@@ -225,6 +225,15 @@ class SyntheticConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """Bounds on what one input may make a run allocate (eval/limits.py, docs/ROBUSTNESS.md); None: the default,
+    or the environment's LUMIERE_LIMIT_* when set. A sample over a bound is skipped and counted, not decoded."""
+    frame_pixels: Optional[int] = None      # width x height a video may declare (default 4096 x 2304)
+    clip_mib: Optional[int] = None          # decoded frames of one clip, MiB (default 512)
+    member_mib: Optional[int] = None        # one tar member read into memory, MiB (default 1024)
+
+
+@dataclass
 class DataConfig:
     name: str = "synthetic"         # registry key in lumiere_pl.data.DATAMODULES: synthetic | webdataset
     images: bool = False            # serve single frames (b c h w) for T2I pretraining instead of clips
@@ -239,6 +248,7 @@ class DataConfig:
     shuffle_buffer: int = 256
     seed: int = 0
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 @dataclass

@@ -17,14 +17,15 @@ DECODES = multiprocessing.Value("q", 0)      # shared with forked DataLoader wor
 
 @pytest.fixture
 def count_decodes(monkeypatch):
-    real = sample_decode.decode
+    def counting(real):
+        def decode(*args, **kwargs):
+            with DECODES.get_lock():
+                DECODES.value += 1
+            return real(*args, **kwargs)
+        return decode
 
-    def counting(*args, **kwargs):
-        with DECODES.get_lock():
-            DECODES.value += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sample_decode, "decode", counting)
+    for name in ("decode", "clip_at"):               # a frame (image mode), a clip
+        monkeypatch.setattr(sample_decode, name, counting(getattr(sample_decode, name)))
     DECODES.value = 0
     return DECODES
 

@@ -48,10 +48,11 @@ CASES = {
     "fvd, real path missing": (["fvd", "--real", "{r}/nowhere", "--fake", "{r}/good"], "{r}/nowhere: no such file or folder"),
     "fvd, fake folder empty": (["fvd", "--real", "{r}/good", "--fake", "{r}/empty"], "{r}/empty: no videos found"),
     "is, all corrupt": (["is", "--videos", "{r}/corrupt", "--workers", "0"],
-                        "{r}/corrupt: none of the 4 videos could be read (a.mp4: not decodable (Invalid data found when "
-                        "processing input); b.mp4: not decodable"),
+                        "{r}/corrupt: none of the 4 videos could be read (a.mp4: not a decodable video: Invalid data found "
+                        "when processing input; b.mp4: not a decodable video"),
     "is, video shorter than the clip": (["is", "--videos", "{r}/short", "--workers", "0"],
-                                        "{r}/short: none of the 1 videos could be read (four_frames.mp4: need frame 15"),
+                                        "{r}/short: none of the 1 videos could be read (four_frames.mp4: clip too short: decoded 4 "
+                                        "frames, need 16"),
     "stats, path missing": (["stats", "--videos", "{r}/nowhere", "--out", "{o}/s.npz"], "{r}/nowhere: no such file"),
     "fvd, stats file of another protocol": (["fvd", "--real", "{r}/other_protocol.npz", "--fake", "{r}/good"],
                                             "{r}/other_protocol.npz: made under another protocol (crop: file None"),

@@ -81,7 +81,7 @@ def read_video(path: Path, frames: Optional[int] = None) -> np.ndarray:
 
     _exists(path, "a video: MP4, WebM, ...")
     try:
-        return decode(path.read_bytes(), None if frames is None else list(range(frames)))
+        return decode(path, None if frames is None else list(range(frames)))
     except VideoError as err:
         raise InputError(f"{path}: {err} (expected a video with at least {frames or 1} frames)") from None
 
@@ -92,7 +92,7 @@ def video_size(path: Path) -> Tuple[int, int]:
 
     _exists(path, "a video: MP4, WebM, ...")
     try:
-        info = probe(path.read_bytes())
+        info = probe(path)
     except VideoError as err:
         raise InputError(f"{path}: {err} (expected a video: MP4, WebM, ...)") from None
     return info.width, info.height
@@ -100,7 +100,9 @@ def video_size(path: Path) -> Tuple[int, int]:
 
 def read_mask(path: Path, size: Tuple[int, int]) -> np.ndarray:
     """A PNG (any image) or video mask -> (t h w) bool, True = white = generate; size: the input's (w, h)."""
-    is_video = path.suffix.lower().lstrip(".") in ("mp4", "webm", "mkv", "mov", "avi", "m4v")
+    from lumiere_pl.data.video_io import VIDEO_EXTS
+
+    is_video = path.suffix.lower().lstrip(".") in VIDEO_EXTS
     rgb = read_video(path) if is_video else read_image(path)                  # (t h w 3)
     h, w = rgb.shape[1:3]
     if (w, h) != tuple(size):

@@ -15,7 +15,8 @@ import lightning as L
 log = logging.getLogger("lumiere_pl.data")
 
 REASONS = (
-    "corrupt_video",    # bytes that do not decode
+    "corrupt_video",    # bytes that do not decode, or a video over a limit (eval/limits.py: declared frame size,
+                        # decoded bytes)
     "empty_video",      # zero-byte video member
     "no_video",         # sample without a video member
     "truncated_tar",    # the shard ends (or breaks) inside a sample
@@ -24,6 +25,7 @@ REASONS = (
     "bad_caption",      # caption not UTF-8
     "bad_json",         # .json member that does not parse
     "unreadable_shard", # the shard cannot be opened at all
+    "oversized_member", # a tar member declaring more than data.limits.member_mib bytes, or sparse: skipped unread
 )
 
 

@@ -10,9 +10,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from lumiere_pl.data.config import DataConfig
+from lumiere_pl.data.config import DataConfig, data_limits
 from lumiere_pl.data.health import SkipCounter
-from lumiere_pl.data.video_io import VIDEO_EXTS, VideoError, crop, decode, probe, resampled_indices
+from lumiere_pl.data.video_io import VIDEO_EXTS, VideoError, clip_at, clip_start, crop, decode, probe
 from lumiere_pl.utils.video import from_uint8
 
 
@@ -23,14 +23,17 @@ def _video_member(raw: Dict[str, object]) -> Optional[str]:
     return None
 
 
-def _frame_indices(cfg: DataConfig, n: int, src_fps: float, rng: Optional[np.random.Generator]):
-    if cfg.images:                                            # one frame: random (train) or middle (val)
-        return [int(rng.integers(n)) if rng is not None else n // 2]
-    start = None
-    if rng is not None:                                       # random start: any start that leaves room for T
-        span = resampled_indices(n, src_fps, cfg.fps, cfg.frames, 0)[-1] + 1
-        start = int(rng.integers(n - span + 1))
-    return resampled_indices(n, src_fps, cfg.fps, cfg.frames, start)
+def _frames(data: bytes, cfg: DataConfig, n: int, src_fps: float, rng: Optional[np.random.Generator], lim):
+    """(t h w c), short side cfg.size: one frame (image mode: random, or the middle one for validation), or a clip
+    of cfg.frames re-timed to cfg.fps by eval/decode.py's rule from a random (train) or the centred (val) start."""
+    if cfg.images:
+        return decode(data, [int(rng.integers(n)) if rng is not None else n // 2], cfg.size, lim=lim)
+    fps = cfg.fps if cfg.fps > 0 else None
+    nominal = src_fps if src_fps > 0 else (fps or 1.0)
+    last = clip_start(n, nominal, fps or nominal, cfg.frames, n)            # the last start whose clip fits
+    start = int(rng.integers(last + 1)) if rng is not None else last // 2
+    frames, _ = clip_at(data, start, cfg.frames, fps, short_side=cfg.size, lim=lim)
+    return frames
 
 
 def decode_sample(raw: Dict[str, object], cfg: DataConfig, rng: Optional[np.random.Generator],
@@ -60,14 +63,14 @@ def decode_sample(raw: Dict[str, object], cfg: DataConfig, rng: Optional[np.rand
     if not data:
         skips.add("empty_video", url, key)
         return None
+    lim = data_limits(cfg)
     try:
-        info = probe(data)
+        info = probe(data, lim)
         n = info.frames or int(meta.get("frames", 0) or 0)
         fps = info.fps or float(meta.get("fps", 0) or 0)
         if n <= 0:
             raise VideoError("frame count unknown (neither the container nor the .json says)")
-        idx = _frame_indices(cfg, n, fps, rng)
-        frames = decode(data, idx, short_side=cfg.size)                     # (t h w c), short side = size
+        frames = _frames(data, cfg, n, fps, rng, lim)                       # (t h w c), short side = size
         frames = crop(frames, cfg.size, rng)                                # (t s s c): random (train) or centre
     except VideoError as err:
         reason = "short_clip" if "too short" in str(err) else "corrupt_video"

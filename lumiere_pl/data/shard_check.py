@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from eval.decode import TIME_TOL
 from lumiere_pl.data.config import DataConfig
 from lumiere_pl.data.tar_reader import MANIFEST, expand
 from lumiere_pl.errors import InputError
@@ -50,9 +51,9 @@ def check_shards(cfg: DataConfig) -> List[str]:
                 how = "skipping frames" if cfg.fps < fps else "repeating frames"
                 notes.append(f"note: {key} holds {fps:g} fps clips ({man}); the run takes them at data.fps="
                              f"{cfg.fps:g} ({how})")
-            need = math.floor((cfg.frames - 1) * fps / cfg.fps + 1e-6) + 1          # data/video_io.resampled_indices
+            need = math.ceil((cfg.frames - 1) * fps / cfg.fps - TIME_TOL * fps) + 1     # eval/decode.py's rule
             if clip and clip < need:
-                most = math.floor((clip - 1) * cfg.fps / fps + 1e-6) + 1
+                most = math.floor(((clip - 1) / fps + TIME_TOL) * cfg.fps) + 1
                 raise InputError(f"{key}: its clips hold {clip} frames at {fps:g} fps ({man}), data.frames="
                                  f"{cfg.frames} at data.fps={cfg.fps:g} needs {need}: every sample would be skipped; "
                                  f"expected data.frames <= {most}, or shards cut into longer clips")

@@ -23,7 +23,9 @@ from tqdm import tqdm
 from lumiere_pl.data.tar_reader import MANIFEST
 from lumiere_pl.errors import InputError
 from lumiere_pl.utils.atomic import commit, discard, new_temp, write_error, write_text
-from lumiere_pl.data.video_io import VideoError, count_frames, decode, encode, probe, scaled_size
+from eval.decode import TIME_TOL, decode_all, retimed
+from eval.limits import MIB, limits
+from lumiere_pl.data.video_io import VideoError, count_frames, encode, probe, scaled_size
 
 
 @dataclass
@@ -88,12 +90,11 @@ def _with_label(meta: Dict[str, object], label: Optional[int]) -> Dict[str, obje
 
 def _clips(src: Source, data: bytes, opt: Options) -> List[Sample]:
     info = probe(data)
-    frames = decode(data, None, short_side=opt.size)                        # (t h w c), all frames
-    fps = opt.fps or info.fps
-    if opt.fps and info.fps:                                                # frame-rate conversion
-        step = info.fps / opt.fps
-        idx = np.floor(np.arange(int(len(frames) / step)) * step + 1e-6).astype(int)
-        frames = frames[idx[idx < len(frames)]]
+    decoded = decode_all(data, short_side=opt.size)                         # (t h w c), all frames, their times
+    frames, fps = decoded.frames, opt.fps or info.fps
+    if opt.fps and decoded.times is not None:                               # re-timed by eval/decode.py's rule
+        count = int(np.floor((decoded.times[-1] + TIME_TOL) * opt.fps)) + 1
+        frames = frames[retimed(0, count, opt.fps, decoded.times)]
     n = len(frames)
     length = int(round(opt.clip_seconds * fps)) if opt.clip_seconds else n
     stride = int(round((opt.clip_stride or opt.clip_seconds) * fps)) if opt.clip_seconds else n
@@ -111,11 +112,19 @@ def _clips(src: Source, data: bytes, opt: Options) -> List[Sample]:
     return out
 
 
+def read_source(path: Path) -> bytes:
+    """A source video's bytes, refused unread over the member limit (it becomes one tar member)."""
+    lim, size = limits(), path.stat().st_size
+    if size > lim.member_mib * MIB:
+        raise VideoError(f"{size:,} bytes, over {lim.describe('member_mib')}")
+    return path.read_bytes()
+
+
 def make_samples(job: Tuple[Source, Options]) -> Tuple[Source, List[Sample], Optional[str]]:
     """(source, samples, error): error names why the source was skipped (it is then not a decodable video)."""
     src, opt = job
     try:
-        data = Path(src.path).read_bytes()
+        data = read_source(Path(src.path))
         if opt.clip_seconds or opt.fps or opt.size:
             return src, _clips(src, data, opt), None
         return src, _whole(src, data), None

@@ -15,6 +15,7 @@ from typing import Dict, Iterator, List, Optional
 from webdataset import gopen
 from webdataset.shardlists import expand_urls
 
+from eval.limits import MIB, Limits, limits
 from lumiere_pl.data.health import SkipCounter
 from lumiere_pl.data.video_io import VIDEO_EXTS
 
@@ -35,8 +36,10 @@ def _split(name: str) -> tuple[str, str]:
     return (f"{head}/{stem}" if head else stem), ext.lower() if dot else ""
 
 
-def iter_shard(url: str, skips: Optional[SkipCounter] = None) -> Iterator[Dict[str, object]]:
+def iter_shard(url: str, skips: Optional[SkipCounter] = None, lim: Optional[Limits] = None
+               ) -> Iterator[Dict[str, object]]:
     """Raw samples of one shard, in tar order."""
+    lim = lim or limits()
     key: Optional[str] = None
     sample: Dict[str, object] = {}
     try:
@@ -51,6 +54,12 @@ def iter_shard(url: str, skips: Optional[SkipCounter] = None) -> Iterator[Dict[s
                 if not member.isfile():
                     continue
                 k, ext = _split(member.name)
+                if member.size > lim.member_mib * MIB or member.issparse():
+                    if skips is not None:
+                        what = "is sparse" if member.issparse() else f"declares {member.size:,} bytes"
+                        skips.add("oversized_member", url, k, f"{member.name} {what}, over "
+                                  f"{lim.describe('member_mib')}: skipped unread")
+                    continue
                 fobj = tar.extractfile(member)
                 data = fobj.read() if fobj is not None else b""
                 if len(data) != member.size:

@@ -1,4 +1,5 @@
-"""Video bytes <-> frames with PyAV, all in memory (no temp files): decode, frame-rate resampling, resize, crop, encode.
+"""Video bytes <-> frames: decoding is eval/decode.py's (the project's one decoder, its one re-timing rule and list of
+extensions), re-exported here; encoding (H.264 MP4 with PyAV, all in memory) lives here.
 
 Frames are uint8 numpy arrays (t h w c), c = RGB.
 """
@@ -7,167 +8,39 @@ from __future__ import annotations
 import io
 import math
 import platform
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import av
 import numpy as np
 
-VIDEO_EXTS = ("mp4", "avi", "mpg", "mpeg", "webm", "mkv", "mov", "m4v", "ogv")   # accepted {key}.EXT members
+from eval.decode import (VIDEO_EXTS, ClipTooShort, VideoError, VideoInfo, clip_at, count_frames, crop, frames_at,
+                         last_start, nominal_times, probe, retimed, scaled_size)
 
-
-class VideoError(ValueError):
-    """Bytes that are not a decodable video, or a clip too short for the request. The message says why."""
-
-
-@dataclass
-class VideoInfo:
-    fps: float
-    frames: int                     # 0 when the container does not say (e.g. MPEG-PS)
-    width: int
-    height: int
-
-
-def _open(data: bytes) -> av.container.InputContainer:
-    if not data:
-        raise VideoError("zero-byte video")
-    try:
-        c = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, ValueError, OSError) as err:
-        raise VideoError(f"not a decodable video: {err}") from None
-    if not c.streams.video:
-        c.close()
-        raise VideoError("no video stream")
-    return c
-
-
-def probe(data: bytes) -> VideoInfo:
-    with _open(data) as c:
-        s = c.streams.video[0]
-        rate = s.average_rate or s.guessed_rate or 0
-        return VideoInfo(float(rate), int(s.frames or 0), s.codec_context.width, s.codec_context.height)
+decode = frames_at            # decode(data, indices=None, short_side=0, seek=True) -> (t h w 3) uint8
 
 
 def resampled_indices(num_src: int, src_fps: float, fps: float, frames: int, start: Optional[int]) -> List[int]:
-    """Source frame indices for `frames` frames at `fps` (fps <= 0: native rate).
-
-    Output frame j is source frame start + floor(j * src_fps / fps): at half the source rate every other frame,
-    above the source rate frames repeat. start None: centred. Raises VideoError if the clip is too short.
-    """
-    step = src_fps / fps if fps > 0 and src_fps > 0 else 1.0
-    offsets = [int(math.floor(j * step + 1e-6)) for j in range(frames)]
-    span = offsets[-1] + 1
-    if num_src < span:
-        raise VideoError(f"clip too short: {num_src} frames, need {span} for {frames} frames at {fps:g} fps "
-                         f"from {src_fps:g} fps")
-    latest = num_src - span
-    s = latest // 2 if start is None else min(max(start, 0), latest)
-    return [s + o for o in offsets]
+    """Source frame indices of `frames` frames at `fps` (fps <= 0: the native rate) from a stream of num_src frames
+    at src_fps, by eval/decode.py's rule on the nominal times i / src_fps: output frame j is the frame on screen at
+    t_start + j / fps (at half the source rate every other frame; above it frames repeat). start None: centred.
+    ClipTooShort when the clip does not fit."""
+    if not (fps > 0 and src_fps > 0):
+        fps = src_fps = 1.0
+    s = clip_start(num_src, src_fps, fps, frames, start)
+    return retimed(s, frames, fps, nominal_times(num_src, src_fps)).tolist()
 
 
-def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(w, h) with the short side = short_side, aspect kept, both even-free integers >= 1."""
-    scale = short_side / min(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def decode(data: bytes, indices: Optional[Sequence[int]] = None, short_side: int = 0, seek: bool = True) -> np.ndarray:
-    """Decode the frames at `indices` (None: all) in presentation order; (t h w c) uint8.
-
-    short_side > 0 resizes (area filter) so the short side has that many pixels; only wanted frames are converted,
-    and decoding stops after the last wanted frame. seek: start at the last keyframe at or before the first wanted
-    frame instead of frame 0 (a clip late in a long video costs its GOP, not the video before it); frame i is the
-    one at time i / fps. Streams whose timestamps do not give exact frame numbers decode from frame 0.
-    """
-    want = None if indices is None else sorted(set(indices))
-    if seek and want and want[0] > 0:
-        got, _ = _decode_seeking(data, want, short_side)
-        if got is not None:
-            return np.stack([got[i] for i in indices])
-    return _decode_from_start(data, indices, want, short_side)
-
-
-def _decode_from_start(data: bytes, indices: Optional[Sequence[int]], want: Optional[List[int]],
-                       short_side: int) -> np.ndarray:
-    last = want[-1] if want else -1
-    got: dict[int, np.ndarray] = {}
-    with _open(data) as c:
-        s = c.streams.video[0]
-        size = scaled_size(s.codec_context.width, s.codec_context.height, short_side) if short_side else None
-        try:
-            for i, frame in enumerate(c.decode(s)):
-                if want is None or i in want:
-                    got[i] = _rgb(frame, size)
-                if want is not None and i >= last:
-                    break
-        except (av.FFmpegError, ValueError) as err:
-            raise VideoError(f"decode failed after {len(got)} frames: {err}") from None
-    if not got:
-        raise VideoError("no frame could be decoded")
-    if want is not None and last not in got:
-        raise VideoError(f"clip too short: decoded {max(got) + 1} frames, need {last + 1}")
-    order = indices if indices is not None else sorted(got)
-    return np.stack([got[i] for i in order])
-
-
-def _rgb(frame: av.VideoFrame, size: Optional[tuple[int, int]]) -> np.ndarray:
-    if size:
-        frame = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
-    return frame.to_ndarray(format="rgb24")                                  # (h w c)
-
-
-def _decode_seeking(data: bytes, want: List[int], short_side: int) -> tuple[Optional[dict[int, np.ndarray]], int]:
-    """(the wanted frames, how many frames were decoded) after a seek to the keyframe before want[0]; the frames are
-    None when this stream cannot be seeked by frame number (no constant rate, no timestamps, or the seek landed after
-    the first wanted frame): the caller then decodes from frame 0. Frame numbers come from timestamps:
-    round((pts - start) * time_base * rate)."""
-    with _open(data) as c:
-        s = c.streams.video[0]
-        rate, tb = s.average_rate or s.guessed_rate, s.time_base
-        if not rate or not tb or s.start_time is None:
-            return None, 0
-        size = scaled_size(s.codec_context.width, s.codec_context.height, short_side) if short_side else None
-        target = s.start_time + round(Fraction(want[0]) / Fraction(rate) / Fraction(tb))   # pts of frame want[0]
-        got: dict[int, np.ndarray] = {}
-        wanted, n = set(want), 0
-        try:
-            c.seek(target, stream=s, backward=True, any_frame=False)             # the keyframe at or before it
-            for frame in c.decode(s):
-                n += 1
-                if frame.pts is None:
-                    return None, n
-                exact = (frame.pts - s.start_time) * Fraction(tb) * Fraction(rate)
-                i = round(exact)
-                if abs(exact - i) > Fraction(1, 4) or (not got and i > want[0]):
-                    return None, n                                               # not frame-exact: decode from 0
-                if i in wanted:
-                    got[i] = _rgb(frame, size)
-                if i >= want[-1]:
-                    break
-        except (av.FFmpegError, ValueError) as err:
-            raise VideoError(f"decode failed after {len(got)} frames: {err}") from None
-    return (got if all(i in got for i in want) else None), n   # a gap or an early end: decode from 0 decides
-
-
-def count_frames(data: bytes) -> int:
-    """Exact frame count by decoding (containers such as MPEG-PS carry none)."""
-    n = 0
-    with _open(data) as c:
-        for _ in c.decode(c.streams.video[0]):
-            n += 1
-    return n
-
-
-def crop(frames: np.ndarray, size: int, rng: Optional[np.random.Generator] = None) -> np.ndarray:
-    """Square size x size crop of (t h w c): random position with rng, else centred."""
-    _, h, w, _ = frames.shape
-    if h < size or w < size:
-        raise VideoError(f"frames {w}x{h} smaller than the crop {size}")
-    y = int(rng.integers(h - size + 1)) if rng is not None else (h - size) // 2
-    x = int(rng.integers(w - size + 1)) if rng is not None else (w - size) // 2
-    return frames[:, y:y + size, x:x + size]
+def clip_start(num_src: int, src_fps: float, fps: float, frames: int, start: Optional[int]) -> int:
+    """The first frame of a clip of `frames` frames at `fps` from a stream of num_src frames at src_fps: `start`
+    clamped to the starts that fit, or (None) the middle one."""
+    last = last_start(nominal_times(num_src, src_fps), fps, frames) if num_src else -1
+    if last < 0:
+        need = math.ceil((frames - 1) * src_fps / fps - 1e-6) + 1
+        raise ClipTooShort(f"clip too short: {num_src} frames, need {need} for {frames} frames at {fps:g} fps "
+                           f"from {src_fps:g} fps")
+    return last // 2 if start is None else min(max(start, 0), last)
 
 
 # x264's SIMD level for encoding: the same frames give the same bytes in any process, and on any machine with the
@@ -217,10 +90,9 @@ def read_clip(path: Path, frames: Optional[int] = None, flag: str = "--input-vid
 
     if not path.is_file():
         raise InputError(f"{flag} {path}: file not found; expected a video (MP4, WebM, ...)")
-    data = path.read_bytes()
     try:
-        fps = probe(data).fps
-        x = decode(data, None if frames is None else list(range(frames)))           # t h w 3 uint8
+        fps = probe(path).fps
+        x = decode(path, None if frames is None else list(range(frames)))           # t h w 3 uint8
     except VideoError as err:
         need = f" with at least --frames {frames} frames" if frames else ""
         raise InputError(f"{flag} {path}: {err}; expected a video (MP4, WebM, ...){need}") from None
@@ -229,3 +101,7 @@ def read_clip(path: Path, frames: Optional[int] = None, flag: str = "--input-vid
                          "least that many frames")
     x = crop(x, min(x.shape[1], x.shape[2]))
     return from_uint8(x)[None], fps                                                  # (1 3 t h w)
+
+
+__all__ = ["VIDEO_EXTS", "ClipTooShort", "VideoError", "VideoInfo", "clip_at", "clip_start", "count_frames", "crop",
+           "decode", "encode", "probe", "psnr", "read_clip", "resampled_indices", "scaled_size"]

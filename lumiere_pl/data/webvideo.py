@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-from lumiere_pl.data.config import DataConfig
+from lumiere_pl.data.config import DataConfig, data_limits
 from lumiere_pl.data.health import SkipCounter
 from lumiere_pl.data.sample_decode import decode_sample
 from lumiere_pl.data.shard_check import check_shards
@@ -115,11 +115,11 @@ class WebVideoDataset(IterableDataset):
     def _raw(self, wid: int, nw: int, rng: random.Random) -> Iterator[Dict[str, object]]:
         if self.resampled:
             while True:
-                yield from iter_shard(rng.choice(self.urls), self.skips)
+                yield from iter_shard(rng.choice(self.urls), self.skips, data_limits(self.cfg))
         for n, (i, url, shared) in enumerate(assign_shards(self.urls, self.rank, self.world, self.order_seed())):
             if n % nw != wid:
                 continue
-            for j, raw in enumerate(iter_shard(url, self.skips)):
+            for j, raw in enumerate(iter_shard(url, self.skips, data_limits(self.cfg))):
                 if not shared or (j + i) % self.world == self.rank:
                     yield raw
 
