@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn, Optional
+
+from .errors import EvalError
 
 MAX_MESSAGE = 400                 # characters of an internal error's message shown (the traceback: --debug)
 
@@ -34,6 +38,31 @@ def without_advice(text: str) -> str:
         if pattern.search(text):
             return ours
     return text
+
+
+def utf8(data: bytes, where: str, expected: str) -> str:
+    """`data` as text; EvalError naming `where` and the byte offset of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise EvalError(f"{where}: not UTF-8 text (byte {err.start}: {data[err.start:err.start + 4]!r}); expected "
+                        f"{expected}") from None
+
+
+def read_text(path: str | Path, expected: str, flag: str = "") -> str:
+    """A text input file (prompts, captions, configs, lists) as str: EvalError naming the file (and `flag`) when it
+    is missing, a folder, larger than the member limit (eval/limits.py) or not UTF-8 (with the byte offset)."""
+    from .limits import MIB, limits
+
+    path = Path(path)
+    where = f"{flag} {path}".strip()
+    if not path.is_file():
+        raise EvalError(f"{where}: {'is a folder' if path.is_dir() else 'file not found'}; expected {expected}")
+    lim = limits()
+    size = os.stat(path).st_size
+    if size > lim.member_mib * MIB:
+        raise EvalError(f"{where}: {size:,} bytes, over {lim.describe('member_mib')}; expected {expected}")
+    return utf8(path.read_bytes(), where, expected)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -72,4 +101,4 @@ def _wanted(kind: type, low, high, above: bool) -> str:
     return f"{what} <= {show(high)}" if high is not None else what
 
 
-__all__ = ["ArgumentParser", "MAX_MESSAGE", "number", "one_line", "without_advice"]
+__all__ = ["ArgumentParser", "MAX_MESSAGE", "number", "one_line", "read_text", "utf8", "without_advice"]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .card import differing, format_figure
+from .command import read_text
 from .errors import EvalError
 
 SHOWN = 40      # characters of a card value in the refusal line
@@ -17,8 +18,8 @@ def load_result(path: str | Path) -> dict:
     if not path.is_file():
         raise EvalError(f"{path}: no such file; expected a result JSON written by lumiere-eval")
     try:
-        result = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        result = json.loads(read_text(path, "a result JSON written by lumiere-eval"))
+    except (json.JSONDecodeError, RecursionError) as err:
         raise EvalError(f"{path}: not JSON ({err}); expected a result JSON written by lumiere-eval") from None
     if not isinstance(result, dict) or not isinstance(result.get("card"), dict) or not result.get("figures"):
         raise EvalError(f"{path}: no protocol card or figures; expected a result JSON written by this lumiere-eval "

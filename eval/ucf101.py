@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text
+from .command import read_text
 from .errors import EvalError
 from .video_io import ClipSpec, decode, write_clip_list
 
@@ -50,7 +51,7 @@ def load_prompts(path: str | Path | None = None) -> tuple[dict[str, str], str, i
     if path is None:
         text, set_id = _asset(PROMPTS_V1), "lumiere-pl-v1"
     else:
-        text = Path(path).read_text()
+        text = read_text(path, "our prompt JSON or 'ClassName<TAB or |>prompt' lines", "--prompt-file")
         set_id = f"{Path(path).name}@sha256:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
     if text.lstrip().startswith("{"):
         try:
@@ -122,7 +123,7 @@ def write_jsonl(lines: list[dict], path: str | Path) -> Path:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path, "a JSONL prompt list (lumiere-eval ucf101-prompts)").splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -198,7 +199,7 @@ def read_split_file(path: Path, labelled: bool) -> list[tuple[str, str]]:
     """[(relative path "Class/v_Class_gXX_cYY.avi", class name)]: every line checked against the class index."""
     index = {name: i for i, name in classes()}
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path, "a UCF101 split list").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

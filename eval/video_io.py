@@ -21,6 +21,7 @@ import numpy as np
 
 from .decode import (RETIME, VIDEO_EXTS, ClipTooShort, Decoded, VideoError, clip_at, codec_of, decode_all,
                      frame_times, last_start, retimed)
+from .command import read_text
 from .limits import MIB, limits
 
 CLIP_EXTS = tuple(f".{e}" for e in VIDEO_EXTS) + (".npy",)
@@ -184,7 +185,7 @@ def read_clip_list(path: str | Path) -> list[tuple[Path, int]]:
     """Lines "video_path [start_frame]" (relative paths from the list's folder); '#' starts a comment."""
     path = Path(path)
     out = []
-    for line in path.read_text().splitlines():
+    for line in read_text(path, 'a clip list: "video_path [start_frame]" lines').splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, _, start = line.rpartition(" ") if line.rsplit(" ", 1)[-1].isdigit() else (line, "", "0")

@@ -6,6 +6,7 @@ repository's classes being importable.
 """
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import warnings
@@ -106,12 +107,20 @@ def check_model(path: str | Path, ckpt: dict, expect: Optional[Sequence[str]], h
 
 
 def config_of(ckpt: dict, path: str | Path = "checkpoint") -> ExperimentConfig:
+    """The config a file holds, its keys, types and numbers checked (NaN, int64, sizes, names: config_checks)."""
+    from lumiere_pl.config_checks import check_values
+
     try:
-        return from_dict(ckpt["hyper_parameters"]["config"])
+        cfg = from_dict(ckpt["hyper_parameters"]["config"])
     except (OmegaConfBaseException, ValueError, TypeError) as err:
-        first = (getattr(err, "msg", None) or str(err)).splitlines()[0]
+        first = (getattr(err, "msg", None) or str(err) or type(err).__name__).splitlines()[0]
         raise CheckpointError(f"{path}: its config does not fit this version of lumiere-pl ({first}); expected "
                               f"{EXPECTED} by this version") from None
+    try:
+        check_values(cfg)
+    except InputError as err:
+        raise CheckpointError(f"{path}: its config holds {err}; expected {EXPECTED}") from None
+    return cfg
 
 
 def net_state(ckpt: dict, ema: bool = True) -> Dict[str, torch.Tensor]:
@@ -127,10 +136,72 @@ def net_state(ckpt: dict, ema: bool = True) -> Dict[str, torch.Tensor]:
 
 
 def load_t2i(path: str | Path) -> Tuple[ExperimentConfig, Dict[str, torch.Tensor]]:
-    """The (EMA) weights and config of a pretrained T2I U-Net, to inflate."""
+    """The (EMA) weights and config of a pretrained T2I U-Net, to inflate (its config checked to fit its weights)."""
     ckpt = load_checkpoint(path)
     check_model(path, ckpt, ["t2i"], " (stage 1: lumiere-train --config experiments/t2i_*.yaml)")
-    return config_of(ckpt, path), net_state(ckpt, ema=True)
+    cfg, state = config_of(ckpt, path), net_state(ckpt, ema=True)
+    check_fits(cfg, state, path)
+    return cfg, state
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What a file's config asks to allocate, checked against what the file holds, before anything is allocated
+
+
+def _shapes(state: Dict[str, torch.Tensor]) -> Dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def compare_shapes(expected: Dict[str, tuple], stored: Dict[str, tuple], path: str | Path, what: str,
+                   optional: frozenset = frozenset()) -> None:
+    """CheckpointError unless `stored` holds a tensor of the expected shape for every expected key (but `optional`
+    ones) and nothing else; `what`: what the expected shapes come from, for the message."""
+    wrong = [k for k in expected if k in stored and tuple(stored[k]) != tuple(expected[k])]
+    missing = [k for k in expected if k not in stored and k not in optional]
+    unexpected = [k for k in stored if k not in expected]
+    if not (wrong or missing or unexpected):
+        return
+    big = sum(math.prod(v) for v in expected.values()) * 4
+    held = sum(math.prod(v) for v in stored.values()) * 4
+    if wrong:
+        k = wrong[0]
+        first = f"{k} is {tuple(stored[k])}, {what} says {tuple(expected[k])}"
+    else:
+        first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+    raise CheckpointError(f"{path}: its weights do not fit {what} ({first}; {len(wrong)} of another shape, "
+                          f"{len(missing)} missing, {len(unexpected)} unexpected; {what} needs {big / 2**20:,.1f} MiB, "
+                          f"the file holds {held / 2**20:,.1f} MiB); was the file edited, or written by another "
+                          "version?")
+
+
+def check_fits(cfg: ExperimentConfig, state: Dict[str, torch.Tensor], path: str | Path) -> None:
+    """A file's config describes the network its weights are (built on the meta device: nothing allocated, so a
+    2 KB file describing a 64 GiB network costs nothing), and one sample of it stays within the sample limit
+    (eval/limits.py). CheckpointError naming the file otherwise. A diffusers_stunet's network is its folder's
+    (model.init_from, whose weights diffusers_folder checks); its sample size is checked here too."""
+    from eval.limits import MIB, limits
+
+    lim = limits()
+    d, t = cfg.data, cfg.text
+    channels = max(cfg.model.unet.in_channels, cfg.model.unet.out_channels, 4)
+    sample = channels * max(d.frames, 1) * d.size ** 2 * 4 + t.max_length * max(t.dim, 1) * 4
+    if min(d.size, d.frames, t.max_length) < 1 or sample > lim.sample_mib * MIB:
+        raise CheckpointError(f"{path}: its config asks for {d.frames} frames of {d.size}x{d.size} pixels "
+                              f"(text: {t.max_length} tokens), {sample / MIB:,.0f} MiB per sample, over "
+                              f"{lim.describe('sample_mib')}; expected the config lumiere-train wrote")
+    if cfg.model.name == "diffusers_stunet":
+        return
+    from lumiere_pl.models import build_model
+    from lumiere_pl.models.diffusers_folder import text_dim_of
+
+    try:
+        with torch.device("meta"):
+            net = build_model(cfg, text_dim_of(cfg.text), None)
+    except (ValueError, TypeError, KeyError, RuntimeError, IndexError, ZeroDivisionError) as err:
+        raise CheckpointError(f"{path}: its config does not describe a network this version builds "
+                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); expected "
+                              f"{EXPECTED} by this version") from None
+    compare_shapes(_shapes(net.state_dict()), _shapes(state), path, f"the {cfg.model.name} its config describes")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -142,11 +213,15 @@ EXPORT_ENTRIES = {PRETRAINED_WEIGHTS, PRETRAINED_CONFIG, "unet", "scheduler", "v
 
 
 def _read_export_config(path: Path) -> dict:
+    import yaml
     from omegaconf import OmegaConf
 
+    from eval.command import read_text
+
+    read_text(path, "the config.yaml written by lumiere-export")          # UTF-8 (else the byte offset), bounded
     try:
         config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except (OmegaConfBaseException, ValueError, UnicodeDecodeError) as err:
+    except (OmegaConfBaseException, ValueError, UnicodeDecodeError, yaml.YAMLError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable config ({str(err).splitlines()[0]}); expected the config.yaml "
                               "written by lumiere-export") from None
     if not isinstance(config, dict):
@@ -158,6 +233,9 @@ def _read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from lumiere_pl.utils.weights import read_header
+
+    read_header(path, "the weights written by lumiere-export")      # its sizes checked before the file is read
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -177,7 +255,9 @@ def read_model(path: str | Path, ema: bool = True) -> Tuple[ExperimentConfig, Di
                 raise CheckpointError(f"{path}: is a folder without {p.name}; expected {EXPECTED}, or a folder written "
                                       "by lumiere-export")
         config = _read_export_config(cfg_path)
-        if config.get("model", {}).get("name") == "diffusers_stunet":      # the folder holds its U-Net and VAE
+        model = config.get("model")
+        if isinstance(model, dict) and model.get("name") == "diffusers_stunet" and isinstance(
+                model.get("diffusers"), dict):                                 # the folder holds its U-Net and VAE
             config["model"]["init_from"] = str(path)
             config["model"]["diffusers"]["vae"] = str(path / "vae") if (path / "vae").is_dir() else None
         return config_of({"hyper_parameters": {"config": config}}, cfg_path), _read_safetensors(weights)
@@ -200,6 +280,7 @@ def load_parts(path: str | Path, ema: bool = True, expect: Optional[Sequence[str
 
     cfg, state = read_model(path, ema)
     check_model(path, {"hyper_parameters": {"config": {"model": {"name": cfg.model.name}}}}, expect, hint)
+    check_fits(cfg, state, path)                                      # before anything is allocated
     parts = ModelParts.build(cfg)
     load_net(parts, state, path)
     parts.net.eval()
@@ -264,11 +345,14 @@ def export_kind(path: Path) -> Optional[str]:
     lumiere-pl; a folder holding only an export's entries, its model.safetensors such a file), else None."""
     from safetensors import SafetensorError, safe_open
 
+    from lumiere_pl.utils.weights import read_header
+
     def ours(f: Path) -> bool:
         try:
+            read_header(f)
             with safe_open(str(f), framework="pt") as st:
                 return (st.metadata() or {}).get("format") == EXPORT_FORMAT
-        except (SafetensorError, OSError, ValueError):
+        except (SafetensorError, OSError, ValueError):                # CheckpointError: a ValueError
             return False
 
     if path.is_file() and not path.is_symlink():
@@ -347,6 +431,8 @@ def _copy_pretrained(cfg: ExperimentConfig, dest: Path) -> None:
 
     from lumiere_pl.models.diffusers_folder import PREDICTION_TYPES, locate, weight_files
 
+    from lumiere_pl.utils.paths import inside
+
     d = cfg.model.diffusers
     folder = locate(cfg.model.init_from, d.variant, d.vae)
     for name, src in (("unet", folder.unet), ("vae", folder.vae)):
@@ -354,7 +440,7 @@ def _copy_pretrained(cfg: ExperimentConfig, dest: Path) -> None:
             continue
         (dest / name).mkdir()
         for f in ["config.json", *weight_files(src, d.variant)]:
-            shutil.copyfile(src / f, dest / name / f)
+            shutil.copyfile(src / f, inside(dest / name, f, what=f"{src}: a weight file name"))
     prediction = {v: k for k, v in PREDICTION_TYPES.items()}[cfg.diffusion.prediction]
     DDPMScheduler(**dataclasses.asdict(cfg.model.t2i_schedule), prediction_type=prediction).save_pretrained(
         str(dest / "scheduler"))

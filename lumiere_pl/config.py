@@ -22,6 +22,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from eval.command import read_text
 from lumiere_pl.errors import InputError
 
 
@@ -318,9 +319,13 @@ def _read_yaml(path: Path, schema: DictConfig, seen: tuple = ()) -> DictConfig:
     if path.resolve() in seen:
         raise ConfigError(f"config {path}: `base:` chain loops back to itself")
     try:
+        read_text(path, "an experiment YAML", "config")        # UTF-8 (else the byte offset), within the size limit
+    except InputError as err:
+        raise ConfigError(str(err)) from None
+    try:
         raw = OmegaConf.load(path)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config {path}: not valid YAML: {err}") from None
+    except yaml.YAMLError as err:        # also YAML tags (!!python/object): OmegaConf's loader is a safe one
+        raise ConfigError(f"config {path}: not valid YAML: {' '.join(str(err).split())}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config {path}: not a UTF-8 text file (expected an experiment YAML)") from None
     except OSError as err:                 # OmegaConf: the YAML is a scalar ("Invalid loaded object type: int")

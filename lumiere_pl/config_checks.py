@@ -7,6 +7,7 @@ for use goes through load_config here: lumiere-train, the sweep runner, tests an
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import List, Optional
@@ -41,6 +42,8 @@ def validate(cfg: ExperimentConfig) -> None:
     from lumiere_pl.text import ENCODERS
 
     m, u, t, d = cfg.model, cfg.model.unet, cfg.model.temporal, cfg.data
+    _check_numbers(cfg)                         # NaN, inf, 2^64, negative sizes: before anything reads them
+    _check_names(cfg)                           # paths built from config values stay inside their folders
     _choice("model.name", m.name, MODELS)
     diffusers_levels = _check_diffusers(cfg) if m.name == "diffusers_stunet" else 0
     _choice("diffusion.schedule", cfg.diffusion.schedule, SCHEDULES)
@@ -132,6 +135,82 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"trainer.log_every_n_steps={cfg.trainer.log_every_n_steps}: expected >= 1")
     _check_fsdp(cfg)
     _check_frozen_dtype(cfg)
+
+
+MAX_SEED = 2 ** 32 - 1        # numpy's and Lightning's seed range (Lightning replaces a larger seed by 0: refused here)
+# (key, least value) of the integer and float keys that are counts, sizes or rates; every other number is only
+# required to be finite (floats) and within int64 (integers)
+LOWER_BOUNDS = {
+    "data.size": 1, "data.frames": 1, "data.num_workers": 0, "data.shuffle_buffer": 0, "data.epoch_length": 0,
+    "data.fps": 0.0, "data.synthetic.num_videos": 1, "data.synthetic.num_val_videos": 0,
+    "model.unet.in_channels": 1, "model.unet.out_channels": 1, "model.unet.channels": 1,
+    "model.unet.num_res_blocks": 1, "model.unet.head_dim": 1, "model.unet.text_dim": 0,
+    "model.unet.cond_channels": 0, "model.unet.dropout": 0.0, "model.temporal.kernel": 1,
+    "model.temporal.attn_layers": 0, "model.temporal.max_frames": 1, "model.upscale": 1,
+    "model.t2i_schedule.num_train_timesteps": 1, "diffusion.shift_base": 0,
+    "text.max_length": 1, "text.dim": 1, "train.lr": 0.0, "train.weight_decay": 0.0, "train.warmup_steps": 0,
+    "train.grad_clip": 0.0, "train.ema_decay": 0.0, "train.val_fvd": 0, "trainer.num_nodes": 1,
+    "trainer.accumulate_grad_batches": 1, "data.synthetic.shape_scale": 0.0,
+}
+SEEDS = ("train.seed", "data.seed", "data.synthetic.seed")
+
+
+def _leaves(node, prefix: str = ""):
+    """(dotted key, value) of every number of a config as a plain dict (lists: key[i])."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        key = f"{prefix}{k}" if isinstance(node, dict) else f"{prefix[:-1]}[{k}]."
+        if isinstance(v, (dict, list)):
+            yield from _leaves(v, f"{key}." if isinstance(node, dict) else key)
+        else:
+            yield key.rstrip("."), v
+
+
+def _check_numbers(cfg: ExperimentConfig) -> None:
+    """Every float finite, every integer within int64, counts and sizes at their least values, seeds in numpy's
+    range, data.limits.* positive: a NaN learning rate or a seed past 2^64 is refused before any work."""
+    from lumiere_pl.config import to_dict
+
+    for key, value in _leaves(to_dict(cfg)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value}: expected a finite number")
+        if isinstance(value, int) and not -2 ** 63 <= value < 2 ** 63:
+            raise ConfigError(f"{key}={value}: out of range; expected an integer within int64")
+        low = LOWER_BOUNDS.get(key)
+        if key in SEEDS and not 0 <= value <= MAX_SEED:
+            raise ConfigError(f"{key}={value}: expected a seed in [0, {MAX_SEED}]")
+        if key.startswith("data.limits.") and value < 1:
+            raise ConfigError(f"{key}={value}: expected a positive bound (eval/limits.py), or null for the default")
+        if key.startswith(("model.unet.channel_mults[", "trainer.fsdp.shard_size")):
+            low = 1 if "channel_mults" in key else 0
+        if low is not None and value < low:
+            raise ConfigError(f"{key}={value}: expected {'an integer' if isinstance(low, int) else 'a value'} >= {low}")
+    if not 0.0 <= cfg.train.ema_decay <= 1.0:
+        raise ConfigError(f"train.ema_decay={cfg.train.ema_decay}: expected a decay in [0, 1]")
+
+
+def check_values(cfg: ExperimentConfig) -> None:
+    """The checks of a config read from a file lumiere-pl wrote (a checkpoint, an export): its numbers and names,
+    not what depends on this machine (files, registries)."""
+    _check_numbers(cfg)
+    _check_names(cfg)
+
+
+def _check_names(cfg: ExperimentConfig) -> None:
+    """name is a folder inside out_dir (lumiere_pl/utils/paths.py); weight-file variants are plain names."""
+    from lumiere_pl.errors import InputError
+    from lumiere_pl.utils.paths import check_name, inside
+
+    try:
+        inside(cfg.out_dir, cfg.name, what="name")
+        for key, value in (("model.diffusers.variant", cfg.model.diffusers.variant),
+                           ("text.variant", cfg.text.variant)):
+            if value is not None:
+                check_name(value, key)
+    except InputError as err:
+        raise ConfigError(f"{err} (the run folder is out_dir/name)" if "name" in str(err)[:5] else str(err)) from None
 
 
 def _check_fsdp(cfg: ExperimentConfig) -> None:

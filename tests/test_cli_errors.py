@@ -208,7 +208,7 @@ CASES = {
                           ("empty.jsonl", ("no prompts",)),
                           ("dup_index.jsonl", (":2:", "already used on line 1")),
                           ("bad_index.jsonl", (":1:", "integer in [0,")),
-                          ("binary.jsonl", ("not UTF-8 text (byte 0)",)),
+                          ("binary.jsonl", ("not UTF-8 text (byte 0",)),
                           ("missing.jsonl", ("file not found",))]},
     "sample/frames the STUNet cannot halve": Case(
         sample.main, lambda f, o: ["--ckpt", f["stunet"], "--prompt", "x", "--out", o / "a.mp4", "--frames", "6"],

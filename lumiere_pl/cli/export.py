@@ -39,12 +39,14 @@ def main(argv: List[str]) -> int:
     from lumiere_pl.checkpoint import check_replaceable, config_of, export_weights, load_checkpoint, load_parts
     from lumiere_pl.pipeline import LumierePipeline
     from lumiere_pl.utils.atomic import check_writable
+    from lumiere_pl.utils.paths import inside
 
     out = Path(args.out) if args.out is not None else None
-    if out is None:
+    if out is None:                                     # beside checkpoints/, named by the config's run name
         ckpt = Path(args.ckpt)
         cfg = config_of(load_checkpoint(ckpt, mmap=True), ckpt)
-        out = ckpt.parent.parent / (cfg.name if cfg.model.name == "diffusers_stunet" else f"{cfg.name}.safetensors")
+        out = inside(ckpt.parent.parent, cfg.name if cfg.model.name == "diffusers_stunet" else
+                     f"{cfg.name}.safetensors", what=f"{ckpt}: the run name in its config,")
     check_writable(out, "--out", file=True)
     if out.suffix != ".safetensors":
         check_replaceable(out, args.overwrite)                  # before the checkpoint is read

@@ -26,10 +26,12 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from eval.command import read_text
 from lumiere_pl.cli.errors import DEBUG_HELP, command
 from lumiere_pl.diffusion.samplers import SAMPLERS
 from lumiere_pl.errors import InputError
 from lumiere_pl.utils.atomic import check_writable
+from lumiere_pl.utils.paths import inside
 
 MAX_INDEX = 10 ** 9          # "index" of a prompt line: it names the file {index:06d}.mp4
 AUTO_CHUNK = 256             # --batch-size auto: videos per pipeline call (each call's videos are written at its end)
@@ -37,15 +39,7 @@ AUTO_CHUNK = 256             # --batch-size auto: videos per pipeline call (each
 
 def read_prompts(path: Path) -> List[dict]:
     """JSONL with at least {"prompt": str}; "index" (an integer in [0, 10^9], unique) defaults to the line number."""
-    if not path.is_file():
-        raise InputError(f"--prompts {path}: {'is a folder' if path.is_dir() else 'file not found'}; expected a JSONL "
-                         'file, one {"prompt": "..."} per line')
-    data = path.read_bytes()
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise InputError(f"--prompts {path}: not UTF-8 text (byte {err.start}); expected JSONL, one "
-                         '{"prompt": "..."} per line') from None
+    lines = read_text(path, 'a JSONL file, one {"prompt": "..."} per line', "--prompts").splitlines()
     rows, seen = [], {}
     for n, line in enumerate(lines):
         if not line.strip():
@@ -251,7 +245,8 @@ def main(argv: List[str]) -> int:
     mine = [r for r in rows if r["index"] % world == rank]
 
     def target(row: dict) -> Path:
-        return args.out if args.prompt is not None else args.out_dir / f"{row['index']:06d}.mp4"
+        return args.out if args.prompt is not None else inside(args.out_dir, f"{row['index']:06d}.mp4",
+                                                               what="prompt index")
 
     def targets(row: dict) -> List[Path]:
         return [target(row)] + ([ssr_path(target(row), args.out_dir)] if args.ssr_ckpt else [])

@@ -62,9 +62,10 @@ def resume_path(cfg: ExperimentConfig, resume: str) -> Optional[str]:
     return str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
 
 
-def check_resume(cfg: ExperimentConfig, path: str) -> None:
+def check_resume(cfg: ExperimentConfig, path: str) -> dict:
     """The checkpoint to resume is a lumiere-pl checkpoint of the model this run trains (read with mmap: cheap),
-    checked before anything is built; Lightning's own loading would report a bad file with torch's message."""
+    checked before anything is built; Lightning's own loading would report a bad file with torch's message.
+    Returns it (mapped) for resume_fits."""
     from lumiere_pl.checkpoint import check_model, load_checkpoint
     from lumiere_pl.errors import CheckpointError
 
@@ -75,6 +76,35 @@ def check_resume(cfg: ExperimentConfig, path: str) -> None:
         raise CheckpointError(f"--resume {path}: a checkpoint without the training state ({', '.join(missing)}): it "
                               "can be sampled or inflated (model.init_from), not resumed; expected a checkpoint "
                               "written during training (checkpoints/last.ckpt)")
+    return ckpt
+
+
+def resume_fits(module, ckpt: dict, path: str) -> None:
+    """The checkpoint's weights have the shapes of the module this run's config built (its network, EMA, all but
+    the frozen pretrained weights a diffusers_stunet reads from its folder): checked before the run folder's
+    config.yaml is written, so resuming with a config of another model changes nothing."""
+    from lumiere_pl.checkpoint import compare_shapes
+
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
+    compare_shapes(expected, stored, f"--resume {path}", "the model this run's config builds",
+                   optional=frozenset(f"net.{k}" for k in module.parts.pretrained_keys))
+
+RUN_ENTRIES = {"config.yaml", "checkpoints", "tb", "samples", "train_loss.csv"}     # what lumiere-train writes
+
+
+def check_run_folder(cfg: ExperimentConfig) -> None:
+    """A new run goes into a folder that does not exist, or holds only what lumiere-train (and the sweep runner and
+    lumiere-export's default outputs beside it) write: a folder of other files is refused, not written into."""
+    run = cfg.run_dir
+    if not run.is_dir():
+        return
+    ours = RUN_ENTRIES | {cfg.name, f"{cfg.name}.safetensors", f"{cfg.name}.yaml"}
+    foreign = sorted(p.name for p in run.iterdir() if p.name not in ours and not p.name.startswith("sweep_"))
+    if foreign:
+        raise InputError(f"{run}: exists and holds files lumiere-train did not write ({', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}); expected a new run folder: another name=... or "
+                         "out_dir=...")
 
 
 def dry_run(module, cfg: ExperimentConfig) -> None:
@@ -148,20 +178,22 @@ def main(argv: List[str]) -> int:
         check_writable(cfg.run_dir, "the run folder (out_dir/name)")
         if random_t2i(cfg) and _rank_zero():
             print(f"note: model.init_from={RANDOM_INIT}: the {cfg.model.name}'s T2I U-Net is random, not pretrained")
-    ckpt_path = None
+    ckpt_path, resumed = None, None
     existing = resume_path(cfg, "last")
     if args.resume == "auto":
         args.resume = "last" if existing else None
     elif existing and not args.resume and not args.dry_run:
         raise InputError(f"{cfg.run_dir} already holds a run ({existing}); continue it with --resume, or start over "
                          f"under another name=... (or delete the folder)")
+    if not args.resume and not args.dry_run:
+        check_run_folder(cfg)
     if args.resume:
         ckpt_path = resume_path(cfg, args.resume)
         if ckpt_path is None:
             where = (f"{cfg.run_dir / 'checkpoints'}/{{last,on_exception}}.ckpt" if args.resume == "last"
                      else args.resume)
             raise InputError(f"--resume {args.resume}: no checkpoint at {where}")
-        check_resume(cfg, ckpt_path)
+        resumed = check_resume(cfg, ckpt_path)
 
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -182,6 +214,9 @@ def main(argv: List[str]) -> int:
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     module = DiffusionModule(to_dict(cfg), t2i_state)
+    if resumed is not None:
+        resume_fits(module, resumed, ckpt_path)         # before config.yaml is written
+        del resumed
     if args.dry_run:
         dry_run(module, cfg)
         return 0

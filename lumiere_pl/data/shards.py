@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from lumiere_pl.data.tar_reader import MANIFEST
 from lumiere_pl.errors import InputError
+from lumiere_pl.utils.paths import check_name
 from lumiere_pl.utils.atomic import commit, discard, new_temp, write_error, write_text
 from eval.decode import TIME_TOL, decode_all, retimed
 from eval.limits import MIB, limits
@@ -152,6 +153,7 @@ class ShardWriter:
         self._tar.addfile(info, io.BytesIO(payload))
 
     def write(self, s: Sample) -> None:
+        check_name(f"{check_name(s.key, 'shard key')}.{s.ext}", "shard member")      # stays a plain tar member name
         try:
             if self._tar is None or self.stats[-1]["samples"] >= self.per_shard:
                 self._close_tar()

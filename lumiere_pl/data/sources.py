@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 from lumiere_pl.data.shards import Caption, Source, safe_key
 from lumiere_pl.data.ucf101_classes import CLASSES
+from eval.command import read_text
 from lumiere_pl.errors import InputError
 
 CAPTION_EXTS = {".txt", ".csv", ".jsonl", ".json", ".yaml", ".yml", ".md"}
@@ -20,19 +21,14 @@ CAPTION_EXTS = {".txt", ".csv", ".jsonl", ".json", ".yaml", ".yml", ".md"}
 def read_caption_table(path: Path) -> Dict[str, str]:
     """CSV (columns name,caption; header optional) or JSONL ({"name": ..., "caption": ...}) -> {name: caption}."""
     expected = "expected a CSV (name,caption) or JSONL ({\"name\": ..., \"caption\": ...}) caption table"
-    if not path.is_file():
-        raise InputError(f"--captions {path}: {'is a folder' if path.is_dir() else 'file not found'}; {expected}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"--captions {path}: not a UTF-8 text file; {expected}") from None
+    text = read_text(path, expected[len("expected "):], "--captions")
     out: Dict[str, str] = {}
     if path.suffix == ".jsonl":
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError as err:
+                except (json.JSONDecodeError, RecursionError) as err:
                     raise InputError(f"{path}:{n}: not valid JSON ({err.msg}); {expected}") from None
                 if not isinstance(row, dict) or not isinstance(row.get("name"), str) \
                         or not isinstance(row.get("caption"), str):
@@ -60,7 +56,7 @@ def folder_sources(src_dir: Path, table: Optional[Path] = None) -> Tuple[List[So
     sources, missing = [], []
     for p in sorted(x for x in src_dir.rglob("*") if x.is_file() and x.suffix.lower() not in CAPTION_EXTS):
         side = p.with_suffix(".txt")
-        text = side.read_text(encoding="utf-8").strip() if side.is_file() else \
+        text = read_text(side, "a caption: UTF-8 text").strip() if side.is_file() else \
             captions.get(p.name, captions.get(p.stem))
         if text is None:
             missing.append({"source": str(p), "reason": "no caption (no NAME.txt sidecar and not in the table)"})
@@ -123,8 +119,8 @@ def real_sources(table: Path) -> List[Source]:
     if not table.is_file():
         raise InputError(f"--table {table}: file not found; {expected}")
     try:
-        rows = yaml.safe_load(table.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        rows = yaml.safe_load(read_text(table, expected[len("expected "):], "--table"))
+    except yaml.YAMLError as err:
         raise InputError(f"--table {table}: not valid YAML ({str(err).splitlines()[0]}); {expected}") from None
     out = []
     try:

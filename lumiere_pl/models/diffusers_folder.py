@@ -54,18 +54,34 @@ def weight_files(folder: Path, variant: Optional[str] = None) -> List[str]:
     if (folder / single).is_file():
         return [single]
     index = f"{WEIGHTS}.index.{variant}.json" if variant else f"{WEIGHTS}.index.json"
-    shards = sorted(set(_json(folder / index).get("weight_map", {}).values()))
-    bad = [s for s in shards if Path(s).name != s or not (folder / s).is_file()]
+    shards = sorted(set(_weight_map(folder / index).values()))
+    bad = [s for s in shards if Path(s).name != s or s in (".", "..") or not (folder / s).is_file()]
     if bad:
         raise InputError(f"{folder / index}: names {bad[0]!r}, which is not a file of {folder}")
     return [index, *shards]
 
 
 def _json(path: Path) -> dict:
+    """A config file of the folder: a JSON object (UTF-8, within the size limit), else InputError naming it."""
+    from eval.command import read_text
+
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read {path}: {err}") from None
+        data = json.loads(read_text(path, "a diffusers config (a JSON object)"))
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise InputError(f"{path}: not JSON ({getattr(err, 'msg', 'nested too deeply')}); expected a diffusers "
+                         "config (a JSON object)") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a JSON {type(data).__name__}, not an object; expected a diffusers config")
+    return data
+
+
+def _weight_map(index: Path) -> Dict[str, str]:
+    """The weight_map of a sharded folder's index: {tensor name: shard file name}."""
+    weight_map = _json(index).get("weight_map", {})
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in weight_map.items()):
+        raise InputError(f"{index}: weight_map is not an object of tensor names to file names")
+    return weight_map
 
 
 @dataclass
@@ -160,6 +176,16 @@ def resolve(cfg):
     return cfg
 
 
+def text_dim_of(text) -> int:
+    """The token width of a text config, read without loading the encoder (tiny: text.dim; otherwise the model
+    folder's config.json); InputError when it cannot be read."""
+    width = _text_dim(text)
+    if width is None:
+        raise InputError(f"text.encoder={text.encoder}: its token width cannot be read without loading it "
+                         "(text.path names no model folder)")
+    return width
+
+
 def _text_dim(text) -> Optional[int]:
     """Token width of a text config without loading the encoder (None when it cannot be read cheaply)."""
     from lumiere_pl.text.encoders import minilm_path, model_folders
@@ -176,10 +202,43 @@ def _text_dim(text) -> Optional[int]:
     return int(width) if width is not None else None
 
 
+def check_weights(folder: Path, model_cls, variant: Optional[str] = None) -> None:
+    """The safetensors weights of a diffusers model folder have the shapes its config.json describes: the model is
+    built from the config on the meta device (nothing allocated) and compared with the files' headers
+    (lumiere_pl/utils/weights.py). A config that does not build, or weights of other shapes, are InputErrors naming
+    the file: never loaded with sizes ignored, as diffusers would advise. Keys only one side has are left to
+    diffusers (it renames the keys of older formats)."""
+    from lumiere_pl.checkpoint import compare_shapes
+    from lumiere_pl.utils.weights import shapes
+
+    config_path = folder / "config.json"
+    config = _json(config_path)
+    try:
+        with torch.device("meta"):
+            model = model_cls.from_config(config)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RuntimeError, ZeroDivisionError) as err:
+        first = (str(err) or type(err).__name__).strip().splitlines()[0][:200]
+        raise InputError(f"{config_path}: does not describe a {model_cls.__name__} ({type(err).__name__}: {first}); "
+                         "expected the config.json saved with its weights") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    stored: Dict[str, tuple] = {}
+    names = weight_files(folder, variant)
+    for name in (n for n in names if n.endswith(".safetensors")):
+        stored.update(shapes(folder / name, f"the weights of {config_path}"))
+    common = set(expected) & set(stored)
+    if not common:
+        raise InputError(f"{folder}: none of its weights ({', '.join(names)}) is a weight of the {model_cls.__name__} "
+                         f"its config.json describes; expected the weights saved with it")
+    compare_shapes({k: expected[k] for k in common}, {k: stored[k] for k in common}, folder / names[-1],
+                   f"the {model_cls.__name__} of {config_path}")
+
+
 def load_unet(folder: DiffusersFolder, variant: Optional[str] = None, dtype: torch.dtype = torch.float32):
-    """The U-Net, its weights read straight into dtype (model.frozen_dtype: no float32 copy of a bf16 model)."""
+    """The U-Net, its weights read straight into dtype (model.frozen_dtype: no float32 copy of a bf16 model), after
+    check_weights."""
     from diffusers import UNet2DConditionModel
 
+    check_weights(folder.unet, UNet2DConditionModel, variant)
     return UNet2DConditionModel.from_pretrained(str(folder.unet), local_files_only=True, use_safetensors=True,
                                                 variant=variant, torch_dtype=dtype)
 
@@ -187,6 +246,7 @@ def load_unet(folder: DiffusersFolder, variant: Optional[str] = None, dtype: tor
 def load_vae(path: str, variant: Optional[str] = None, dtype: torch.dtype = torch.float32):
     from diffusers import AutoencoderKL
 
+    check_weights(Path(path), AutoencoderKL, variant)
     return AutoencoderKL.from_pretrained(path, local_files_only=True, use_safetensors=True, variant=variant,
                                          torch_dtype=dtype)
 
@@ -200,14 +260,17 @@ def read_tensors(folder: Path, names: List[str], variant: Optional[str] = None) 
         where = {n: single for n in names}
     else:
         index = folder / (f"{WEIGHTS}.index.{variant}.json" if variant else f"{WEIGHTS}.index.json")
-        weight_map = _json(index).get("weight_map", {})
+        weight_map = _weight_map(index)
         missing = [n for n in names if n not in weight_map]
         if missing:
             raise InputError(f"{index}: no entry for {missing[0]} (a key the loaded model has); "
                              f"model.frozen_dtype=float32 loads it without reading weights again")
         where = {n: folder / weight_map[n] for n in names}
+    from lumiere_pl.utils.weights import read_header
+
     out: Dict[str, Tensor] = {}
     for path in sorted(set(where.values())):
+        read_header(path, f"the weights of {folder / 'config.json'}")
         with safe_open(str(path), framework="pt") as f:
             keys = set(f.keys())
             for n in (n for n in names if where[n] == path):
