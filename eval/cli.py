@@ -32,34 +32,39 @@ import torch.distributed as dist
 from . import commands
 from .allocator import keep_freed_memory
 from .atomic import unwritable
-from .command import MAX_MESSAGE, ArgumentParser, one_line, without_advice
+from .command import MAX_MESSAGE, ArgumentParser, number, one_line, without_advice
 from .errors import EvalError
 from .signals import handle_interrupts, interrupted
 from .warn import collect
 
 EXPECTED_ERRORS = (EvalError, OSError, ValueError, KeyError, pickle.UnpicklingError)
+# bounds of the numeric options (anything else, NaN and inf included, is refused by argparse in one line)
+MAX_FRAMES, MAX_FPS, MAX_SIDE, MAX_BATCH, MAX_WORKERS = 10_000, 1000.0, 8192, 4096, 64
+MAX_COUNT, MAX_PROMPTS, MAX_BOOTSTRAP, MAX_SEED = 10 ** 9, 10 ** 7, 10 ** 6, 2 ** 63 - 1
 
 
 def _debug_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (also LUMIERE_DEBUG=1)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist even when they are not "
+                                                            "earlier outputs of lumiere-eval")
 
 
 def _clip_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", type=int, default=16, help="frames per clip")
-    p.add_argument("--stride", type=int, default=1, help="keep every n-th decoded frame (without --fps)")
-    p.add_argument("--fps", type=float, default=None, help="resample real and fake clips to this frame rate by "
+    p.add_argument("--frames", type=number(int, 1, MAX_FRAMES), default=16, help="frames per clip")
+    p.add_argument("--stride", type=number(int, 1, MAX_FRAMES), default=1, help="keep every n-th decoded frame (without --fps)")
+    p.add_argument("--fps", type=number(float, 0, MAX_FPS, above=True), default=None, help="resample real and fake clips to this frame rate by "
                    "timestamps (default: as they come when both sets have one rate, else the lower of their rates)")
-    p.add_argument("--start", type=int, default=0, help="first frame (the lower bound with --offset random)")
+    p.add_argument("--start", type=number(int, 0, MAX_COUNT), default=0, help="first frame (the lower bound with --offset random)")
     p.add_argument("--offset", choices=("first", "random"), default="first", help="clip start per video")
-    p.add_argument("--seed", type=int, default=0, help="seed of random offsets and of a random real subset")
+    p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0, help="seed of random offsets and of a random real subset")
 
 
 def _bootstrap_args(p: argparse.ArgumentParser) -> None:
     from .bootstrap import DEFAULT_B_FRECHET
 
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_B_FRECHET, metavar="B",
+    p.add_argument("--bootstrap", type=number(int, 0, MAX_BOOTSTRAP), default=DEFAULT_B_FRECHET, metavar="B",
                    help="bootstrap resamples of each Frechet distance (0: no interval; docs/EVAL.md)")
-    p.add_argument("--bootstrap-seed", type=int, default=0)
+    p.add_argument("--bootstrap-seed", type=number(int, 0, MAX_SEED), default=0)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -72,8 +77,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", choices=RESIZES, default=None, help="override the preset's bilinear resize")
     p.add_argument("--crop", choices=CROPS, default=None, help="override the preset's crop: full (squash) or center")
     p.add_argument("--features", choices=("logits", "pool"), default="logits", help="I3D 400-d logits (standard) or 1024-d pool")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=None, help="decode workers (default: cores - 1, at most 4; 0: in process)")
+    p.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=8)
+    p.add_argument("--workers", type=number(int, 0, MAX_WORKERS), default=None, help="decode workers (default: cores - 1, at most 4; 0: in process)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--cache-dir", default=None, help="real-statistics cache (default $LUMIERE_EVAL_CACHE or ~/.cache/lumiere-eval)")
     p.add_argument("--no-cache", action="store_true")
@@ -90,9 +95,14 @@ def _real_args(p: argparse.ArgumentParser, split_default: str | None) -> None:
 def _is_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--c3d-ckpt", default=None, help="C3D-UCF101 state_dict (docs/EVAL.md); without it: I3D-Kinetics IS")
     p.add_argument("--protocol", choices=("stylegan-v", "tgan2"), default="stylegan-v", help="IS protocol preset")
-    p.add_argument("--is-samples", default=None, help="videos per loop (preset: 2048), or 'all'; recorded as a change")
-    p.add_argument("--loops", type=int, default=None, help="disjoint video sets (tgan2: 10); recorded as a change")
-    p.add_argument("--splits", type=int, default=None, help="splits per loop (stylegan-v: 10); recorded as a change")
+    p.add_argument("--is-samples", default=None, type=_samples, help="videos per loop (preset: 2048), or 'all'; recorded as a change")
+    p.add_argument("--loops", type=number(int, 1, MAX_COUNT), default=None, help="disjoint video sets (tgan2: 10); recorded as a change")
+    p.add_argument("--splits", type=number(int, 1, MAX_COUNT), default=None, help="splits per loop (stylegan-v: 10); recorded as a change")
+
+
+def _samples(text: str):
+    """--is-samples: an integer >= 1, or all."""
+    return text if text == "all" else number(int, 1, MAX_COUNT)(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fvd", help="Frechet Video Distance between two sources")
     p.add_argument("--real", required=True, help="folder / shards / clip list / stats .npz / UCF101 folder with --split, or 'local'")
     p.add_argument("--fake", required=True)
-    p.add_argument("--max-real", type=int, default=None, help="real videos (a seeded random subset of a UCF101 split)")
-    p.add_argument("--max-fake", type=int, default=None)
+    p.add_argument("--max-real", type=number(int, 1, MAX_COUNT), default=None, help="real videos (a seeded random subset of a UCF101 split)")
+    p.add_argument("--max-fake", type=number(int, 1, MAX_COUNT), default=None)
     p.add_argument("--n-curve", default=None, metavar="FILE.png",
                    help="also plot FVD against N (subsets of N/2, N/4, ... videos, 5 draws each) to this PNG")
     _real_args(p, None)
@@ -110,26 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("is", help="video Inception Score")
     p.add_argument("--videos", required=True)
-    p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--max-videos", type=number(int, 1, MAX_COUNT), default=None)
     _is_args(p)
     _common(p)
     p = sub.add_parser("stats", help="feature statistics of a source, saved as .npz")
     p.add_argument("--videos", required=True)
-    p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--max-videos", type=number(int, 1, MAX_COUNT), default=None)
     _real_args(p, None)
     _common(p)
     p = sub.add_parser("compare", help="one fake set scored under every FVD preset, as a table")
     p.add_argument("--real", required=True, help="real videos (not a stats file: every preset needs its own features)")
     p.add_argument("--fake", required=True)
-    p.add_argument("--max-real", type=int, default=None)
-    p.add_argument("--max-fake", type=int, default=None)
+    p.add_argument("--max-real", type=number(int, 1, MAX_COUNT), default=None)
+    p.add_argument("--max-fake", type=number(int, 1, MAX_COUNT), default=None)
     p.add_argument("--videomae-ckpt", default=None, help="local VideoMAE-v2 checkpoint: adds the cd-fvd-videomae row")
     _real_args(p, None)
     _bootstrap_args(p)
     _common(p)
     p = sub.add_parser("ucf101-prompts", help="the zero-shot UCF101 prompt list (JSONL)")
-    p.add_argument("--n", type=int, default=10_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=number(int, 1, MAX_PROMPTS), default=10_000)
+    p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--prompt-file", default=None, help="our JSON or 'ClassName<TAB>prompt' lines (e.g. PYoCo's)")
     p.add_argument("--distribution", choices=("ucf101", "uniform"), default="ucf101")
@@ -139,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fake", required=True, help="folder of {index:06d}.mp4 (+ .json)")
     p.add_argument("--real", required=True, help="UCF101 folder (with its split files) / shards / stats .npz, or 'local'")
     p.add_argument("--prompts", default=None, help="the prompts JSONL (for per-class counts without sidecars)")
-    p.add_argument("--max-real", type=int, default=None, help="real videos: a seeded random subset of the split")
+    p.add_argument("--max-real", type=number(int, 1, MAX_COUNT), default=None, help="real videos: a seeded random subset of the split")
     p.add_argument("--report-dir", default=None, help="also write report.md and fvd_table1.png here")
     _real_args(p, "train")
     _is_args(p)
@@ -162,14 +172,14 @@ def _motion_parser(sub) -> None:
     p.add_argument("--videos", default=None, help="one set: folder / shards / clip list")
     p.add_argument("--real", default=None, help="with --fake: real videos (folder / shards / clip list)")
     p.add_argument("--fake", default=None, help="with --real: generated videos")
-    p.add_argument("--max-videos", type=int, default=None, help="videos per set")
-    p.add_argument("--flow-size", type=int, default=FLOW_SHORT_SIDE, help="short side of the flow grid (pixels)")
-    p.add_argument("--npy-fps", type=float, default=None, help="frame rate of .npy clips (they have no timestamps)")
-    p.add_argument("--bootstrap-mean", type=int, default=DEFAULT_B_MEAN, metavar="B",
+    p.add_argument("--max-videos", type=number(int, 1, MAX_COUNT), default=None, help="videos per set")
+    p.add_argument("--flow-size", type=number(int, 1, MAX_SIDE), default=FLOW_SHORT_SIDE, help="short side of the flow grid (pixels)")
+    p.add_argument("--npy-fps", type=number(float, 0, MAX_FPS, above=True), default=None, help="frame rate of .npy clips (they have no timestamps)")
+    p.add_argument("--bootstrap-mean", type=number(int, 0, MAX_BOOTSTRAP), default=DEFAULT_B_MEAN, metavar="B",
                    help="bootstrap resamples of each set mean")
     _bootstrap_args(p)
     _clip_args(p)
-    p.add_argument("--workers", type=int, default=None, help="flow workers (default: cores - 1, at most 4; 0: in process)")
+    p.add_argument("--workers", type=number(int, 0, MAX_WORKERS), default=None, help="flow workers (default: cores - 1, at most 4; 0: in process)")
     p.add_argument("--out", default=None, help="JSON output path")
     _debug_flag(p)
 
@@ -196,7 +206,11 @@ def check_counts(args: argparse.Namespace) -> None:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """--out (a file) and --report-dir (a folder) can be written: checked before minutes of feature extraction."""
+    """--out (a file) and --report-dir (a folder) can be written, and what exists there may be replaced (an earlier
+    output of lumiere-eval, or --overwrite; eval/outputs.py): checked before minutes of feature extraction."""
+    from .outputs import check
+
+    check(commands.outputs(args), getattr(args, "overwrite", False))
     for flag, value, file in (("--out", getattr(args, "out", None), True),
                               ("--report-dir", getattr(args, "report_dir", None), False),
                               ("--n-curve", getattr(args, "n_curve", None), True)):
@@ -205,7 +219,10 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)    # a bad option: one line (eval/command.py), exit 2
+    except SystemExit as err:
+        return err.code if isinstance(err.code, int) else 2
     debug = args.debug or os.environ.get("LUMIERE_DEBUG", "") not in ("", "0")
     keep_freed_memory()                           # tensors on the CPU: no page faults per I3D batch (eval/allocator.py)
     with handle_interrupts():                     # SIGINT, SIGTERM -> Interrupted: workers stopped, temporaries removed

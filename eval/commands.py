@@ -10,6 +10,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from .errors import EvalError
+from .outputs import MD_MARK
 
 
 def _spec(args):
@@ -91,7 +92,7 @@ def _real_source(args, real: str, limit: int | None, spec=None) -> tuple[str, in
 def _is_protocol(args):
     from .inception import IS_PRESETS
 
-    samples = args.is_samples if args.is_samples in (None, "all") else int(args.is_samples)
+    samples = args.is_samples
     protocol = IS_PRESETS[args.protocol].with_overrides(loops=args.loops, splits=args.splits)
     return protocol, samples
 
@@ -133,6 +134,30 @@ def _fvd_text(rec: dict) -> str:
 def _default_out(source: str, suffix: str) -> Path:
     return Path(Path(source).with_suffix("").as_posix() + suffix)
 
+
+def outputs(args) -> list[tuple[str, Path | None]]:
+    """(flag, path) of every file a command will write (checked before any video is read: eval/outputs.py)."""
+    cmd, out = args.command, getattr(args, "out", None)
+    if cmd == "fvd":
+        return [("--out", out or _default_out(args.fake, "_fvd.json")), ("--n-curve", args.n_curve)]
+    if cmd == "is":
+        return [("--out", out or _default_out(args.videos, "_is.json"))]
+    if cmd == "stats":
+        return [("--out", out), ("--out", Path(out).with_suffix(".json") if out else None)]
+    if cmd == "compare":
+        json_out = Path(out or _default_out(args.fake, "_fvd_compare.json"))
+        return [("--out", json_out), ("--out", json_out.with_suffix(".md"))]
+    if cmd == "ucf101":
+        report = Path(args.report_dir) if args.report_dir else None
+        return [("--out", out or Path(args.fake) / "ucf101_metrics.json"),
+                ("--report-dir", report / "report.md" if report else None),
+                ("--report-dir", report / "fvd_table1.png" if report else None)]
+    if cmd == "motion":
+        main = args.fake if args.videos is None else args.videos
+        return [("--out", out or (_default_out(main, "_motion.json") if main else None))]
+    if cmd == "ucf101-prompts":
+        return [("--out", out), ("--out", Path(str(out) + ".meta.json"))]
+    return [("--out", out)]                                   # compare-results
 
 def cmd_prompts(args) -> None:
     from .atomic import write_json
@@ -229,7 +254,7 @@ def cmd_compare(args) -> None:
     table = scoring.compare_markdown(result)
     out = Path(args.out or _default_out(args.fake, "_fvd_compare.json"))
     if not dist.is_initialized() or dist.get_rank() == 0:
-        write_text(out.with_suffix(".md"), table)
+        write_text(out.with_suffix(".md"), f"{MD_MARK}\n{table}")
     print(table, end="")
     _write(result, out, f"compare: {len(result['rows'])} protocols, table in {out.with_suffix('.md')}")
 
@@ -261,7 +286,7 @@ def cmd_ucf101(args) -> None:
         report_dir = Path(args.report_dir)
         with atomic_path(report_dir / "fvd_table1.png") as tmp:
             chart(result, tmp)
-        write_text(report_dir / "report.md", "# Zero-shot UCF101: Lumiere Table 1 and ours\n\n" + markdown(result)
+        write_text(report_dir / "report.md", f"{MD_MARK}\n# Zero-shot UCF101: Lumiere Table 1 and ours\n\n" + markdown(result)
                    + "\n![FVD chart](fvd_table1.png)\n")
         print(f"report: {report_dir / 'report.md'}, {report_dir / 'fvd_table1.png'}")
 
@@ -320,5 +345,5 @@ def cmd_compare_results(args) -> None:
     if args.out:
         from .atomic import write_text
 
-        write_text(args.out, table)
+        write_text(args.out, f"{MD_MARK}\n{table}")
     print(table, end="")

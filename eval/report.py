@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .outputs import SOFTWARE
+
 # Lumiere, Table 1, as reported (FVD lower is better, IS higher is better); None = not reported.
 TABLE1 = [("MagicVideo", 655.00, None), ("Emu Video", 606.20, 42.70), ("Video LDM", 550.61, 33.45),
           ("Show-1", 394.46, 35.42), ("Make-A-Video", 367.23, 33.00), ("PYoCo", 355.19, 47.76),
@@ -70,7 +72,7 @@ def chart(result: dict, path: str | Path, name: str = "ours") -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, format="png", metadata={"Software": SOFTWARE})     # how eval/outputs.py knows it is ours
     plt.close(fig)
     return path
 
@@ -99,6 +101,6 @@ def n_curve_chart(result: dict, path: str | Path) -> Path:
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", metadata={"Software": SOFTWARE})
     plt.close(fig)
     return path

@@ -41,6 +41,9 @@ from lumiere_pl.utils.video import to_uint8, write_mp4
 NOISE_SEED_OFFSET = 7_919_993     # the stochastic sampler noise of clip seed k is seeded k + this
 SSR_SEED_OFFSET = 1               # the SSR's augmentation noise of clip seed k is seeded k + this
 MAX_SEED = 2 ** 63 - 1 - 2 * TSR_SEED_OFFSET - NOISE_SEED_OFFSET    # every derived seed fits torch's int64 seeds
+MAX_STEPS = 10_000                # sampler steps (the schedule's sigmas are allocated up front)
+MAX_FRAMES = 100_000              # frames per clip; one clip's noise is also bounded by eval/limits.py's sample_mib
+MAX_FPS = 1000.0                  # frame rate of a written MP4
 
 
 @dataclasses.dataclass
@@ -234,7 +237,19 @@ class LumierePipeline:
             self.check_frames(frames)
         except ValueError as err:
             raise InputError(f"frames={frames}: {err}") from None
+        self.check_size(frames)
         return frames
+
+    def check_size(self, frames: int) -> None:
+        """InputError when one clip of `frames` frames (its noise, float32) is over the sample limit
+        (eval/limits.py): asked for before anything is allocated."""
+        from eval.limits import MIB, limits
+
+        lim = limits()
+        nbytes = math.prod(self.parts.sample_shape(frames)) * 4
+        if frames > MAX_FRAMES or nbytes > lim.sample_mib * MIB:
+            raise InputError(f"frames={frames}: one clip of {self.parts.sample_shape(frames)} is {nbytes / MIB:,.0f} "
+                             f"MiB, over {lim.describe('sample_mib')}")
 
     def _check_inputs(self, n: int, given: dict, aug: float) -> None:
         p = self.parts
@@ -338,10 +353,11 @@ def check_options(opts: SamplerConfig) -> None:
     """Sampler settings that cannot work, refused before any network call (NaN guidance would make black videos)."""
     if opts.name not in SAMPLERS:
         raise InputError(f"sampler={opts.name!r}: expected one of {sorted(SAMPLERS)}")
-    for name, value, low in (("steps", opts.steps, 1), ("window", opts.window, 0), ("stride", opts.stride, 0),
-                             ("window_batch", opts.window_batch, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InputError(f"{name}={value!r}: expected an integer >= {low}")
+    for name, value, low, high in (("steps", opts.steps, 1, MAX_STEPS), ("window", opts.window, 0, MAX_FRAMES),
+                                   ("stride", opts.stride, 0, MAX_FRAMES), ("window_batch", opts.window_batch, 1,
+                                                                            MAX_FRAMES)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InputError(f"{name}={value!r}: expected an integer in [{low}, {high}]")
     for name, value in (("guidance", opts.guidance), ("eta", opts.eta), ("threshold", opts.threshold),
                         ("threshold_max", opts.threshold_max)):
         if not (isinstance(value, (int, float)) and math.isfinite(value)):

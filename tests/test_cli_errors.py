@@ -264,7 +264,7 @@ CASES = {
         ("notckpt.ckpt", "not an image"), ("a.mp4",)),
     "apply/disk full": Case(
         apply.main, lambda f, o: ["i2v", "--ckpt", f["stunet"], "--image", f["image"], "--prompt", "x", "--steps",
-                                  "1", "--out", o / "a.mp4"],
+                                  "1", "--out", o / "a.mp4", "--overwrite"],
         ("a.mp4", "no space left on"), setup=lambda f, o: (old(o / "a.mp4"), full(o / "a.mp4")),
         kept=("a.mp4",)),
 

@@ -81,7 +81,7 @@ CASES = {
                                             "--report-dir {r}/prompts.txt/report: cannot write there"),
     "fvd, negative --bootstrap (before any video is read)": (["fvd", "--real", "{r}/nowhere", "--fake", "{r}/good",
                                                               "--bootstrap", "-1"],
-                                                             "--bootstrap -1: expected a number of bootstrap resamples"),
+                                                             "argument --bootstrap: '-1': expected an integer in [0, "),
     "fvd, --n-curve through a file": (["fvd", "--real", "{r}/good", "--fake", "{r}/good",
                                        "--n-curve", "{r}/prompts.txt/n.png"], "--n-curve {r}/prompts.txt/n.png: cannot write"),
     "ucf101-prompts, malformed prompt file": (["ucf101-prompts", "--n", "10", "--prompt-file", "{r}/prompts.txt"],

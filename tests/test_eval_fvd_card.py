@@ -10,6 +10,7 @@ import json
 import pytest
 
 from _eval_helpers import bikes_frames, write_video
+from eval.outputs import MD_MARK
 from eval.cli import main
 from eval.i3d import default_weights_path
 
@@ -107,13 +108,14 @@ def test_compare_results_refuses_differing_cards_unless_mixed_is_allowed(runs, c
                  "--out", str(out / "mixed.md")]) == 0
     table = capsys.readouterr().out
     head = table.splitlines()[0]
-    assert "| fps | frames |" in head and "FVD (tf-fvd)" in head and (out / "mixed.md").read_text() == table
+    assert "| fps | frames |" in head and "FVD (tf-fvd)" in head and (out / "mixed.md").read_text() == \
+        f"{MD_MARK}\n{table}"                                          # the mark: an earlier output (eval/outputs.py)
 
 
 @pytest.mark.parametrize("argv, expected", [
     (["{o}/rule.json"], "needs at least 2 result files"),
     (["{o}/rule.json", "{o}/nowhere.json"], "nowhere.json: no such file"),
-    (["{o}/rule.json", "{o}/curve.png"], "curve.png: not JSON"),
+    (["{o}/rule.json", "{o}/curve.png"], "curve.png: not UTF-8 text (byte 0"),
     (["{o}/rule.json", "{o}/plain.json"], "plain.json: no protocol card or figures"),
 ])
 def test_compare_results_bad_input_is_one_line_and_exit_2(runs, argv, expected, capsys):

@@ -109,7 +109,7 @@ def test_npy_clips_take_their_rate_from_npy_fps(sets, tmp_path, capsys):
     (["--videos", "{r}/nowhere"], "{r}/nowhere: no such file or folder"),
     (["--videos", "{r}/still", "--frames", "40"], "{r}/still: none of the 3 videos could be read (s0.mp4: clip too short: decoded 16 frames, need 40"),
     (["--videos", "{r}/still", "--flow-size", "4"], "--flow-size 4: expected a short side of at least 12 pixels"),
-    (["--videos", "{r}/still", "--bootstrap-mean", "-1"], "--bootstrap-mean -1: expected a number of bootstrap"),
+    (["--videos", "{r}/still", "--bootstrap-mean", "-1"], "argument --bootstrap-mean: '-1': expected an integer in [0,"),
     (["--videos", "{r}/npy"], "{r}/npy: none of the 2 videos could be read (c0.npy: no frame rate (an .npy clip has "
                               "no timestamps): pass --npy-fps F"),
 ])

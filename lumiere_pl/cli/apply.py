@@ -32,8 +32,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from lumiere_pl.cli.errors import DEBUG_HELP, command
-from lumiere_pl.cli.sample import _cuda, check_device
+from lumiere_pl.cli.errors import DEBUG_HELP, ArgumentParser, command, number
+from lumiere_pl.cli.sample import _cuda, check_device, refuse_existing
 from lumiere_pl.errors import InputError
 from lumiere_pl.utils.atomic import check_writable
 
@@ -170,6 +170,7 @@ def load(args: argparse.Namespace):
             pipe.check_frames(args.frames)
         except ValueError as err:
             raise InputError(f"--frames {args.frames}: {err}") from None
+    pipe.check_size(args.frames or pipe.frames)          # one clip's noise within the sample limit
     if args.command in NEEDS_TASK:
         if not cfg.model.temporal.conditional:
             rebuild = REBUILD_DIFFUSERS if cfg.model.name == "diffusers_stunet" else REBUILD
@@ -258,7 +259,9 @@ def generate(args: argparse.Namespace, pipe, video, known):
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lumiere-apply", description=__doc__,
+    from lumiere_pl.pipeline import MAX_FPS, MAX_FRAMES, MAX_SEED, MAX_STEPS
+
+    ap = ArgumentParser(prog="lumiere-apply", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -269,11 +272,14 @@ def _parser() -> argparse.ArgumentParser:
                                                                  "a folder written by lumiere-export")
         p.add_argument("--prompt", required=True, help="the caption")
         p.add_argument("--out", type=Path, required=True, help="output MP4")
-        p.add_argument("--frames", type=int, help="frames of the clip (default: the checkpoint's data.frames)")
-        p.add_argument("--steps", type=int, help="sampler steps (default: sampler.steps)")
-        p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sampler.guidance)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
-        p.add_argument("--fps", type=float, help="MP4 frame rate (default: data.fps)")
+        p.add_argument("--overwrite", action="store_true", help="replace --out when it exists (default: refuse)")
+        p.add_argument("--frames", type=number(int, 1, MAX_FRAMES),
+                       help="frames of the clip (default: the checkpoint's data.frames)")
+        p.add_argument("--steps", type=number(int, 1, MAX_STEPS), help="sampler steps (default: sampler.steps)")
+        p.add_argument("--guidance", type=number(float), help="classifier-free guidance scale (default: "
+                                                              "sampler.guidance)")
+        p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0, help="seed of the initial noise")
+        p.add_argument("--fps", type=number(float, 0, MAX_FPS, above=True), help="MP4 frame rate (default: data.fps)")
         p.add_argument("--device", default="cuda" if _cuda() else "cpu")
         p.add_argument("--no-ema", action="store_true", help="sample with the live weights instead of the EMA")
         p.add_argument("--lossless", action="store_true", help="RGB H.264 qp 0: pixels kept bit-exactly "
@@ -296,25 +302,19 @@ def _parser() -> argparse.ArgumentParser:
                 paste=None)
     p.add_argument("--style-t2i", type=Path, required=True, help="a T2I checkpoint of this project fine-tuned on "
                                                                  "a style, from the STUNet's T2I")
-    p.add_argument("--alpha", type=float, required=True, help="0 = the STUNet as is, 1 = the style's spatial "
+    p.add_argument("--alpha", type=number(float, 0.0, 1.0), required=True, help="0 = the STUNet as is, 1 = the style's spatial "
                                                               "weights")
     return ap
 
 
 @command("lumiere-apply")
 def main(argv: List[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)                 # numbers: finite and in range (eval/command.py's number)
     if args.out.suffix.lower() != ".mp4":
         raise InputError(f"--out {args.out}: expected a .mp4 file name")
-    if args.command == "stylize" and not 0.0 <= args.alpha <= 1.0:
-        raise InputError(f"--alpha {args.alpha}: expected a value in [0, 1]")
-    for flag, value in (("--frames", args.frames), ("--steps", args.steps)):
-        if value is not None and value < 1:
-            raise InputError(f"{flag} {value}: expected an integer >= 1")
-    if args.fps is not None and not args.fps > 0:
-        raise InputError(f"--fps {args.fps}: expected a frame rate > 0")
     check_device(args.device)
     check_writable(args.out, "--out", file=True)
+    refuse_existing(args.out, args.overwrite)         # before any input is read
     inputs = read_inputs(args)                 # user files first: no checkpoint loaded for a bad PNG
     pipe = load(args)
     video, known = prepare(args, pipe, inputs)

@@ -21,12 +21,12 @@ import sys
 from pathlib import Path
 from typing import List
 
-from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.cli.errors import DEBUG_HELP, ArgumentParser, command
 
 
 @command("lumiere-export")
 def main(argv: List[str]) -> int:
-    ap = argparse.ArgumentParser(prog="lumiere-export", description=__doc__,
+    ap = ArgumentParser(prog="lumiere-export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True, help="a lumiere-train checkpoint (.ckpt)")
     ap.add_argument("--out", help="output .safetensors, or a folder (default: {run}/{name}.safetensors beside "

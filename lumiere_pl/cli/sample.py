@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -27,13 +26,14 @@ from pathlib import Path
 from typing import List, Optional
 
 from eval.command import read_text
-from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.cli.errors import DEBUG_HELP, ArgumentParser, command, number
 from lumiere_pl.diffusion.samplers import SAMPLERS
 from lumiere_pl.errors import InputError
 from lumiere_pl.utils.atomic import check_writable
 from lumiere_pl.utils.paths import inside
 
 MAX_INDEX = 10 ** 9          # "index" of a prompt line: it names the file {index:06d}.mp4
+MAX_BATCH = 4096             # --batch-size
 AUTO_CHUNK = 256             # --batch-size auto: videos per pipeline call (each call's videos are written at its end)
 
 
@@ -67,31 +67,14 @@ def read_prompts(path: Path) -> List[dict]:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Options that cannot work, before any checkpoint is read."""
-    from lumiere_pl.pipeline import MAX_SEED
-
+    """Options that cannot work, before any checkpoint is read (numbers: finite and in range by their argparse
+    types, eval/command.py's number)."""
     if args.prompt is not None and args.out is None:
         raise InputError("--prompt needs --out FILE.mp4")
     if args.prompts is not None and args.out_dir is None:
         raise InputError("--prompts needs --out-dir DIR")
     if args.out is not None and args.out.suffix.lower() != ".mp4":
         raise InputError(f"--out {args.out}: expected a .mp4 file name")
-    size = None if args.batch_size == "auto" else args.batch_size
-    for flag, value in (("--frames", args.frames), ("--steps", args.steps), ("--batch-size", size),
-                        ("--ssr-steps", args.ssr_steps), ("--ssr-window", args.ssr_window)):
-        if value is not None and value < 1:
-            raise InputError(f"{flag} {value}: expected an integer >= 1")
-    if args.ssr_stride is not None and args.ssr_stride < 0:
-        raise InputError(f"--ssr-stride {args.ssr_stride}: expected an integer >= 0 (0: window - 2)")
-    for flag, value in (("--fps", args.fps), ("--guidance", args.guidance)):
-        if value is not None and not math.isfinite(value):
-            raise InputError(f"{flag} {value}: expected a finite number")
-    if args.fps is not None and not args.fps > 0:
-        raise InputError(f"--fps {args.fps}: expected a frame rate > 0")
-    if not 0.0 <= args.ssr_aug <= 1.0:
-        raise InputError(f"--ssr-aug {args.ssr_aug}: expected a time in [0, 1]")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise InputError(f"--seed {args.seed}: expected an integer in [0, {MAX_SEED}]")
     check_device(args.device)
     if args.out is not None:                                    # before hours of sampling, not after the first
         check_writable(args.out, "--out", file=True)
@@ -137,6 +120,7 @@ def load_pipeline(args: argparse.Namespace, ssr_alone: bool = False):
             pipe.check_frames(args.frames)
         except ValueError as err:
             raise InputError(f"--frames {args.frames}: {err}") from None
+    pipe.check_size(args.frames or pipe.frames)          # one clip's noise within the sample limit
     return pipe.to(args.device)
 
 
@@ -155,7 +139,9 @@ def ssr_path(base: Path, out_dir: Optional[Path]) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lumiere-sample", description=__doc__,
+    from lumiere_pl.pipeline import MAX_FPS, MAX_FRAMES, MAX_SEED, MAX_STEPS
+
+    ap = ArgumentParser(prog="lumiere-sample", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by lumiere-train (T2I, STUNet), "
                                                              "or a folder written by lumiere-export --out DIR")
@@ -166,15 +152,18 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--out-dir", type=Path, help="output folder (with --prompts)")
     ap.add_argument("--overwrite", action="store_true", help="replace output files that exist (default: refuse, "
                                                              "but skip videos this command already rendered)")
-    ap.add_argument("--frames", type=int, help="frames per clip (default: the training config's data.frames)")
-    ap.add_argument("--steps", type=int, help="sampler steps (default: sampler.steps)")
-    ap.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sampler.guidance)")
+    ap.add_argument("--frames", type=number(int, 1, MAX_FRAMES),
+                    help="frames per clip (default: the training config's data.frames)")
+    ap.add_argument("--steps", type=number(int, 1, MAX_STEPS), help="sampler steps (default: sampler.steps)")
+    ap.add_argument("--guidance", type=number(float), help="classifier-free guidance scale (default: "
+                                                           "sampler.guidance)")
     ap.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: sampler.name")
-    ap.add_argument("--seed", type=int, default=0, help="video i's noise seed is seed + its index")
+    ap.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0,
+                    help="video i's noise seed is seed + its index")
     ap.add_argument("--batch-size", type=_batch_size, default=8,
                     help="videos per batch, or auto: on a GPU the largest that fits (halved on out-of-memory), on "
                          "the CPU 16; seeds are per video, so the batch never changes a video (default: 8)")
-    ap.add_argument("--fps", type=float, help="MP4 frame rate (default: data.fps)")
+    ap.add_argument("--fps", type=number(float, 0, MAX_FPS, above=True), help="MP4 frame rate (default: data.fps)")
     ap.add_argument("--lossless", action="store_true", help="lossless H.264 (RGB, qp 0) instead of CRF 18: for "
                                                             "evaluation, so compression does not move FVD")
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
@@ -185,10 +174,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--ssr-ckpt", type=Path, help="SSR checkpoint: upscale every base video (MP4 per stage)")
     g.add_argument("--input-video", type=Path,
                    help="SSR alone: upscale this video file with --ckpt (an SSR checkpoint); --prompt is its caption")
-    g.add_argument("--ssr-steps", type=int, help="SSR sampler steps (default: the SSR's sampler.steps)")
-    g.add_argument("--ssr-window", type=int, help="MultiDiffusion window in frames (default: sampler.window)")
-    g.add_argument("--ssr-stride", type=int, help="MultiDiffusion stride (default: sampler.stride; 0 = window - 2)")
-    g.add_argument("--ssr-aug", type=float, default=0.0,
+    g.add_argument("--ssr-steps", type=number(int, 1, MAX_STEPS),
+                   help="SSR sampler steps (default: the SSR's sampler.steps)")
+    g.add_argument("--ssr-window", type=number(int, 1, MAX_FRAMES),
+                   help="MultiDiffusion window in frames (default: sampler.window)")
+    g.add_argument("--ssr-stride", type=number(int, 0, MAX_FRAMES),
+                   help="MultiDiffusion stride (default: sampler.stride; 0 = window - 2)")
+    g.add_argument("--ssr-aug", type=number(float, 0.0, 1.0), default=0.0,
                    help="noise-augmentation time of the low-res input at sampling, in [0, 1] (default 0)")
     ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return ap
@@ -198,9 +190,9 @@ def _batch_size(text: str):
     if text == "auto":
         return text
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1 or auto") from None
+        return number(int, 1, MAX_BATCH)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer in [1, {MAX_BATCH}] or auto") from None
 
 
 def _cuda() -> bool:

