@@ -6,3 +6,7 @@ Entry points: `lumiere-eval` (eval.cli), `eval.fvd.FVD` (torchmetrics), `eval.fr
 `eval.motion.motion_stats` / `summarise` / `flow_frechet`, `eval.bootstrap`.
 """
 __version__ = "0.3.0"
+
+from .signals import while_starting  # noqa: E402
+
+while_starting({"lumiere-eval": "eval.cli"})           # Ctrl-C while the command imports: one line, exit 130

@@ -7,8 +7,11 @@ A second signal while the first one is being cleaned up after is noted, not rais
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
+from pathlib import Path
 from typing import Iterator, Optional
 
 from .errors import Interrupted
@@ -44,6 +47,28 @@ def handle_interrupts() -> Iterator[None]:
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
+def while_starting(commands: dict) -> None:
+    """Called first thing when a package is imported (eval/__init__.py, lumiere_pl/__init__.py), before a command's
+    heavy imports (seconds of torch and Lightning): when this process runs one of `commands` ({console script: module},
+    as a script or with `python -m`), SIGINT and SIGTERM end it at once with one line and 128 + the signal's number
+    (nothing has been written yet); the command's main() then installs handle_interrupts(). A package merely
+    imported (by tests, by other code) changes nothing."""
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    prog = script if script in commands else next((p for p, m in commands.items() if m == module), None)
+    if prog is None or threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, frame) -> None:
+        how = "interrupted (SIGINT, Ctrl-C)" if signum == signal.SIGINT else "stopped by SIGTERM"
+        os.write(2, f"{prog}: {how} while starting; nothing was written\n".encode())
+        os._exit(128 + signum)
+
+    for s in SIGNALS:
+        signal.signal(s, stop)
+
+
 def ignore_interrupts() -> None:
     """For worker processes: Ctrl-C reaches the whole process group, and only the main process decides (it stops
     its workers); SIGTERM keeps its default, so a worker stopped by its pool ends at once."""
@@ -60,4 +85,4 @@ def interrupted(err: BaseException) -> Optional[Interrupted]:
     return Interrupted(received()) if received() is not None else None
 
 
-__all__ = ["handle_interrupts", "ignore_interrupts", "interrupted", "received"]
+__all__ = ["handle_interrupts", "ignore_interrupts", "interrupted", "received", "while_starting"]

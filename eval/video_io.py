@@ -120,6 +120,8 @@ def take_clip(decoded: Decoded, spec: ClipSpec, key: str = "", offset: int = 0) 
 def _read(src, name: str, spec: ClipSpec, key: str, offset: int) -> tuple[np.ndarray, str, np.ndarray | None]:
     """(clip, codec, the clip's frame times or None): only the clip's frames are held; a random start first reads
     every frame's time (decoding without converting)."""
+    if isinstance(src, Unreadable):
+        raise src.err
     if name.lower().endswith(".npy"):
         decoded = load_frames(src, name)
         return take_clip(decoded, spec, key, offset), decoded.codec, None
@@ -158,7 +160,7 @@ def read_clip_rate(src, name: str, spec: ClipSpec, key: str = "",
 def container_rate(src, name: str) -> float | None:
     """The frame rate a video's container declares (its stream's average rate), without decoding; None for .npy
     clips and streams that declare none."""
-    if name.lower().endswith(".npy"):
+    if name.lower().endswith(".npy") or isinstance(src, Unreadable):
         return None
     with av.open(io.BytesIO(src) if isinstance(src, bytes) else str(src)) as container:
         rate = container.streams.video[0].average_rate
@@ -217,16 +219,41 @@ def iter_items(path: str | Path, rank: int = 0, world: int = 1,
         if limit is not None and i >= limit:
             return
         if i % world == rank:
-            yield i, key, (src() if callable(src) else src), start
+            if callable(src):
+                try:
+                    src = src()
+                except VideoError as err:                   # an item over a limit: skipped by its reader, named
+                    src = Unreadable(err)
+            yield i, key, src, start
+
+
+class Unreadable:
+    """An item that could not be read (a tar member over the member limit): its readers raise `err`."""
+
+    def __init__(self, err: Exception):
+        self.err = err
 
 
 def _iter_shard_members(shards: list[Path]):
+    """(key, a callable reading the member) of every video member; a shard that breaks (truncated, a header that
+    lies) ends with one unreadable item naming where, its complete members before kept."""
     bound = limits().member_mib * MIB
     for shard in shards:
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                if member.isfile() and member.name.lower().endswith(CLIP_EXTS):
-                    yield f"{shard.name}/{member.name}", (lambda m=member, t=tar: _member(t, m, bound))
+        last = "its start"
+        try:
+            with tarfile.open(shard) as tar:
+                for member in tar:
+                    last = member.name
+                    if member.isfile() and member.name.lower().endswith(CLIP_EXTS):
+                        yield f"{shard.name}/{member.name}", (lambda m=member, t=tar: _member(t, m, bound))
+        except (tarfile.TarError, OSError, EOFError) as err:
+            yield f"{shard.name}", _broken(f"the shard breaks after {last} ({err}): the rest of it is lost")
+
+
+def _broken(why: str):
+    def read() -> bytes:
+        raise VideoError(why)
+    return read
 
 
 def _member(tar: tarfile.TarFile, member: tarfile.TarInfo, bound: int) -> bytes:

@@ -64,14 +64,27 @@ def _exists(path: Path, what: str) -> Path:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Any image Pillow reads -> (1 h w 3) uint8 RGB."""
+    """Any image Pillow reads -> (1 h w 3) uint8 RGB; its declared size checked against the frame limit
+    (eval/limits.py) before its pixels are decoded."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from eval.limits import limits
+
     _exists(path, "an image: PNG, JPEG, ...")
+    lim = limits()
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))[None]
-    except (UnidentifiedImageError, OSError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)        # our own bound follows
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > lim.frame_pixels:
+                    raise InputError(f"{path}: declares {w}x{h} pixels, over {lim.describe('frame_pixels')}")
+                return np.asarray(im.convert("RGB"))[None]
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError, SyntaxError) as err:
+        if isinstance(err, InputError):
+            raise
         raise InputError(f"{path}: not an image Pillow can read ({err}); expected PNG, JPEG, ...") from None
 
 

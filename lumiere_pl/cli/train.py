@@ -12,6 +12,7 @@ a row (README, "Exit codes"). --debug or LUMIERE_DEBUG=1: the traceback of an er
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -209,6 +210,10 @@ def main(argv: List[str]) -> int:
     # FSDP2 warns of every unit whose output is a view (an in-place op on it would skip a gather): no caller of ours
     # modifies a unit's output in place; tests/test_fsdp.py checks the sharded run's updates against one process
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(\w+\) returned a view tensor")
+    # Lightning's own lines on Ctrl-C and SIGTERM: the command says it once, in its words (lumiere_pl/cli/errors.py)
+    for name, words in (("lightning.pytorch.utilities.rank_zero", "Detected KeyboardInterrupt"),
+                        ("lightning.pytorch.trainer.connectors.signal_connector", "Received SIGTERM")):
+        logging.getLogger(name).addFilter(lambda record, words=words: words not in record.getMessage())
     from lumiere_pl.lit import DiffusionModule
     from lumiere_pl.lit.guard import NonFiniteError
 

@@ -29,7 +29,8 @@ def read_caption_table(path: Path) -> Dict[str, str]:
                 try:
                     row = json.loads(line)
                 except (json.JSONDecodeError, RecursionError) as err:
-                    raise InputError(f"{path}:{n}: not valid JSON ({err.msg}); {expected}") from None
+                    raise InputError(f"{path}:{n}: not valid JSON ({getattr(err, 'msg', 'nested too deeply')}); "
+                                     f"{expected}") from None
                 if not isinstance(row, dict) or not isinstance(row.get("name"), str) \
                         or not isinstance(row.get("caption"), str):
                     raise InputError(f"{path}:{n}: expected an object with string keys 'name' and 'caption', got "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import math
+import signal
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -57,9 +58,10 @@ class ExceptionCheckpoint(Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if trainer.global_step == 0 or trainer.sanity_checking:
             return
-        if trainer.world_size > 1 and not isinstance(exception, (NonFiniteError, SIGTERMException)):
+        sigterm = isinstance(exception, SIGTERMException) or getattr(exception, "signum", None) == signal.SIGTERM
+        if trainer.world_size > 1 and not (isinstance(exception, NonFiniteError) or sigterm):
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)             # the whole training state
 
 
 class RngStateCallback(Callback):
