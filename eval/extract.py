@@ -122,23 +122,23 @@ def extract(source, detectors: dict[str, Detector], spec: ClipSpec = ClipSpec(),
             bar.update(len(batch_meta))
             batch_meta.clear()
 
-    for item in loader:
-        if item[0] == "skip":
-            skipped.append((item[1], f"{item[2]}: {item[3]}"))
-            bar.update(1)
-            continue
-        _, i, key, inputs, codec = item
-        for name, det in detectors.items():
-            if on_cpu:
-                pending[name].append(inputs[preprocesses.index(det.preprocess)])      # (3, t, s, s)
-            else:
-                pending[name].append(det.preprocess(inputs.to(det.device, non_blocking=True)))
-        batch_meta.append((i, key))
-        codecs[codec] += 1
-        if len(batch_meta) == batch_size:
-            flush()
-    flush()
-    bar.close()
+    with bar:                                       # closed on any exception too: an error line starts a line
+        for item in loader:
+            if item[0] == "skip":
+                skipped.append((item[1], f"{item[2]}: {item[3]}"))
+                bar.update(1)
+                continue
+            _, i, key, inputs, codec = item
+            for name, det in detectors.items():
+                if on_cpu:
+                    pending[name].append(inputs[preprocesses.index(det.preprocess)])      # (3, t, s, s)
+                else:
+                    pending[name].append(det.preprocess(inputs.to(det.device, non_blocking=True)))
+            batch_meta.append((i, key))
+            codecs[codec] += 1
+            if len(batch_meta) == batch_size:
+                flush()
+        flush()
     out = {name: np.concatenate(f) if f else np.zeros((0, detectors[name].feature_dim), np.float32)
            for name, f in feats.items()}
     out, keys, skipped, codecs = _gather(out, idx, keys, skipped, codecs, world)

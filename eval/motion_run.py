@@ -96,14 +96,14 @@ def _measure(source, spec: ClipSpec, short_side: int, limit: int | None, workers
     bar = tqdm(total=None if total is None else -(-total // world), desc=f"{desc} [rank {rank}/{world}]",
                unit="clip", disable=rank != 0, file=sys.stderr)
     done, skipped, codecs = [], [], Counter()
-    for item in loader:
-        if item[0] == "skip":
-            skipped.append((item[1], f"{item[2]}: {item[3]}"))
-        else:
-            done.append((item[1], item[2], item[3]))
-            codecs[item[4]] += 1
-        bar.update(1)
-    bar.close()
+    with bar:                                       # closed on any exception too: an error line starts a line
+        for item in loader:
+            if item[0] == "skip":
+                skipped.append((item[1], f"{item[2]}: {item[3]}"))
+            else:
+                done.append((item[1], item[2], item[3]))
+                codecs[item[4]] += 1
+            bar.update(1)
     if world > 1:
         parts = [None] * world
         dist.all_gather_object(parts, (done, skipped, codecs))

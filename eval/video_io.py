@@ -262,7 +262,10 @@ def _member(tar: tarfile.TarFile, member: tarfile.TarInfo, bound: int) -> bytes:
     if member.size > bound or member.issparse():
         what = "a sparse member" if member.issparse() else f"{member.size:,} bytes"
         raise VideoError(f"declares {what}, over {limits().describe('member_mib')}")
-    return tar.extractfile(member).read()
+    try:
+        return tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise VideoError(f"cut short ({err}): the shard is truncated or damaged") from None
 
 
 def count_items(path: str | Path) -> int | None:

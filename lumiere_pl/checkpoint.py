@@ -41,6 +41,14 @@ def _what_is(path: Path) -> str:
     return "not a torch file"
 
 
+def _is_zip(path: Path) -> bool:
+    """zipfile.is_zipfile, which raises on some damaged archives (a multi-disk end record) instead of saying no."""
+    try:
+        return zipfile.is_zipfile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
 def _refused(err: Exception) -> str:
     """Our summary of torch's weights_only refusal; its text (which advises turning the safety off) is not used."""
     found = re.search(r"GLOBAL ([\w.]+)", str(err))
@@ -72,12 +80,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     except RuntimeError as err:
         if mmap and "mmap can only be used" in str(err):     # torch's legacy (non-zip) format: read it whole
             return load_checkpoint(path, map_location)
-        if zipfile.is_zipfile(path):                         # complete, yet unreadable: say what torch said
+        if _is_zip(path):                                    # complete, yet unreadable: say what torch said
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(f"{path}: a torch file that torch {torch.__version__} cannot read ({first}); "
                                   f"expected {EXPECTED}") from err
         raise CheckpointError(f"{path}: {_what_is(path)}; expected {EXPECTED}") from None
-    except (EOFError, KeyError, ValueError, TypeError, AttributeError, IndexError, OSError):
+    except (EOFError, KeyError, ValueError, TypeError, AttributeError, IndexError, OSError, zipfile.BadZipFile,
+            RecursionError, MemoryError, OverflowError):
         raise CheckpointError(f"{path}: {_what_is(path)}; expected {EXPECTED}") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: a torch file holding a {type(ckpt).__name__}, not a lumiere-pl checkpoint; "
