@@ -168,6 +168,7 @@ class TrainConfig:
     ckpt_every_n_steps: int = 500
     max_bad_steps: int = 20         # consecutive non-finite losses/gradients before the run stops
     val_prompts: List[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving down"])
+    val_captions: int = 0           # validation also samples the captions of this many held-out clips
     val_loss_times: List[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])   # validation also logs
                                     # the loss at each of these diffusion times (val/loss_t{t}), fixed clips and noise
     val_motion: bool = True         # validation logs the motion figures of its samples and the held-out clips

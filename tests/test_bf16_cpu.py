@@ -45,7 +45,7 @@ PATHS = textwrap.dedent("""
     from lumiere_pl.cli.train import inherit_t2i
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.lit import DiffusionModule
 
     tmp = Path(tempfile.mkdtemp())
     bf16 = ["trainer.precision=bf16-mixed", f"out_dir={tmp}"]
@@ -64,7 +64,7 @@ PATHS = textwrap.dedent("""
     for name, (config, overrides, time_major, size) in paths.items():
         cfg = inherit_t2i(load_config(config, [*overrides, f"data.size={size}", *bf16]))[0]
         torch.manual_seed(0)
-        module = module_class(cfg.model.name)(to_dict(cfg))
+        module = DiffusionModule(to_dict(cfg))
         if time_major is not None:
             module.net.time_major = time_major
         d = cfg.data

@@ -13,7 +13,7 @@ from diffusers_tiny import TEXT_DIM, if_scheduler, sd_scheduler, tiny_vae
 from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.lit import DiffusersModule
+from lumiere_pl.lit import DiffusionModule
 
 WIDTHS = (16, 32, 32, 32)
 
@@ -78,7 +78,7 @@ def test_diffusers_unets_of_other_shapes_inflate_and_train(name, tmp_path, singl
     levels, factor = len(unet_config["block_out_channels"]), 2 if vae else 1
     size = 2 ** (levels - 1) * factor * 2
     cfg = load_config(None, overrides(folder, tmp_path, size, f"model.temporal.down_levels={down}"))
-    module = DiffusersModule(to_dict(train_cli.inherit_t2i(cfg)[0]))
+    module = DiffusionModule(to_dict(train_cli.inherit_t2i(cfg)[0]))
     assert (module.codec is not None) == vae
 
     # the paper's init property: a still video through the inflated U-Net is the diffusers U-Net on every frame
