@@ -137,8 +137,7 @@ def measure_loading() -> None:
         t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=1024, d_kv=64, d_ff=2816, num_layers=12, num_heads=16,
                                      feed_forward_proj="gated-gelu"))
         t5.half().save_pretrained(f"{tmp}/t5", variant="fp16")
-        sys.path.insert(0, str(ROOT / "tests"))
-        from diffusers_tiny import tokenizer
+        from lumiere_research.tiny_diffusers import tokenizer
 
         tokenizer().save_pretrained(f"{tmp}/t5")
         sizes = {"unet": sum(p.numel() for p in unet.parameters()), "t5": sum(p.numel() for p in t5.parameters())}
