@@ -1,6 +1,6 @@
 """Training steps of the STUNet on one GPU through Lightning: throughput and peak memory (run by bench/gpu_check.sh).
 
-  python bench/gpu_train_steps.py --label eager [--steps 15] [--warmup 5] [key=value ...]
+  python -m bench.gpu_train_steps --label eager [--steps 15] [--warmup 5] [key=value ...]
 
 Builds the experiment from the defaults and the overrides (the model from the config, synthetic moving shapes as
 data: the step's cost does not depend on what the pixels show), trains --steps steps with no validation, checkpoint
@@ -14,11 +14,8 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
