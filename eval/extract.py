@@ -49,7 +49,7 @@ class Extracted:
 
     def stats(self, name: str) -> FeatureStats:
         x = self.features[name]
-        return FeatureStats(x.shape[1]).update(x)
+        return FeatureStats(x.shape[1]).update(x, keep_rows=True)
 
     def record(self) -> dict:
         return {"n": len(self.keys), "skipped": len(self.skipped), "skipped_first": self.skipped[:SHOW_SKIPPED],

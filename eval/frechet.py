@@ -42,12 +42,15 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 @dataclass
 class FeatureStats:
-    """Streaming sums in float64: count, sum of x, sum of x x^T. Merge by addition (exact across ranks/chunks)."""
+    """Streaming sums in float64: count, sum of x, sum of x x^T. Merge by addition (exact across ranks/chunks).
+    `rows`: the per-video features (n, d) behind the sums when kept (update(keep_rows=True); the bootstrap
+    interval resamples them), else None."""
 
     dim: int
     n: int = 0
     total: np.ndarray = field(default=None)        # (d,)
     total_outer: np.ndarray = field(default=None)  # (d, d)
+    rows: np.ndarray | None = field(default=None, repr=False)   # (n, d) float32, or None
 
     def __post_init__(self):
         if self.total is None:
@@ -55,8 +58,13 @@ class FeatureStats:
         if self.total_outer is None:
             self.total_outer = np.zeros((self.dim, self.dim), np.float64)
 
-    def update(self, features: np.ndarray) -> "FeatureStats":
+    def update(self, features: np.ndarray, keep_rows: bool = False) -> "FeatureStats":
         x = np.asarray(features, np.float64).reshape(-1, self.dim)   # (b, d)
+        if keep_rows and (self.rows is not None or self.n == 0):
+            kept = np.asarray(features, np.float32).reshape(-1, self.dim)
+            self.rows = kept if self.rows is None else np.concatenate([self.rows, kept])
+        elif self.n or len(x):
+            self.rows = None                            # sums without rows: the rows no longer describe them
         self.n += len(x)
         self.total += x.sum(0)
         self.total_outer += x.T @ x
@@ -65,7 +73,10 @@ class FeatureStats:
     def merge(self, other: "FeatureStats") -> "FeatureStats":
         if other.dim != self.dim:
             raise ValueError(f"cannot merge {other.dim}-d statistics into {self.dim}-d")
-        return FeatureStats(self.dim, self.n + other.n, self.total + other.total, self.total_outer + other.total_outer)
+        rows = (np.concatenate([self.rows, other.rows]) if self.rows is not None and other.rows is not None
+                else None)
+        return FeatureStats(self.dim, self.n + other.n, self.total + other.total, self.total_outer + other.total_outer,
+                            rows)
 
     def mean_cov(self, covariance: str = "unbiased") -> tuple[np.ndarray, np.ndarray]:
         """Mean (d,) and covariance (d, d): "unbiased" divides by n - 1 (np.cov, TF-GAN, the original FVD),

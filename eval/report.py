@@ -19,7 +19,8 @@ def markdown(result: dict, name: str = "lumiere-pl (ours)") -> str:
     rows = ["| method | FVD | IS |", "|---|---|---|"]
     rows += [f"| {m} | {_fmt(f)} | {_fmt(i)} |" for m, f, i in TABLE1]
     is_cell = _fmt(is_["value"]) if comparable_is else (f"({is_['value']:.2f} I3D-Kinetics IS, not comparable)" if is_ else "-")
-    rows.append(f"| **{name}** | **{fvd['value']:.2f}** | {is_cell} |")
+    interval = f" [{fvd['low']:.2f}, {fvd['high']:.2f}]" if fvd.get("low") is not None else ""
+    rows.append(f"| **{name}** | **{fvd['value']:.2f}**{interval} | {is_cell} |")
     p = fvd["protocol"]
     timing = f"resampled to {p['fps']} fps" if p.get("fps") else f"stride {p['stride']} (native frame rate)"
     crop = "whole frame squashed to a square" if p["crop"] == "full" else "centre square crop"
@@ -32,7 +33,10 @@ def markdown(result: dict, name: str = "lumiere-pl (ours)") -> str:
         f"**Our row's protocol**: FVD preset `{fvd.get('preset')}` ({fvd.get('covariance')} covariance); N = "
         f"{fvd['n_fake']} generated videos vs {fvd['n_real']} real clips; {p['frames']} frames, {timing}, "
         f"{p['offset']} offset; I3D weights `{p['weights']}`; {crop}, {p['resize']} bilinear to {p['size']}x{p['size']}; "
-        f"feature: {p['detector']}; fakes: {fvd['fake'].get('codecs')}.",
+        f"feature: {p['detector']}; fakes: {fvd['fake'].get('codecs')}."
+        + (f" Our FVD's interval: 95 % bootstrap over videos ({fvd['interval']['b']} resamples of "
+           f"{fvd['interval']['resampled']}, re-centred on the value; docs/EVAL.md)." if fvd.get("low") is not None
+           else ""),
         f"Real statistics: {split or result.get('real_note') or real.get('source', {}).get('path')}.",
     ]
     if is_ is not None:
@@ -67,5 +71,34 @@ def chart(result: dict, path: str | Path, name: str = "ours") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def n_curve_chart(result: dict, path: str | Path) -> Path:
+    """FVD against N (result["n_curve"]: mean and min-max of draws per N), with the full set's bootstrap interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = result["n_curve"]
+    n = [c["n"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    ax.fill_between(n, [c["min"] for c in curve], [c["max"] for c in curve], color="#9aa5b1", alpha=0.5,
+                    label="min-max over draws")
+    ax.plot(n, [c["mean"] for c in curve], "o-", color="#1c7ed6", label="mean of draws")
+    if result.get("low") is not None:
+        top = max(n)
+        ax.errorbar([top], [result["value"]], yerr=[[result["value"] - result["low"]], [result["high"] - result["value"]]],
+                    fmt="s", color="#d9480f", capsize=4, label="all videos, 95% bootstrap interval")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("N videos per set (subsets drawn without replacement)")
+    ax.set_ylabel(f"FVD ({result.get('preset')})")
+    ax.set_title("FVD against N: FVD is biased upward at small N; compare values at equal N", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
     return path

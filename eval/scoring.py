@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from . import __version__
+from . import card
+from .bootstrap import DEFAULT_B_FRECHET, fvd_curve, fvd_interval
 from .cache import cache_path, check_stats_file, load_stats, save_stats
 from .detectors import Detector
 from .errors import EvalError
@@ -62,12 +64,15 @@ def real_stats(source, detectors: dict[str, Detector], spec: ClipSpec, limit: in
         else:
             todo[name] = (det, protocol, path)
     if todo:
+        from .rates import source_rates
+
         result = extract(source, {n: d for n, (d, _, _) in todo.items()}, spec, batch_size, limit, workers, desc=desc)
+        record = {**result.record(), "rates": source_rates(source)}       # the declared rates, for later runs' rule
         for name, (det, protocol, path) in todo.items():
             stats = result.stats(name)
             if use_cache and rank_world()[0] == 0:
-                save_stats(stats, protocol, path, result.record())
-            out[name] = (stats, {**protocol, **result.record(), "cache": f"wrote {path}" if use_cache else "off"})
+                save_stats(stats, protocol, path, record)
+            out[name] = (stats, {**protocol, **record, "cache": f"wrote {path}" if use_cache else "off"})
     return {name: out[name] for name in detectors}
 
 
@@ -82,29 +87,69 @@ def frechet(real: FeatureStats, fake: FeatureStats, covariance: str, real_name, 
     return value, [str(w.message) for w in caught]
 
 
+def fvd_card(detector: Detector, spec: ClipSpec, preset: FVDPreset, n_real: int, n_fake: int, real_protocol: dict,
+             rates: dict | None = None) -> dict:
+    """Every field that moves an FVD (eval/card.py)."""
+    return {"metric": "fvd", **card.detector_fields(detector), **card.clip_fields(spec.protocol(), rates),
+            "preset": preset.name, "covariance": preset.covariance, "n_real": n_real, "n_fake": n_fake,
+            **card.real_fields(real_protocol)}
+
+
+def fvd_record(value: float, warns: list[str], rstats: FeatureStats, fstats: FeatureStats, preset: FVDPreset,
+               bootstrap: int, seed: int, curve: bool) -> dict:
+    """The value with its bootstrap interval, N, the preset, warnings and (curve=True) FVD against N."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # the few-videos warning is in `warns` once already
+        interval = fvd_interval(value, rstats, fstats, preset.covariance, bootstrap, seed)
+        n_curve = fvd_curve(rstats, fstats, preset.covariance, seed) if curve else None
+    out = {"metric": "fvd", "value": value, "low": interval.pop("low"), "high": interval.pop("high"),
+           "interval": interval, "n_real": rstats.n, "n_fake": fstats.n, **preset.record(),
+           "exact_preset": preset == FVD_PRESETS[preset.name], "warnings": warns}
+    if n_curve is not None:
+        out["n_curve"] = n_curve
+    return out
+
+
+def fvd_figure(record: dict) -> dict:
+    return {"name": f"FVD ({record['preset']})", "value": record["value"], "low": record["low"],
+            "high": record["high"], "n": f"real {record['n_real']}, fake {record['n_fake']}"}
+
+
 def fvd(real, fake, detector: Detector, spec: ClipSpec, preset: FVDPreset = FVD_PRESETS["tf-fvd"], limit_real=None,
-        limit_fake=None, batch_size=8, cache_dir=None, use_cache=True, workers=None, real_info=None) -> dict:
+        limit_fake=None, batch_size=8, cache_dir=None, use_cache=True, workers=None, real_info=None,
+        bootstrap: int = DEFAULT_B_FRECHET, bootstrap_seed: int = 0, curve: bool = False, rates: dict | None = None
+        ) -> dict:
+    """FVD of two sources with its bootstrap interval (`bootstrap` resamples, 0: none), a protocol card and, with
+    curve=True, FVD against N (eval/bootstrap.py). rates: the frame-rate record of eval.rates.resolve."""
     t0 = time.perf_counter()
     (rstats, rprotocol), = real_stats(real, {"fvd": detector}, spec, limit_real, batch_size, cache_dir, use_cache,
                                       workers, real_info).values()
     fake_x = extract(fake, {"fvd": detector}, spec, batch_size, limit_fake, workers, desc="fake")
-    value, warns = frechet(rstats, fake_x.stats("fvd"), preset.covariance, real, fake)
-    return {"metric": "fvd", "value": value, "n_real": rstats.n, "n_fake": len(fake_x.keys), **preset.record(),
-            "exact_preset": preset == FVD_PRESETS[preset.name],
-            "protocol": {**detector.protocol(), **spec.protocol(), "covariance": preset.covariance},
-            "real": rprotocol, "fake": {"source": source_fingerprint(fake), **fake_x.record()},
-            "warnings": warns, "seconds": time.perf_counter() - t0, "env": environment(detector.device)}
+    fstats = fake_x.stats("fvd")
+    value, warns = frechet(rstats, fstats, preset.covariance, real, fake)
+    out = fvd_record(value, warns, rstats, fstats, preset, bootstrap, bootstrap_seed, curve)
+    out.update({"protocol": {**detector.protocol(), **spec.protocol(), "covariance": preset.covariance},
+                "real": rprotocol, "fake": {"source": source_fingerprint(fake), **fake_x.record()},
+                "card": fvd_card(detector, spec, preset, rstats.n, fstats.n, rprotocol, (rates or {}).get("rates")),
+                "seconds": time.perf_counter() - t0, "env": environment(detector.device)})
+    out["figures"] = [fvd_figure(out)]
+    return out
 
 
 def _is_record(probs: np.ndarray, protocol: ISProtocol, detector: Detector, spec: ClipSpec, videos,
                extracted: Extracted) -> dict:
     mean, std, scores = inception_score(probs, protocol)
     c3d = detector.name.startswith("c3d")
-    return {"metric": "is" if c3d else "is_i3d_kinetics", "label": C3D_IS_LABEL if c3d else I3D_IS_LABEL,
-            "value": mean, "std": std, "scores": scores, "n": protocol.samples * protocol.loops,
+    metric, n = ("is" if c3d else "is_i3d_kinetics"), protocol.samples * protocol.loops
+    is_card = {"metric": metric, **card.detector_fields(detector), **card.clip_fields(spec.protocol()),
+               **{f"is_{k}": v for k, v in protocol.record().items() if k != "exact_preset"}, "n": n}
+    return {"metric": metric, "label": C3D_IS_LABEL if c3d else I3D_IS_LABEL,
+            "value": mean, "std": std, "scores": scores, "n": n,
             "is_protocol": protocol.record(),
             "protocol": {**detector.protocol(), **spec.protocol(), "source": source_fingerprint(videos)},
-            **{k: v for k, v in extracted.record().items() if k != "n"}, "readable": len(extracted.keys)}
+            **{k: v for k, v in extracted.record().items() if k != "n"}, "readable": len(extracted.keys),
+            "card": is_card, "figures": [{"name": "IS" if c3d else "IS (I3D-Kinetics, not the paper's)",
+                                          "value": mean, "std": std, "n": str(n)}]}
 
 
 def _is_probs(extracted: Extracted, name: str, detector: Detector) -> np.ndarray:
@@ -134,7 +179,8 @@ def resolve_is_protocol(protocol: ISProtocol, available: int, samples: str | int
 
 def ucf101(fake_dir, real, i3d: Detector, spec: ClipSpec, preset: FVDPreset, is_protocol: ISProtocol,
            is_samples=None, c3d: Detector | None = None, prompts=None, limit_real=None, batch_size=8, cache_dir=None,
-           use_cache=True, workers=None, real_note=None, real_info=None) -> dict:
+           use_cache=True, workers=None, real_note=None, real_info=None, bootstrap: int = DEFAULT_B_FRECHET,
+           bootstrap_seed: int = 0, rates: dict | None = None) -> dict:
     """FVD (I3D logits) and IS of a folder of generated videos, decoded once for both networks. IS is C3D-UCF101's
     when `c3d` is given; otherwise the I3D-Kinetics IS from the same I3D pass (softmax of the logits), labelled."""
     from .ucf101 import generated_classes
@@ -144,17 +190,22 @@ def ucf101(fake_dir, real, i3d: Detector, spec: ClipSpec, preset: FVDPreset, is_
                                       workers, real_info).values()
     detectors = {"fvd": i3d, **({"is": c3d} if c3d is not None else {})}
     fake = extract(fake_dir, detectors, spec, batch_size, workers=workers, desc="fake")
-    value, warns = frechet(rstats, fake.stats("fvd"), preset.covariance, real, fake_dir)
-    out = {"fvd": {"metric": "fvd", "value": value, "n_real": rstats.n, "n_fake": len(fake.keys), **preset.record(),
-                   "exact_preset": preset == FVD_PRESETS[preset.name],
-                   "protocol": {**i3d.protocol(), **spec.protocol(), "covariance": preset.covariance},
-                   "real": rprotocol, "fake": {"source": source_fingerprint(fake_dir), **fake.record()},
-                   "warnings": warns}}
+    fstats = fake.stats("fvd")
+    value, warns = frechet(rstats, fstats, preset.covariance, real, fake_dir)
+    fvd_out = fvd_record(value, warns, rstats, fstats, preset, bootstrap, bootstrap_seed, False)
+    fvd_out.update({"protocol": {**i3d.protocol(), **spec.protocol(), "covariance": preset.covariance},
+                    "real": rprotocol, "fake": {"source": source_fingerprint(fake_dir), **fake.record()},
+                    "card": fvd_card(i3d, spec, preset, rstats.n, fstats.n, rprotocol, (rates or {}).get("rates"))})
+    out = {"fvd": fvd_out}
     is_name, is_det = ("is", c3d) if c3d is not None else ("fvd", i3d)
     protocol = resolve_is_protocol(is_protocol, len(fake.keys), is_samples)
     out["is"] = _is_record(_is_probs(fake, is_name, is_det), protocol, is_det, spec, fake_dir, fake)
     out["per_class"] = dict(sorted(generated_classes(fake_dir, prompts).items()))
     out["real_note"] = real_note or f"{rprotocol.get('source', {}).get('path')} (n = {rstats.n})"
+    out["card"] = {**fvd_out["card"], "metric": "ucf101",                 # the FVD's fields, then the IS's
+                   **{k if k.startswith("is_") else f"is_{k}": v for k, v in out["is"]["card"].items()}}
+    out["figures"] = [fvd_figure(fvd_out), *out["is"]["figures"]]
+    out["warnings"] = list(warns)
     out["seconds"], out["env"] = time.perf_counter() - t0, environment(i3d.device)
     return out
 
@@ -171,7 +222,8 @@ def compare_variants(videomae: bool) -> list[tuple[str, FVDPreset]]:
 
 
 def compare(real, fake, rows: list[tuple[str, FVDPreset]], make_detector, spec: ClipSpec, limit_real=None,
-            limit_fake=None, batch_size=8, cache_dir=None, use_cache=True, workers=None, real_info=None) -> dict:
+            limit_fake=None, batch_size=8, cache_dir=None, use_cache=True, workers=None, real_info=None,
+            bootstrap: int = DEFAULT_B_FRECHET, bootstrap_seed: int = 0, rates: dict | None = None) -> dict:
     """FVD of one fake set under every row's preset. make_detector(preset) builds one detector per distinct
     (network, preprocessing); each clip is decoded once for all of them."""
     t0 = time.perf_counter()
@@ -186,16 +238,27 @@ def compare(real, fake, rows: list[tuple[str, FVDPreset]], make_detector, spec: 
     table = []
     for label, preset in rows:
         key = key_of[(preset.network, preset.preprocess)]
-        value, warns = frechet(reals[key][0], fakes.stats(key), preset.covariance, real, fake)
-        table.append({"row": label, "value": value, **preset.record(), **preset.preprocess.protocol(),
+        fstats = fakes.stats(key)
+        value, warns = frechet(reals[key][0], fstats, preset.covariance, real, fake)
+        rec = fvd_record(value, warns, reals[key][0], fstats, preset, bootstrap, bootstrap_seed, False)
+        table.append({"row": label, "value": value, "low": rec["low"], "high": rec["high"],
+                      "interval": rec["interval"], **preset.record(), **preset.preprocess.protocol(),
                       "warnings": warns})
     base = table[0]["value"]
     for row in table:
         row["change_percent"] = 100.0 * (row["value"] - base) / base if base else float("nan")
     any_det = next(iter(detectors.values()))
-    return {"metric": "fvd_compare", "rows": table, "n_real": reals[next(iter(reals))][0].n, "n_fake": len(fakes.keys),
-            "clips": spec.protocol(), "real": reals[next(iter(reals))][1],
-            "fake": {"source": source_fingerprint(fake), **fakes.record()}, "seconds": time.perf_counter() - t0,
+    n_real, rprotocol = reals[next(iter(reals))][0].n, reals[next(iter(reals))][1]
+    compare_card = {"metric": "fvd_compare", "detectors": sorted({d.protocol()["weights"] for d in detectors.values()}),
+                    "weights_sha256": sorted({card.file_sha256(d.weights_file()) for d in detectors.values()}),
+                    "rows": [r["row"] for r in table], **card.clip_fields(spec.protocol(), (rates or {}).get("rates")),
+                    "n_real": n_real, "n_fake": len(fakes.keys), **card.real_fields(rprotocol)}
+    return {"metric": "fvd_compare", "rows": table, "n_real": n_real, "n_fake": len(fakes.keys),
+            "clips": spec.protocol(), "real": rprotocol,
+            "fake": {"source": source_fingerprint(fake), **fakes.record()}, "card": compare_card,
+            "figures": [{"name": r["row"], "value": r["value"], "low": r["low"], "high": r["high"],
+                         "n": f"real {n_real}, fake {len(fakes.keys)}"} for r in table],
+            "warnings": sorted({w for r in table for w in r["warnings"]}), "seconds": time.perf_counter() - t0,
             "env": environment(any_det.device)}
 
 
@@ -203,9 +266,9 @@ def compare_markdown(result: dict) -> str:
     """The comparison as a markdown table: how far each choice moves FVD from tf-fvd."""
     lines = [f"FVD of one fake set (N fake {result['n_fake']}, N real {result['n_real']}) under each protocol; "
              f"clips: {result['clips']}", "",
-             "| protocol | FVD | change vs tf-fvd | resize | crop | short side | covariance | network |",
+             "| protocol | FVD [95% interval] | change vs tf-fvd | resize | crop | short side | covariance | network |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['row']} | {r['value']:.2f} | {r['change_percent']:+.2f} % | {r['resize']} | {r['crop']} | "
-                     f"{r['short_side'] or '-'} | {r['covariance']} | {r['network']} |")
+        lines.append(f"| {r['row']} | {card.format_figure(r, 6)} | {r['change_percent']:+.2f} % | {r['resize']} | "
+                     f"{r['crop']} | {r['short_side'] or '-'} | {r['covariance']} | {r['network']} |")
     return "\n".join(lines) + "\n"

@@ -151,15 +151,47 @@ def take_clip(decoded: Decoded, spec: ClipSpec, key: str = "", offset: int = 0) 
     return decoded.frames[_sample_times(decoded.times, start, spec)]
 
 
+def _decode_for(src, name: str, spec: ClipSpec, offset: int) -> Decoded:
+    """Decode only what a clip needs."""
+    if spec.offset == "random":
+        return load_frames(src, name)
+    if spec.fps is None:
+        return load_frames(src, name, max_frames=spec.needed() + offset)
+    return load_frames(src, name, until=(spec.start + offset, (spec.frames - 1) / spec.fps))
+
+
 def read_clip(src, name: str, spec: ClipSpec, key: str = "", offset: int = 0) -> tuple[np.ndarray, str]:
     """Decode only what the clip needs, then take it: (clip (frames, h, w, 3) uint8, codec)."""
-    if spec.offset == "random":
-        decoded = load_frames(src, name)
-    elif spec.fps is None:
-        decoded = load_frames(src, name, max_frames=spec.needed() + offset)
-    else:
-        decoded = load_frames(src, name, until=(spec.start + offset, (spec.frames - 1) / spec.fps))
+    decoded = _decode_for(src, name, spec, offset)
     return take_clip(decoded, spec, key, offset), decoded.codec
+
+
+def clip_rate(decoded: Decoded, spec: ClipSpec) -> float | None:
+    """Frame rate of the clips `spec` takes from a video: spec.fps, else the decoded rate (1 / median frame interval)
+    over spec.stride; None without timestamps (.npy clips) or with a single frame."""
+    if spec.fps is not None:
+        return float(spec.fps)
+    if decoded.times is None or len(decoded.times) < 2:
+        return None
+    step = float(np.median(np.diff(decoded.times)))
+    return 1.0 / (step * spec.stride) if step > 0 else None
+
+
+def read_clip_rate(src, name: str, spec: ClipSpec, key: str = "",
+                   offset: int = 0) -> tuple[np.ndarray, str, float | None]:
+    """read_clip plus the clip's frame rate (clip_rate)."""
+    decoded = _decode_for(src, name, spec, offset)
+    return take_clip(decoded, spec, key, offset), decoded.codec, clip_rate(decoded, spec)
+
+
+def container_rate(src, name: str) -> float | None:
+    """The frame rate a video's container declares (its stream's average rate), without decoding; None for .npy
+    clips and streams that declare none."""
+    if name.lower().endswith(".npy"):
+        return None
+    with av.open(io.BytesIO(src) if isinstance(src, bytes) else str(src)) as container:
+        rate = container.streams.video[0].average_rate
+    return float(rate) if rate else None
 
 
 def clips_from_video(src: str | Path, spec: ClipSpec, n_clips: int, step: int | None = None) -> list[np.ndarray]:

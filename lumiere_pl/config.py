@@ -29,6 +29,9 @@ class ConfigError(InputError):
     """A configuration that cannot work. The message names the key, the value and what is expected."""
 
 
+RANDOM_INIT = "random"              # model.init_from: no pretrained T2I, asked for explicitly
+
+
 @dataclass
 class UNetConfig:
     in_channels: int = 3            # image channels (the STUNet's <J, C, M> extras are added by inflation)
@@ -97,8 +100,10 @@ class ModelConfig:
     name: str = "stunet"            # registry key in lumiere_pl.models.MODELS: t2i | stunet | ssr | diffusers_stunet
     unet: UNetConfig = field(default_factory=UNetConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
-    init_from: Optional[str] = None # T2I checkpoint to inflate (stunet, ssr) or fine-tune (t2i); None: random.
-                                    # diffusers_stunet: a local diffusers pipeline folder (with unet/) or unet folder
+    init_from: Optional[str] = None # T2I checkpoint to inflate (stunet, ssr) or fine-tune (t2i); `random`: a random
+                                    # T2I, said so (lumiere-train refuses None for a stunet, and for an ssr with
+                                    # freeze_spatial; t2i: None = random). diffusers_stunet: a local diffusers
+                                    # pipeline folder (with unet/) or unet folder
     upscale: int = 4                # ssr only: spatial factor; the low-res input is data.size / upscale pixels
     t2i_schedule: T2IScheduleConfig = field(default_factory=T2IScheduleConfig)   # diffusers_stunet only
     diffusers: DiffusersConfig = field(default_factory=DiffusersConfig)          # diffusers_stunet only
@@ -163,6 +168,12 @@ class TrainConfig:
     ckpt_every_n_steps: int = 500
     max_bad_steps: int = 20         # consecutive non-finite losses/gradients before the run stops
     val_prompts: List[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving down"])
+    val_loss_times: List[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])   # validation also logs
+                                    # the loss at each of these diffusion times (val/loss_t{t}), fixed clips and noise
+    val_motion: bool = True         # validation logs the motion figures of its samples and the held-out clips
+                                    # (weight-free flow, eval/motion.py): val_motion/*, val_motion_real/*
+    val_fvd: int = 0                # > 0: validation also samples this many held-out captions for val/fvd against
+                                    # the held-out clips (I3D: the eval extra's weights; seconds per clip on a CPU)
 
 
 FSDP_DTYPES = ("float32", "bfloat16", "float16")
@@ -189,7 +200,9 @@ class TrainerConfig:
     strategy: str = "auto"          # auto | ddp | fsdp (FSDP2, options in trainer.fsdp) | any Lightning strategy name
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     precision: str = "32-true"      # bf16-mixed on GPU
-    log_every_n_steps: int = 10
+    log_every_n_steps: int = 1      # scalars (loss, learning rate) to TensorBoard every N steps: 1 = every step,
+                                    # so short runs show every loss (about 200 bytes of event file per step,
+                                    # measured); raise it for runs of 100k+ steps
     accumulate_grad_batches: int = 1
     enable_progress_bar: bool = True
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import List, Optional
 
-from lumiere_pl.config import FROZEN_DTYPES, FSDP_DTYPES, ConfigError, ExperimentConfig, read_config
+from lumiere_pl.config import FROZEN_DTYPES, FSDP_DTYPES, RANDOM_INIT, ConfigError, ExperimentConfig, read_config
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> ExperimentConfig:
@@ -58,14 +58,16 @@ def validate(cfg: ExperimentConfig) -> None:
     levels = diffusers_levels or len(u.channel_mults)
     if levels < 1:
         raise ConfigError("model.unet.channel_mults must list at least one level, e.g. [1, 2, 2]")
-    for key, lv in [("model.unet.attn_levels", u.attn_levels), ("model.temporal.down_levels", t.down_levels),
-                    ("model.temporal.attn_levels", t.attn_levels)]:
+    level_keys = [("model.temporal.down_levels", t.down_levels), ("model.temporal.attn_levels", t.attn_levels)]
+    if not diffusers_levels:                    # model.unet.* is our own U-Net's; a diffusers folder has its own
+        level_keys.insert(0, ("model.unet.attn_levels", u.attn_levels))
+        if u.channels % 32 and u.channels % 8:
+            raise ConfigError(f"model.unet.channels={u.channels}: must be a multiple of 8 (GroupNorm groups)")
+    for key, lv in level_keys:
         bad = [x for x in lv if not 0 <= x < levels]
         if bad:
             raise ConfigError(f"{key}={list(lv)}: levels {bad} do not exist; levels are 0..{levels - 1}")
-    if u.channels % 32 and u.channels % 8:
-        raise ConfigError(f"model.unet.channels={u.channels}: must be a multiple of 8 (GroupNorm groups)")
-    if d.size % (2 ** (levels - 1)):
+    if not diffusers_levels and d.size % (2 ** (levels - 1)):      # diffusers: checked with the VAE's factor
         raise ConfigError(
             f"data.size={d.size}: the U-Net halves the resolution {levels - 1} times "
             f"(model.unet.channel_mults={list(u.channel_mults)}), so the size must be divisible by {2 ** (levels - 1)}")
@@ -85,7 +87,7 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"model.temporal.max_frames={t.max_frames} < {d.frames // 2 ** k} frames at the coarsest level")
     if m.name == "t2i" and not d.images:
         raise ConfigError("model.name=t2i trains on images: set data.images=true")
-    if m.init_from and m.name != "diffusers_stunet" and not Path(m.init_from).is_file():
+    if m.init_from and m.init_from != RANDOM_INIT and m.name != "diffusers_stunet" and not Path(m.init_from).is_file():
         raise ConfigError(f"model.init_from={m.init_from!r}: no such checkpoint file")
     if cfg.text.encoder in ("t5", "clip") and not cfg.text.path:
         raise ConfigError(f"text.encoder={cfg.text.encoder} needs text.path: a local folder with the model (or a "
@@ -122,6 +124,12 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("max_steps", "ckpt_every_n_steps", "val_every_n_steps", "max_bad_steps"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
+    bad = [x for x in cfg.train.val_loss_times if not 0.0 < x < 1.0]
+    if bad:
+        raise ConfigError(f"train.val_loss_times={list(cfg.train.val_loss_times)}: {bad[0]} is not a diffusion time "
+                          "in (0, 1)")
+    if cfg.trainer.log_every_n_steps < 1:
+        raise ConfigError(f"trainer.log_every_n_steps={cfg.trainer.log_every_n_steps}: expected >= 1")
     _check_fsdp(cfg)
     _check_frozen_dtype(cfg)
 
@@ -149,9 +157,9 @@ def _check_diffusers(cfg: ExperimentConfig) -> int:
     from lumiere_pl.models.diffusers_folder import locate
 
     m, d = cfg.model, cfg.data
-    if not m.init_from:
-        raise ConfigError("model.name=diffusers_stunet needs model.init_from: a local diffusers pipeline folder "
-                          "(with unet/, e.g. DeepFloyd IF or Stable Diffusion) or a unet folder")
+    if not m.init_from or m.init_from == RANDOM_INIT:
+        raise ConfigError(f"model.name=diffusers_stunet needs model.init_from (got {m.init_from!r}): a local diffusers "
+                          f"pipeline folder (with unet/, e.g. DeepFloyd IF or Stable Diffusion) or a unet folder")
     try:
         folder = locate(m.init_from, m.diffusers.variant, m.diffusers.vae)
     except (FileNotFoundError, ValueError) as err:
@@ -217,8 +225,29 @@ def _check_tasks(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"data.synthetic.frame_step={d.synthetic.frame_step}: expected >= 1")
 
 
+def random_t2i(cfg: ExperimentConfig) -> bool:
+    """Whether the model inflates a T2I U-Net that is not pretrained: a stunet, or an ssr whose spatial layers stay
+    frozen (model.temporal.freeze_spatial), without a checkpoint in model.init_from."""
+    m = cfg.model
+    inflates = m.name == "stunet" or (m.name == "ssr" and m.temporal.freeze_spatial)
+    return inflates and (not m.init_from or m.init_from == RANDOM_INIT)
+
+
+def check_init(cfg: ExperimentConfig) -> None:
+    """A STUNet (an SSR with frozen spatial layers) trains on a random T2I only when asked: model.init_from names
+    the pretrained T2I checkpoint, or is `random`. Apart from validate() because a config is meaningful without its
+    T2I (building a model in a test, a dry run, a sweep planned before its T2I is trained); lumiere-train calls it."""
+    m = cfg.model
+    if random_t2i(cfg) and not m.init_from:
+        frozen = " and keep it frozen" if m.temporal.freeze_spatial else ""
+        raise ConfigError(f"model.init_from is not set: the {m.name} would inflate a random T2I U-Net{frozen}; give "
+                          f"the pretrained T2I checkpoint (model.init_from=runs/t2i_real/checkpoints/last.ckpt, "
+                          f"stage 1 of `make train`), or model.init_from={RANDOM_INIT} to train on a random one")
+
+
 def check_files(cfg: ExperimentConfig) -> None:
-    """The files a run will read exist: local shards (data.train_shards, data.val_shards) and text.path.
+    """The files a run will read exist: local shards (data.train_shards, data.val_shards) and text.path; the
+    shards' clips are long enough for data.frames at data.fps (their manifest.json, lumiere_pl/data/shard_check.py).
 
     Apart from validate() because a config is meaningful without its data (building a model, a dry run, tests on a
     fresh clone before `make shards`); lumiere-train calls both before building anything.
@@ -229,6 +258,9 @@ def check_files(cfg: ExperimentConfig) -> None:
     for key, pattern in (("data.train_shards", d.train_shards), ("data.val_shards", d.val_shards)):
         if d.name == "webdataset" and pattern:
             _check_shards(key, pattern)
+    if d.name == "webdataset":
+        from lumiere_pl.data.shard_check import check_shards
+        check_shards(d)                         # clips too short for data.frames: refused here (the notes: at setup)
 
 
 _LOCAL_PREFIX = re.compile(r"^file:(//)?")                        # file:x.tar, file:///abs/x.tar: local paths

@@ -351,6 +351,8 @@ def check_options(opts: SamplerConfig) -> None:
     if opts.eta != 0 and opts.name not in ("ddim", "ddpm"):
         raise InputError(f"sampler {opts.name} is deterministic: eta must be 0 (got {opts.eta}); use ddim or ddpm "
                          f"for stochastic sampling")
+    if opts.name == "ddpm" and opts.eta not in (0.0, 1.0):
+        raise InputError(f"sampler ddpm is DDIM with eta 1 (got eta {opts.eta}); for eta in (0, 1) use sampler ddim")
     if not 0 <= opts.threshold < 1:
         raise InputError(f"threshold={opts.threshold}: expected a quantile in [0, 1)")
     if opts.window and opts.stride > opts.window:

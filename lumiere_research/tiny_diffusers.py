@@ -3,7 +3,7 @@
   if_like(dir)  DeepFloyd IF stage I in miniature: pixel U-Net with 6 output channels (learned variance),
                 ResnetDownsample / SimpleCrossAttn blocks, T5 text encoder (encoder_hid_proj, pooled text embedding),
                 DDPMScheduler with squaredcos_cap_v2, learned_range variance, thresholding
-  sd_like(dir)  Stable Diffusion in miniature: latent U-Net with CrossAttn / plain blocks, AutoencoderKL (x2),
+  sd_like(dir)  Stable Diffusion in miniature: latent U-Net with CrossAttn / plain blocks, AutoencoderKL (x2; x4),
                 CLIP text encoder, PNDMScheduler with scaled_linear (prediction eps or v)
 
 Both use a word-level tokenizer built with the `tokenizers` library and wrapped as PreTrainedTokenizerFast.
@@ -66,13 +66,14 @@ def sd_unet(seed: int = 0):
         cross_attention_dim=TEXT_DIM, attention_head_dim=4, norm_num_groups=8), seed)
 
 
-def tiny_vae(seed: int = 0):
+def tiny_vae(seed: int = 0, levels: int = 2):
+    """An AutoencoderKL downsampling by 2 ** (levels - 1)."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                         norm_num_groups=8, sample_size=32)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
+                         up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=(8, 16, 16, 16)[:levels],
+                         latent_channels=4, norm_num_groups=8, sample_size=32)
 
 
 def t5_encoder(seed: int = 0):
@@ -118,10 +119,11 @@ def if_like(root: Path) -> Path:
     return root
 
 
-def sd_like(root: Path, prediction: str = "epsilon") -> Path:
+def sd_like(root: Path, prediction: str = "epsilon", vae_levels: int = 2) -> Path:
+    """vae_levels=3: latents downsampled 4x instead of 2x."""
     root = Path(root)
     sd_unet().save_pretrained(root / "unet")
-    tiny_vae().save_pretrained(root / "vae")
+    tiny_vae(levels=vae_levels).save_pretrained(root / "vae")
     sd_scheduler(prediction).save_pretrained(root / "scheduler")
     clip_encoder().save_pretrained(root / "text_encoder")
     tokenizer().save_pretrained(root / "tokenizer")

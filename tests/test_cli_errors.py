@@ -130,7 +130,7 @@ def old(*paths: Path) -> None:
         p.write_bytes(b"old")
 
 
-TR = [*TINY, "--dry-run"]                   # training cases stop before building anything anyway
+TR = ["--dry-run", *TINY]                   # training cases stop before building anything anyway
 
 CASES = {
     # lumiere-train: configs of the wrong shape, bad or wrong checkpoints for model.init_from and --resume
@@ -142,16 +142,16 @@ CASES = {
                                       ("unet_list.yaml", "model.unet must be a mapping", "[16, 32]")),
     "train/override model=3": Case(train.main, lambda f, o: ["model=3"], ("'model=3'", "must be a mapping")),
     "train/init_from not a checkpoint": Case(
-        train.main, lambda f, o: [f"model.init_from={f['notckpt']}", f"out_dir={o}", *TR],
+        train.main, lambda f, o: [*TR, f"model.init_from={f['notckpt']}", f"out_dir={o}"],
         ("notckpt.ckpt", "not a torch file", "expected a checkpoint written by lumiere-train")),
     "train/init_from truncated": Case(
-        train.main, lambda f, o: [f"model.init_from={f['truncated']}", f"out_dir={o}", *TR],
+        train.main, lambda f, o: [*TR, f"model.init_from={f['truncated']}", f"out_dir={o}"],
         ("truncated.ckpt", "truncated")),
     "train/init_from pickled object": Case(
-        train.main, lambda f, o: [f"model.init_from={f['pickled']}", f"out_dir={o}", *TR],
+        train.main, lambda f, o: [*TR, f"model.init_from={f['pickled']}", f"out_dir={o}"],
         ("pickled.ckpt", "pickled Python object (", "print)", "refused")),
     "train/init_from a STUNet (T2I expected)": Case(
-        train.main, lambda f, o: [f"model.init_from={f['stunet']}", f"out_dir={o}", *TR],
+        train.main, lambda f, o: [*TR, f"model.init_from={f['stunet']}", f"out_dir={o}"],
         ("stunet.ckpt", "a checkpoint of a STUNet", "expected a checkpoint of a T2I U-Net")),
     "train/trainer settings this machine lacks": Case(
         train.main, lambda f, o: [f"out_dir={o}", f"trainer.accelerator={MISSING_ACCELERATOR}", *TINY],

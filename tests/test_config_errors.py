@@ -10,7 +10,7 @@ import lumiere_pl.data
 import lumiere_pl.lit
 from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import ConfigError
-from lumiere_pl.config_checks import check_files, load_config
+from lumiere_pl.config_checks import check_files, check_init, load_config
 
 
 def _error(overrides, path=None) -> str:
@@ -85,7 +85,7 @@ def test_cli_fails_before_building_anything(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(lumiere_pl.lit, "DiffusionModule", forbidden)
     monkeypatch.setattr(lumiere_pl.data, "build_datamodule", forbidden)
-    base = [f"out_dir={tmp_path}", "text.encoder=tiny"]
+    base = [f"out_dir={tmp_path}", "text.encoder=tiny", "model.init_from=random"]
     cases = {
         "train.max_stpes=3": "did you mean 'train.max_steps'",
         "data.frames=10": "data.frames=10",
@@ -96,3 +96,27 @@ def test_cli_fails_before_building_anything(tmp_path, monkeypatch, capsys):
         assert train_cli.main(base + over.split()) == 2, over
         assert expected in capsys.readouterr().err, over
     assert not any(tmp_path.iterdir())                             # no run folder, no config.yaml
+
+
+def test_a_stunet_without_init_from_is_refused_unless_random(tmp_path, monkeypatch, capsys):
+    """lumiere-train refuses a STUNet without model.init_from (it would train on a random, frozen T2I), in one line
+    that says what to give, before building anything; so for an SSR whose spatial layers stay frozen. An SSR that
+    trains everything (the SSR configs) and model.init_from=random pass; a diffusers_stunet needs a folder."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("built a model or a datamodule without model.init_from")
+
+    monkeypatch.setattr(lumiere_pl.lit, "module_class", forbidden)
+    monkeypatch.setattr(lumiere_pl.data, "build_datamodule", forbidden)
+    for over in (["model.name=stunet"], ["model.name=stunet", "model.temporal.freeze_spatial=false"],
+                 ["model.name=ssr", "model.upscale=2", "model.temporal.freeze_spatial=true"]):
+        assert train_cli.main([f"out_dir={tmp_path}", "text.encoder=tiny", *over]) == 2, over
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "model.init_from is not set" in err, err
+        assert "model.init_from=random" in err and "checkpoints/last.ckpt" in err, err
+    assert not any(tmp_path.iterdir())
+    check_init(load_config(None, ["model.name=stunet", "model.init_from=random"]))
+    check_init(load_config(None, ["model.name=ssr", "model.upscale=2", "model.temporal.freeze_spatial=false"]))
+    check_init(load_config(None, ["model.name=t2i", "data.images=true"]))
+    for value in ("null", "random"):
+        msg = _error(["model.name=diffusers_stunet", f"model.init_from={value}"])
+        assert "model.name=diffusers_stunet needs model.init_from" in msg and "diffusers" in msg

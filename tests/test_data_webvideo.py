@@ -173,3 +173,41 @@ def test_train_stream_resumes_at_the_checkpoint_batch(tmp_path, workers, epoch_l
         got = got[0] + got[1]
         assert [k for k, _ in got] == [k for k, _ in want]
         assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, want))
+
+
+def test_run_settings_that_differ_from_the_shards_manifest_are_said_or_refused(tmp_path, capsys):
+    """Shards of 8-frame clips at 32 px, 8 fps (their manifest says so): a run at 16 px and 4 fps is told both in
+    one line each, once, by rank 0's DataModule setup (and during lumiere-train); a run matching them hears nothing;
+    16 frames at 8 fps, longer than every clip, is refused before anything is built (lumiere-train exits 2)."""
+    from lumiere_pl.cli import train as train_cli
+    from lumiere_pl.data.shard_check import check_shards
+    from lumiere_pl.data.shards_cli import main as shards_main
+    from lumiere_pl.errors import InputError
+
+    from conftest import TINY
+
+    out = tmp_path / "shards"
+    assert shards_main(["synthetic", str(out), "--num", "8", "--num-val", "2", "--frames", "8", "--size", "32",
+                        "--fps", "8"]) == 0
+    capsys.readouterr()
+    shards = {"train_shards": str(out / "train-000000.tar"), "val_shards": str(out / "val-000000.tar")}
+    dm = build_datamodule(DataConfig(name="webdataset", frames=4, size=16, fps=4.0, **shards))
+    dm.setup("fit")
+    dm.setup("validate")
+    notes = capsys.readouterr().out.splitlines()
+    assert len(notes) == 2, notes
+    assert "holds 32 px clips" in notes[0] and "data.size=16" in notes[0] and str(out) in notes[0]
+    assert "holds 8 fps clips" in notes[1] and "data.fps=4" in notes[1]
+    assert check_shards(DataConfig(name="webdataset", frames=8, size=32, fps=8.0, **shards)) == []
+    with pytest.raises(InputError, match=r"clips hold 8 frames at 8 fps .* data.frames=16 at data.fps=8 needs 16"):
+        check_shards(DataConfig(name="webdataset", frames=16, size=32, fps=8.0, **shards))
+
+    run = [*TINY, f"out_dir={tmp_path}", "data.name=webdataset", f"data.train_shards={shards['train_shards']}",
+           f"data.val_shards={shards['val_shards']}", "data.batch_size=2", "train.max_steps=1",
+           "train.val_prompts=[]", "trainer.enable_progress_bar=false"]
+    assert train_cli.main([*run, "name=small"]) == 0                          # TINY: 16 px, 8 frames at 8 fps
+    said = [line for line in capsys.readouterr().out.splitlines() if "holds" in line]
+    assert len(said) == 1 and "holds 32 px clips" in said[0], said
+    assert train_cli.main([*run, "name=long", "data.frames=16"]) == 2
+    err = capsys.readouterr().err
+    assert "data.frames=16 at data.fps=8 needs 16" in err and not (tmp_path / "long").exists()

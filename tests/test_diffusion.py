@@ -71,15 +71,36 @@ class ConstNet(torch.nn.Module):
 
 
 @pytest.mark.parametrize("prediction", ["v", "eps", "x0"])
-@pytest.mark.parametrize("sampler", [sample_ddim, sample_ddpm])
-def test_sampler_with_perfect_denoiser_recovers_x0(prediction, sampler):
+def test_perfect_denoiser_keeps_ddim_on_the_straight_line_to_x0(prediction):
+    """With D(x, s) = x0 exactly, DDIM's update x' = x0 + (x - x0) s'/s keeps x = x0 + s * eps_T at every level:
+    stopped at any s_k > 0 the sample is exactly that point (the final step's x = D(x) would hide a wrong update), and
+    DDPM (eta = 1) lands at the same distance on average but off the line (fresh noise of std s_k)."""
     g = torch.Generator().manual_seed(1)
-    x0 = torch.rand(2, 3, 4, 8, 8, generator=g) * 2 - 1
+    x0 = torch.rand(4, 3, 4, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
     sigmas = get_sigmas(make_schedule("cosine", -15, 15), 20).double()
-    denoise = Denoiser(ConstNet(x0.double(), prediction), prediction)
+    denoise = Denoiser(ConstNet(x0, prediction), prediction)
     x = torch.randn(x0.shape, generator=g, dtype=torch.float64) * sigmas[0]
-    out = sampler(denoise, x, sigmas, {}, generator=g)
-    torch.testing.assert_close(out.float(), x0, atol=2e-4, rtol=0)
+    for k in (5, 12, 19):
+        part = torch.cat([sigmas[:k], sigmas[k:k + 1]])                       # stop at s_k > 0
+        out = sample_ddim(denoise, x.clone(), part, {})
+        torch.testing.assert_close(out, x0 + (x - x0) * (sigmas[k] / sigmas[0]), atol=2e-4, rtol=1e-4)
+        noisy = sample_ddpm(denoise, x.clone(), part, {}, generator=torch.Generator().manual_seed(k))
+        assert abs(float((noisy - x0).std()) / float(sigmas[k]) - 1) < 0.05
+        assert float((noisy - out).abs().mean()) > 0.1 * float(sigmas[k])
+    torch.testing.assert_close(sample_ddim(denoise, x.clone(), sigmas, {}).double(), x0, atol=1e-6, rtol=0)
+
+
+def test_ddpm_is_ddim_with_eta_one():
+    """sample_ddpm takes the full posterior noise whatever eta it is given (its eta is DDPM's, 1); the pipeline
+    refuses any other eta with sampler ddpm (lumiere_pl.pipeline.check_options)."""
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 10
+    sigmas = get_sigmas(make_schedule("cosine", -10, 10), 6)
+    d = Denoiser(lambda z, c, cond: 0.5 * z, "eps")
+    gens = lambda: [torch.Generator().manual_seed(k) for k in (3, 4)]  # noqa: E731
+    want = sample_ddim(d, x, sigmas, {}, eta=1.0, generator=gens())
+    for eta in (0.0, 1.0):
+        torch.testing.assert_close(sample_ddpm(d, x, sigmas, {}, eta=eta, generator=gens()), want, atol=0, rtol=0)
+    assert not torch.allclose(sample_ddim(d, x, sigmas, {}, eta=0.5, generator=gens()), want)
 
 
 def test_ddim_deterministic_and_ddpm_stochastic():
@@ -123,9 +144,20 @@ def _text_net(x, s, cond):
     return x * 0.3 + cond["text"].mean(dim=(1, 2)).view(-1, 1, 1, 1, 1) + cond["concat"].mean()
 
 
-def test_guidance_scale_one_is_conditional():
+def test_guidance_scale_one_is_the_conditional_denoiser_alone():
+    """At w = 1 the guided denoiser is the conditional one: one call per step, with the caption (never the null
+    text), and the same prediction; near w = 1 the general formula agrees with it."""
     x, s, cond = torch.randn(2, 3, 3, 4, 4), torch.ones(2), _cond(2)
-    torch.testing.assert_close(guided(_text_net, 1.0)(x, s, cond), _text_net(x, s, cond))
+    seen = []
+
+    def spy(x_, s_, c):
+        seen.append(c["text"])
+        return _text_net(x_, s_, c)
+    out = guided(spy, 1.0)(x, s, cond)
+    assert len(seen) == 1 and torch.equal(seen[0], cond["text"])
+    torch.testing.assert_close(out, _text_net(x, s, cond), atol=0, rtol=0)
+    torch.testing.assert_close(guided(_text_net, 1.0 + 1e-6)(x, s, cond), out, atol=1e-5, rtol=0)
+    assert not torch.allclose(guided(_text_net, 2.0)(x, s, cond), out)
 
 
 def test_guidance_extrapolates_every_channel():
@@ -195,7 +227,7 @@ def test_closed_form_recursion_reaches_the_data_distribution_with_many_steps(nam
     assert abs(v3 - S0 ** 2) > 0.01                         # few steps: visibly off, so the first test can tell
 
 
-@pytest.mark.parametrize("name,order", [("ddim", 1), ("euler", 1), ("heun", 2), ("dpmpp_2m", 2),
+@pytest.mark.parametrize("name,order", [("ddim", 1), ("heun", 2), ("dpmpp_2m", 2),
                                         ("dpmpp_3m", 3)])
 def test_ode_samplers_converge_at_their_order(name, order):
     """On Gaussian data the probability-flow ODE has the exact solution x(s) - MU = (x_T - MU) sqrt(S0^2 + s^2) /
@@ -223,7 +255,13 @@ def test_deterministic_samplers_refuse_eta():
             sampler(_gaussian_denoiser, torch.zeros(2, 1), sigmas, {}, eta=0.5)
 
 
-@pytest.mark.parametrize("name", ["ddim", "ddpm", "euler", "heun", "dpmpp_2m", "dpmpp_3m"])
+def test_euler_is_ddims_deterministic_step():
+    """k-diffusion's Euler step on dx/ds = (x - D) / s is DDIM's (eta 0) step in this view: one function, two names."""
+    from lumiere_pl.diffusion import SAMPLERS
+    assert SAMPLERS["euler"] is SAMPLERS["ddim"]
+
+
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "heun", "dpmpp_2m", "dpmpp_3m"])
 def test_every_sampler_composes_with_guidance_and_multidiffusion(name):
     """Samplers take any denoiser: guidance and temporal MultiDiffusion wrap it, and wrappers that change no
     prediction (both captions predict alike; a per-element denoiser over overlapping windows) change no sample,
@@ -245,7 +283,7 @@ def test_every_sampler_composes_with_guidance_and_multidiffusion(name):
     assert not torch.allclose(run(lambda z, s, c: _gaussian_denoiser(z, s, c) * 0.9), plain)   # it can tell
 
 
-@pytest.mark.parametrize("name", ["ddim", "ddpm", "euler", "heun", "dpmpp_2m", "dpmpp_3m"])
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "heun", "dpmpp_2m", "dpmpp_3m"])
 def test_network_calls_counts_the_denoiser_calls(name):
     """The cost figure of lumiere_research/sampler_steps.py and bench/bench_render.py: calls per clip for `steps`."""
     from lumiere_pl.diffusion import SAMPLERS

@@ -79,6 +79,11 @@ CASES = {
     "ucf101, --report-dir through a file": (["ucf101", "--real", "{r}/no_splits", "--fake", "{r}/good",
                                              "--report-dir", "{r}/prompts.txt/report"],
                                             "--report-dir {r}/prompts.txt/report: cannot write there"),
+    "fvd, negative --bootstrap (before any video is read)": (["fvd", "--real", "{r}/nowhere", "--fake", "{r}/good",
+                                                              "--bootstrap", "-1"],
+                                                             "--bootstrap -1: expected a number of bootstrap resamples"),
+    "fvd, --n-curve through a file": (["fvd", "--real", "{r}/good", "--fake", "{r}/good",
+                                       "--n-curve", "{r}/prompts.txt/n.png"], "--n-curve {r}/prompts.txt/n.png: cannot write"),
     "ucf101-prompts, malformed prompt file": (["ucf101-prompts", "--n", "10", "--prompt-file", "{r}/prompts.txt"],
                                               "{r}/prompts.txt:2: expected 'ClassName<TAB or |>prompt'"),
 }

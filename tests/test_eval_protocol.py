@@ -114,6 +114,11 @@ def test_cli_prompts_fvd_is_ucf101(fake_dir, tmp_path, capsys, monkeypatch):
     assert result["fvd"]["protocol"]["weights"].startswith("tfhub-i3d-kinetics-400-v1")
     assert result["fvd"]["protocol"]["frames"] == 16 and result["is"]["metric"] == "is_i3d_kinetics"
     assert sum(result["per_class"].values()) == 4 and "?" not in result["per_class"]
+    assert result["card"]["metric"] == "ucf101" and result["card"]["is_splits"] == 2 and result["card"]["n_real"] == 2
+    assert result["fvd"]["low"] <= result["fvd"]["value"] <= result["fvd"]["high"]
+    assert [f["name"] for f in result["figures"]] == ["FVD (tf-fvd)", "IS (I3D-Kinetics, not the paper's)"]
+    stats_card = json.loads((tmp_path / "real.json").read_text())["card"]
+    assert stats_card["metric"] == "stats" and stats_card["n"] == 2 and len(stats_card["weights_sha256"]) == 64
     assert (tmp_path / "report" / "fvd_table1.png").stat().st_size > 1000
     assert "| Lumiere | 332.49 | 37.54 |" in (tmp_path / "report" / "report.md").read_text()
     assert main(["fvd", "--real", str(tmp_path / "real.npz"), "--fake", str(fake_dir), "--max-fake", "2",
@@ -122,6 +127,8 @@ def test_cli_prompts_fvd_is_ucf101(fake_dir, tmp_path, capsys, monkeypatch):
     assert main(["is", "--videos", str(fake_dir), "--max-videos", "2", "--is-samples", "all", "--splits", "1",
                  "--workers", "0", "--out", str(tmp_path / "i.json")]) == 0
     assert "IS (I3D-Kinetics, not the paper's IS)" in capsys.readouterr().out
+    is_card = json.loads((tmp_path / "i.json").read_text())["card"]
+    assert is_card["metric"] == "is_i3d_kinetics" and is_card["n"] == 2 and is_card["is_name"] == "stylegan-v"
 
 
 def test_exact_float32_turns_tf32_off_and_restores_it():
@@ -142,11 +149,11 @@ def test_exact_float32_turns_tf32_off_and_restores_it():
 
 @pytest.fixture(scope="module")
 def real_dir(tmp_path_factory):
-    """Three 'real' videos: other 16-frame clips of bikes.mp4 (another crop than the fakes)."""
+    """Three 'real' videos: other 16-frame clips of bikes.mp4 (another crop than the fakes), at the fakes' 8 fps."""
     root = tmp_path_factory.mktemp("real")
     frames = bikes_frames(64, 60, 80)
     for i in range(3):
-        write_video(root / f"r{i}.mp4", frames[16 * i:16 * i + 16], fps=25)
+        write_video(root / f"r{i}.mp4", frames[16 * i:16 * i + 16], fps=8)
     return root
 
 

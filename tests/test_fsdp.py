@@ -178,6 +178,19 @@ def _ema_worker(rank: int, port: int, out: dict) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
+def test_fsdp_last_checkpoint_holds_the_final_step_off_the_cadence(tmp_path, single_thread):
+    """2 sharded processes, max_steps 5, checkpoints every 3: last.ckpt (gathered on rank 0) holds step 5 with the
+    EMA updated 5 times, the periodic checkpoint step 3."""
+    done = _run(_fsdp_cmd(tmp_path, "train.max_steps=5", "train.val_prompts=[]"))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "Done: fsdp (5 steps)" in done.stdout
+    ckpts = tmp_path / "fsdp" / "checkpoints"
+    last = load_checkpoint(ckpts / "last.ckpt")
+    assert last["global_step"] == 5 and int(last["state_dict"]["ema.num_updates"]) == 5
+    assert load_checkpoint(ckpts / "step=0000003.ckpt")["global_step"] == 3
+
+
 def test_sharded_ema_updates_locally_and_gathers_full():
     import socket
 

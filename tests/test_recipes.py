@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from lumiere_pl.config import to_dict
-from lumiere_pl.config_checks import load_config
+from lumiere_pl.config import ConfigError
+from lumiere_pl.config_checks import check_init, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
@@ -27,6 +28,9 @@ def test_stunet_inflates_its_own_t2i_and_ssr_matches_its_size(dataset):
     assert to_dict(t2i)["text"] == to_dict(st)["text"]
     assert t2i.data.name == st.data.name == ssr.data.name and t2i.data.size == st.data.size
     assert ssr.data.size == st.data.size * ssr.model.upscale                   # the SSR upscales the STUNet's clips
+    check_init(ssr)             # `make train-ssr` gives no model.init_from: the SSR trains all its layers
+    with pytest.raises(ConfigError, match="model.init_from is not set"):
+        check_init(st)          # `make train` gives the stage-1 T2I as model.init_from
 
 
 def test_the_shapes_recipe_is_the_one_that_learns():

@@ -144,6 +144,7 @@ def test_job_array_and_collect(tmp_path, capsys):
     ({"variants": {"a": {"config": "{tmp}/stunet.yaml", "overrides": ["model.temporal.kernal=3"]}}},
      "unknown config key 'model.temporal.kernal'"),                             # every run's config, before training
     ({"variants": {"a": {"keyframes": {"config": "{tmp}/stunet.yaml"}}}}, "needs both 'keyframes' and 'tsr'"),
+    ({"pretrain": None}, "model.init_from is not set"),                       # STUNets on a random T2I
 ])
 def test_bad_specs_fail_before_training(tmp_path, capsys, change, message):
     import yaml

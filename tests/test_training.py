@@ -12,7 +12,7 @@ from _pipeline_helpers import sample
 from lumiere_pl.checkpoint import load_checkpoint, load_parts, net_state
 from lumiere_pl.cli import sample as sample_cli
 from lumiere_pl.cli import train as train_cli
-from lumiere_pl.config import to_dict
+from lumiere_pl.config import ConfigError, to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.lit import DiffusionModule
 
@@ -218,13 +218,16 @@ def test_cli_refuses_to_start_over_an_existing_run_and_auto_resumes(tiny_overrid
     assert load_checkpoint(ckpt)["global_step"] == 2
 
 
-def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrides):
+def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrides, capsys):
     """max_steps 3, validation every 2: samples at steps 2 and 3 (the trained model's), MP4s and TensorBoard videos
-    (the last logged after fit closed the logger); a finished run resumed writes nothing again."""
-    over = tiny_overrides + ["name=last", "model.name=stunet", "model.init_from=null", "train.max_steps=3",
+    (the last logged after fit closed the logger); a finished run resumed writes nothing again. The STUNet's random
+    T2I (model.init_from=random) is said in one line."""
+    over = tiny_overrides + ["name=last", "model.name=stunet", "model.init_from=random", "train.max_steps=3",
                              "train.val_every_n_steps=2", "train.ckpt_every_n_steps=2", "train.val_prompts=[a red circle]",
                              "sampler.steps=2", "trainer.enable_progress_bar=false"]
     assert train_cli.main(["--resume", "auto"] + over) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "model.init_from=random" in line]
+    assert notes == ["note: model.init_from=random: the stunet's T2I U-Net is random, not pretrained"]
     samples = Path(tiny_overrides[-1].split("=", 1)[1]) / "last" / "samples"
     assert sorted(p.name for p in samples.iterdir()) == ["step_0000002", "step_0000003"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -236,6 +239,51 @@ def test_cli_samples_the_last_step_when_it_is_not_a_validation_step(tiny_overrid
     assert train_cli.main(["--resume", "auto"] + over) == 0
     assert sorted(p.name for p in samples.iterdir()) == ["step_0000002", "step_0000003"]
     assert next((samples / "step_0000003").iterdir()).stat().st_mtime_ns == stamp
+
+
+def test_last_checkpoint_holds_the_final_step_off_the_checkpoint_cadence(tiny_overrides):
+    """max_steps 5, checkpoints every 3: last.ckpt holds step 5, the final weights (continued to 7 steps it gives the
+    losses of a straight 7-step run), the periodic checkpoint step 3; --resume auto of the finished run trains
+    nothing and rewrites nothing."""
+    from _resume_helpers import read_losses
+
+    out = Path(tiny_overrides[-1].split("=", 1)[1])
+    over = tiny_overrides + ["train.ckpt_every_n_steps=3", "train.val_every_n_steps=100", "train.val_prompts=[]",
+                             "trainer.enable_progress_bar=false", "train.warmup_steps=1", "train.lr=1e-3"]
+    assert train_cli.main(over + ["name=run", "train.max_steps=5"]) == 0
+    ckpts = out / "run" / "checkpoints"
+    assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 5
+    assert load_checkpoint(ckpts / "step=0000003.ckpt")["global_step"] == 3
+    stamp = (ckpts / "last.ckpt").stat().st_mtime_ns
+    assert train_cli.main(["--resume", "auto"] + over + ["name=run", "train.max_steps=5"]) == 0
+    assert (ckpts / "last.ckpt").stat().st_mtime_ns == stamp
+    assert sorted(read_losses(out / "run" / "train_loss.csv")) == [1, 2, 3, 4, 5]
+
+    assert train_cli.main(["--resume", "last"] + over + ["name=run", "train.max_steps=7"]) == 0
+    assert train_cli.main(over + ["name=ref", "train.max_steps=7"]) == 0
+    run, ref = read_losses(out / "run" / "train_loss.csv"), read_losses(out / "ref" / "train_loss.csv")
+    assert sorted(run) == sorted(ref) == list(range(1, 8))
+    assert max(abs(run[s] - ref[s]) for s in ref) <= 1e-6, (run, ref)
+
+
+def test_progress_bar_counts_steps_and_tensorboard_gets_every_loss(tiny_overrides, capsys):
+    """10 steps over two epochs (8 batches each): the bar counts steps out of train.max_steps across the epoch
+    boundary (Lightning's own reads `Epoch 1/-2`), and TensorBoard holds the loss and learning rate of every step;
+    a resumed run's bar starts at its step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    over = tiny_overrides + ["name=bar", "train.val_every_n_steps=100", "train.ckpt_every_n_steps=100",
+                             "train.val_prompts=[]", "trainer.enable_progress_bar=true"]
+    assert train_cli.main(over + ["train.max_steps=10"]) == 0
+    out = capsys.readouterr().out
+    assert "step: 100%" in out and "10/10" in out and "Epoch" not in out and "/-" not in out, out[-2000:]
+    events = EventAccumulator(str(Path(tiny_overrides[-1].split("=", 1)[1]) / "bar" / "tb"))
+    events.Reload()
+    for tag in ("train/loss", "lr-AdamW"):
+        assert len({e.step for e in events.Scalars(tag)}) == 10, (tag, [e.step for e in events.Scalars(tag)])
+    assert train_cli.main(["--resume", "last"] + over + ["train.max_steps=12"]) == 0
+    bar = [line for line in capsys.readouterr().out.replace("\r", "\n").splitlines() if line.startswith("step:")]
+    assert "10/12" in bar[0] and "12/12" in bar[-1], bar
 
 
 @pytest.mark.parametrize("extra", [[], ["model.temporal.conditional=true"], ["model.name=t2i", "data.images=true"]])
@@ -250,3 +298,73 @@ def test_dry_run_prints_parameters_and_flops_and_builds_nothing_else(tiny_overri
     assert f"trainable {counts['trainable']:,}" in out and f"frozen {counts['frozen']:,}" in out
     assert float(re.search(r"GFLOPs per (?:clip|image): ([0-9.]+)", out).group(1)) > 0
     assert not cfg.run_dir.exists()                                          # nothing written
+
+
+def test_learning_rate_warms_up_linearly_then_holds(tiny_overrides):
+    """lr = train.lr * (step + 1) / warmup_steps for the first warmup_steps optimizer steps, then train.lr."""
+    cfg = load_config(None, tiny_overrides + ["train.lr=1e-3", "train.warmup_steps=4"])
+    sched = DiffusionModule(to_dict(cfg)).configure_optimizers()["lr_scheduler"]
+    opt, seen = sched["scheduler"].optimizer, []
+    assert sched["interval"] == "step"
+    for _ in range(7):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched["scheduler"].step()
+    assert seen == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3, 1e-3], rel=1e-12)
+
+
+def test_validation_logs_the_loss_at_fixed_noise_levels(tiny_overrides):
+    """val/loss_t{t} for each train.val_loss_times: the same clips and noise every validation (two validations of
+    one model give the same numbers), the loss of that diffusion time alone (DiffusionProcess.loss(t=...)), and
+    higher-noise times differ from lower ones."""
+    import lightning as L
+
+    from lumiere_pl.data import build_datamodule
+
+    over = tiny_overrides + ["model.init_from=null", "train.val_loss_times=[0.2,0.8]", "train.val_prompts=[]"]
+    cfg = load_config(None, over)
+    module = DiffusionModule(to_dict(cfg))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    dm = build_datamodule(cfg.data)
+    first = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    again = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    assert set(first) == {"val/loss", "val/loss_t0.2", "val/loss_t0.8"} and first == again
+    assert first["val/loss_t0.2"] != first["val/loss_t0.8"]
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    from lumiere_pl.utils.rng import StepRNG
+    rng = StepRNG(torch.Generator().manual_seed(0), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = float(module.loss(batch, rng, train=False, t=0.8))
+    assert len(dm.val_dataloader()) == 1                                  # one batch: its loss is the logged one
+    assert first["val/loss_t0.8"] == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ConfigError, match="val_loss_times"):
+        load_config(None, tiny_overrides + ["train.val_loss_times=[0.0]"])
+
+
+@pytest.mark.slow
+def test_validation_logs_motion_figures_and_fvd_to_tensorboard(tiny_overrides):
+    """A short run shows, each validation, the motion figures of its samples and of the held-out clips (with their
+    intervals), the flow Frechet distance between them, the loss at fixed noise levels and, with train.val_fvd,
+    the FVD of that many samples against the held-out clips."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    over = tiny_overrides + ["name=figures", "train.max_steps=2",
+                             "train.val_every_n_steps=1", "train.ckpt_every_n_steps=2", "sampler.steps=2",
+                             "train.val_prompts=[a red circle moving left, a blue square moving up]",
+                             "train.val_fvd=2", "trainer.enable_progress_bar=false"]
+    assert train_cli.main(over) == 0
+    events = EventAccumulator(str(Path(tiny_overrides[-1].split("=", 1)[1]) / "figures" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for metric in ("magnitude", "dynamic_degree", "flicker", "warping_error"):
+        for prefix in ("val_motion", "val_motion_real"):
+            assert f"{prefix}/{metric}" in tags, (prefix, metric, sorted(tags))
+    assert {"val_motion/magnitude_low", "val_motion/magnitude_high", "val_motion/flow_frechet", "val/fvd",
+            "val/loss_t0.5"} <= tags
+    assert [e.step for e in events.Scalars("val_motion/magnitude")] == [1, 2]
+    fvd = [e.value for e in events.Scalars("val/fvd")]
+    assert len(fvd) == 2 and all(v > 0 for v in fvd)
+    low, mid, high = (events.Scalars(f"val_motion/magnitude{s}")[-1].value for s in ("_low", "", "_high"))
+    assert low <= mid <= high

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from lumiere_pl.cli.errors import DEBUG_HELP, command
-from lumiere_pl.config import ExperimentConfig, read_config, save_config, to_dict
-from lumiere_pl.config_checks import check_files, validate
+from lumiere_pl.config import RANDOM_INIT, ExperimentConfig, read_config, save_config, to_dict
+from lumiere_pl.config_checks import check_files, check_init, random_t2i, validate
 from lumiere_pl.errors import InputError
 from lumiere_pl.utils.atomic import check_writable
 
@@ -27,7 +27,7 @@ from lumiere_pl.utils.atomic import check_writable
 def inherit_t2i(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Optional[dict]]:
     """With model.init_from, the STUNet inflates exactly what was pretrained: its U-Net and text configs are taken
     from the T2I checkpoint (a differing value in the experiment is reported, then replaced)."""
-    if not cfg.model.init_from:
+    if not cfg.model.init_from or cfg.model.init_from == RANDOM_INIT:
         return cfg, None
     if cfg.model.name == "diffusers_stunet":          # a diffusers folder: schedule, prediction, VAE from it
         from lumiere_pl.models.diffusers_folder import resolve
@@ -44,6 +44,13 @@ def inherit_t2i(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Optional[dict]
     cfg.model.unet, cfg.text = t2i_cfg.model.unet, t2i_cfg.text
     cfg.model.unet.cond_channels, cfg.model.unet.aug_embedding = keep.cond_channels, keep.aug_embedding
     return cfg, state
+
+
+def _rank_zero() -> bool:
+    """Before Lightning starts: rank 0 of a launcher's processes (torchrun, SLURM), or the only process."""
+    import os
+
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def resume_path(cfg: ExperimentConfig, resume: str) -> Optional[str]:
@@ -71,11 +78,18 @@ def check_resume(cfg: ExperimentConfig, path: str) -> None:
 
 
 def dry_run(module, cfg: ExperimentConfig) -> None:
+    from lumiere_pl.utils.memory import memory_table, training_memory
+
     shape, flops = module.forward_flops()
     s = module.summary()
     print(f"model: {s['model']}   input {tuple(shape)}   text encoder: {s['text_encoder']} ({s['text_dim']}-d)")
     print(f"parameters: trainable {s['trainable']:,}   frozen {s['frozen']:,}")
     print(f"forward GFLOPs per {'clip' if module.is_video else 'image'}: {flops / 1e9:.3f}")
+    tr = cfg.trainer
+    devices = tr.num_nodes * (tr.devices if isinstance(tr.devices, int) else len(tr.devices) if
+                              isinstance(tr.devices, (list, tuple)) else 1)
+    shards = (tr.fsdp.shard_size or devices) if tr.strategy == "fsdp" else 1
+    print(memory_table(training_memory(module, shards), cfg.model.checkpointing, cfg.data.batch_size, shards))
 
 
 def build_trainer(cfg: ExperimentConfig):
@@ -129,8 +143,11 @@ def main(argv: List[str]) -> int:
     cfg, t2i_state = inherit_t2i(cfg)                   # the pretrained model's own U-Net / text / schedule
     validate(cfg)                                       # values, once, on the config the run will use
     if not args.dry_run:
+        check_init(cfg)                       # a STUNet without model.init_from would train on a random frozen T2I
         check_files(cfg)                      # shards and local model folders exist: fail before building anything
         check_writable(cfg.run_dir, "the run folder (out_dir/name)")
+        if random_t2i(cfg) and _rank_zero():
+            print(f"note: model.init_from={RANDOM_INIT}: the {cfg.model.name}'s T2I U-Net is random, not pretrained")
     ckpt_path = None
     existing = resume_path(cfg, "last")
     if args.resume == "auto":

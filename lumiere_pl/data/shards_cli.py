@@ -1,6 +1,6 @@
 """`lumiere-shards`: write WebDataset video shards (format: lumiere_pl/data/shards.py, docs/DATA.md).
 
-  lumiere-shards folder SRC_DIR OUT_DIR [--captions names.csv|names.jsonl]
+  lumiere-shards folder SRC_DIR OUT_DIR [--captions names.csv|names.jsonl] [--val-fraction F]
   lumiere-shards ucf101 UCF101_DIR OUT_DIR [--split train|test|all] [--fold 1]
   lumiere-shards synthetic OUT_DIR [--num 512] [--frames 16] [--size 64] [--fps 8]
   lumiere-shards real OUT_DIR [--table data/real_clips.yaml]        (the embedded default: `make shards`)
@@ -14,16 +14,17 @@ and the manifest are written atomically. --debug or LUMIERE_DEBUG=1: the traceba
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import zlib
 from pathlib import Path
-from typing import List
+from typing import Callable, List, Tuple
 
 from tqdm import tqdm
 
 from lumiere_pl.cli.errors import DEBUG_HELP, command
-from lumiere_pl.data.shards import Options, Sample, ShardWriter, build, skipped_summary, write_manifest
+from lumiere_pl.data.shards import Options, Sample, ShardWriter, Source, build, skipped_summary, write_manifest
 from lumiere_pl.data.sources import folder_sources, real_sources, ucf101_sources
 from lumiere_pl.errors import InputError
 
@@ -50,6 +51,29 @@ def _report(man: dict, out: Path, show: int = 5) -> None:
         print(f"  skipped {s['source']}: {s['reason']}")
     if len(skipped) > show:
         print(f"  ... and {len(skipped) - show} more (all in {out}/manifest.json, skipped_sources)")
+    for split, key in (("train", "data.train_shards"), ("val", "data.val_shards")):
+        files = [st for st in man["shards"] if str(st["file"]).startswith(f"{split}-")]
+        if files:
+            n = sum(int(st["samples"]) for st in files)
+            print(f"  {key}={shard_pattern(out, split, len(files))}   ({n} samples)")
+        elif split == "val" and man["settings"].get("val_fraction"):
+            print("  no validation samples: every video of the validation split was skipped")
+
+
+def shard_pattern(out: Path, prefix: str, count: int) -> str:
+    """The brace pattern of `count` shards {out}/{prefix}-NNNNNN.tar, as data.train_shards / data.val_shards take."""
+    return str(out / (f"{prefix}-000000.tar" if count == 1 else f"{prefix}-{{000000..{count - 1:06d}}}.tar"))
+
+
+def val_split(sources: List[Source], fraction: float) -> Tuple[Callable[[Sample], List[str]], List[str]]:
+    """folder --val-fraction: split by source video, so no clip of a validation video is trained on. The
+    round(fraction x N) videos (at least one, never all) with the smallest SHA-1 of their path under SRC_DIR are
+    validation, with every clip cut from them; the split depends on the file names only. Returns (split_of, the
+    validation videos' sources)."""
+    ranked = sorted(sources, key=lambda s: hashlib.sha1(s.source.encode("utf-8")).hexdigest())
+    count = min(len(sources) - 1, max(1, round(fraction * len(sources))))
+    val = {s.source for s in ranked[:count]}
+    return (lambda sample: ["val"] if sample.meta.get("source") in val else ["train"]), sorted(val)
 
 
 def _synthetic(a: argparse.Namespace) -> dict:
@@ -96,6 +120,10 @@ def _check(a: argparse.Namespace) -> None:
             raise InputError(f"--{flag.replace('_', '-')} {value}: expected a value >= 0")
     if a.cmd == "synthetic" and not a.fps > 0:
         raise InputError(f"--fps {a.fps}: expected a frame rate > 0")
+    fraction = getattr(a, "val_fraction", 0.0)
+    if not 0.0 <= fraction < 1.0:
+        raise InputError(f"--val-fraction {fraction}: expected a fraction of the videos in [0, 1) (0: no validation "
+                         f"split)")
 
 
 def _sources(a: argparse.Namespace):
@@ -124,7 +152,15 @@ def _sources(a: argparse.Namespace):
                          "(name,caption)")
     for m in missing:
         print(f"skipped {m['source']}: {m['reason']}", file=sys.stderr)
-    return sources, missing, None
+    if not a.val_fraction:
+        return sources, missing, None
+    if len(sources) < 2:
+        raise InputError(f"--val-fraction {a.val_fraction}: {src} has {len(sources)} captioned video; the split is by "
+                         f"video, so it needs at least 2 (one for each split)")
+    split_of, val = val_split(sources, a.val_fraction)
+    print(f"validation split: {len(val)} of {len(sources)} videos (--val-fraction {a.val_fraction}; every clip of "
+          f"a video goes to one split)")
+    return sources, missing, split_of
 
 
 @command("lumiere-shards")
@@ -135,6 +171,9 @@ def main(argv: List[str]) -> int:
     p = sub.add_parser("folder", help="every video in a folder; captions from NAME.txt sidecars or a CSV/JSONL")
     p.add_argument("src_dir"), p.add_argument("out_dir")
     p.add_argument("--captions", default=None, help="CSV (name,caption) or JSONL ({name, caption}) table")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="this fraction of the videos (by a hash of their names; at least one) goes to val-*.tar "
+                        "shards, every clip of a video to one split (default 0: train shards only)")
     _common(p)
     p = sub.add_parser("ucf101", help="a local UCF101 folder, class-name captions, official splits when present")
     p.add_argument("src_dir"), p.add_argument("out_dir")
@@ -162,8 +201,8 @@ def main(argv: List[str]) -> int:
     else:
         sources, missing, split_of = _sources(a)
         opt = _options(a)
-        man = build([(s, opt) for s in sources], out, a.per_shard, a.workers, split_of, {"command": a.cmd},
-                    skipped=missing)
+        settings = {"command": a.cmd, **({"val_fraction": a.val_fraction} if getattr(a, "val_fraction", 0) else {})}
+        man = build([(s, opt) for s in sources], out, a.per_shard, a.workers, split_of, settings, skipped=missing)
     _report(man, out)
     return 0
 

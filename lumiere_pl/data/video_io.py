@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import platform
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -169,9 +170,18 @@ def crop(frames: np.ndarray, size: int, rng: Optional[np.random.Generator] = Non
     return frames[:, y:y + size, x:x + size]
 
 
+# x264's SIMD level for encoding: the same frames give the same bytes in any process, and on any machine with the
+# same x264. With the AVX-512 functions x264 picks by itself (libx264 core 165 of PyAV 18.1), one process encoding
+# the same 96 x 96 px, 8-frame clip 25 times got 6 different files (decoded frames up to 27 levels apart; one file
+# with mbtree off, or with x264's SIMD up to AVX2 or SSE2); x264's SSE2 functions give its C code's output bit for
+# bit, the C code itself elsewhere. Encoding takes 1.0-1.5x the time of x264's default (docs/DATA.md).
+X264_PARAMS = "asm=MMX2,SSE,SSE2" if platform.machine().lower() in ("x86_64", "amd64") else "no-asm=1"
+
+
 def encode(frames: np.ndarray, fps: float, codec: str = "libx264", crf: int = 18, lossless: bool = False) -> bytes:
     """(t h w c) uint8 -> MP4 bytes. H.264 needs even sizes: odd sizes are padded by repeating the edge.
-    lossless: H.264 in RGB (libx264rgb, qp 0): decodes back to the exact input frames."""
+    lossless: H.264 in RGB (libx264rgb, qp 0): decodes back to the exact input frames. The same frames give the same
+    bytes in any process (one encoder thread)."""
     t, h, w, _ = frames.shape
     if h % 2 or w % 2:
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
@@ -179,9 +189,12 @@ def encode(frames: np.ndarray, fps: float, codec: str = "libx264", crf: int = 18
     with av.open(buf, mode="w", format="mp4") as c:
         rate = Fraction(fps).limit_denominator(1001)
         s = c.add_stream("libx264rgb" if lossless else codec, rate=rate)
+        s.codec_context.thread_count = 1       # x264's output depends on its thread count (by default, the CPUs')
         s.width, s.height = frames.shape[2], frames.shape[1]
         s.pix_fmt = "rgb24" if lossless else "yuv420p"
         s.options = {"qp": "0"} if lossless else {"crf": str(crf)}
+        if s.codec_context.name.startswith("libx264"):
+            s.options = {**s.options, "x264-params": X264_PARAMS}
         for x in frames:
             for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(x), format="rgb24")):
                 c.mux(packet)

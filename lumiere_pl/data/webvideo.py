@@ -39,6 +39,7 @@ from torch.utils.data._utils.collate import default_collate
 from lumiere_pl.data.config import DataConfig
 from lumiere_pl.data.health import SkipCounter
 from lumiere_pl.data.sample_decode import decode_sample
+from lumiere_pl.data.shard_check import check_shards
 from lumiere_pl.data.tar_reader import expand, iter_shard, manifest_counts
 from lumiere_pl.utils.rng import step_seed
 from lumiere_pl.utils.sampler import resume_position
@@ -294,10 +295,16 @@ class WebVideoDataModule(L.LightningDataModule):
         self._skips_pid = -1
         self._train_loader: Optional[EpochLoader] = None
         self._resumed_state: Dict[str, int] = {}                # state_dict of the checkpoint resumed from
+        self._checked = False                                   # check_shards ran (its notes printed once)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self._skips_pid != os.getpid():      # one counter per process (DDP rank), shared with its workers
             self.skips, self._skips_pid = SkipCounter(), os.getpid()
+        if not self._checked:                   # the shards' manifest against data.size / fps / frames
+            notes, self._checked = check_shards(self.cfg), True
+            if _rank_world(self.trainer)[0] == 0:
+                for note in notes:
+                    print(note)
 
     def _loader(self, pattern: str, train: bool) -> EpochLoader:
         if self.skips is None:

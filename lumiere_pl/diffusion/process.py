@@ -69,14 +69,17 @@ class Denoiser:
 
 
 def diffusion_loss(net: nn.Module, x0: Tensor, cond: dict, logsnr_fn: LogSNR, prediction: str = "v",
-                   generator: Optional[torch.Generator] = None, noise_cond: NoiseCond = c_noise) -> Tensor:
-    """Mean squared error of the network's prediction at a uniformly drawn time t (per-sample mean, then batch mean).
+                   generator: Optional[torch.Generator] = None, noise_cond: NoiseCond = c_noise,
+                   t: Optional[float] = None) -> Tensor:
+    """Mean squared error of the network's prediction at a uniformly drawn time t (per-sample mean, then batch mean);
+    t given: at that diffusion time for every sample (the draws of the noise are the same either way).
 
     x0: (b c h w) images or (b c t h w) videos in [-1, 1] (or latents). noise_cond: log-SNR -> the network's noise
     input (c_noise for ours; a pretrained model's own timestep for diffusers U-Nets, diffusion/discrete.py).
     """
     b = x0.shape[0]
-    t = torch.rand(b, device=x0.device, generator=generator)                    # (b,)
+    drawn = torch.rand(b, device=x0.device, generator=generator)                # (b,)
+    t = drawn if t is None else torch.full_like(drawn, float(t))
     eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
     logsnr = logsnr_fn(t)
     alpha, sigma = (append_dims(c, x0.ndim) for c in alpha_sigma(logsnr))
@@ -97,8 +100,9 @@ class DiffusionProcess:
     def denoiser(self, net: nn.Module) -> Denoiser:
         return Denoiser(net, self.prediction, self.noise_cond)
 
-    def loss(self, net: nn.Module, x0: Tensor, cond: dict, generator: Optional[torch.Generator] = None) -> Tensor:
-        return diffusion_loss(net, x0, cond, self.logsnr, self.prediction, generator, self.noise_cond)
+    def loss(self, net: nn.Module, x0: Tensor, cond: dict, generator: Optional[torch.Generator] = None,
+             t: Optional[float] = None) -> Tensor:
+        return diffusion_loss(net, x0, cond, self.logsnr, self.prediction, generator, self.noise_cond, t)
 
     def sigmas(self, steps: int, device: torch.device | str = "cpu") -> Tensor:
         """(steps + 1,) decreasing VE noise levels ending in 0 (schedules.get_sigmas)."""

@@ -60,7 +60,8 @@ def sample_ddim(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, eta: 
 
 def sample_ddpm(denoise: DenoiseFn, x: Tensor, sigmas: Tensor, cond: dict, eta: float = 1.0,
                 generator: Generators = None, progress: bool = False) -> Tensor:
-    """DDPM ancestral sampling (Ho et al. 2020): DDIM with the full posterior noise (eta=1)."""
+    """DDPM ancestral sampling (Ho et al. 2020): DDIM with the full posterior noise. Its eta is 1 by definition:
+    the argument is accepted (every sampler takes it) and not used; sample_ddim takes any eta."""
     return sample_ddim(denoise, x, sigmas, cond, eta=1.0, generator=generator, progress=progress)
 
 

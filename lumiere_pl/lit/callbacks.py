@@ -1,15 +1,18 @@
 """Callbacks every training run gets: periodic, last and on-exception checkpoints, data health, the global RNG
-states in each checkpoint, a per-step loss log, validation videos, and a clean process-group exit under DDP."""
+states in each checkpoint, a per-step loss log, a progress bar over the run's steps, validation videos and their
+figures, and a clean process-group exit under DDP."""
 from __future__ import annotations
 
 import atexit
 import math
+import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import lightning as L
+import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary, TQDMProgressBar
 from lightning.pytorch.callbacks.model_summary import log as summary_log
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -25,13 +28,20 @@ EXCEPTION_CKPT = "on_exception.ckpt"
 
 class StepCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that writes no periodic checkpoint on a step whose update was skipped as non-finite (so the
-    last checkpoint before a run of bad steps is the one a NonFiniteError names)."""
+    last checkpoint before a run of bad steps is the one a NonFiniteError names), and writes last.ckpt at the final
+    step (train.max_steps) whatever the cadence: a finished run's last.ckpt holds its final weights, and resuming it
+    is a no-op. Written from the final batch's end, as the periodic ones, so it resumes exactly to a larger max_steps;
+    not when the guard stops the run at that step (the run did not finish)."""
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         guard = getattr(pl_module, "guard", None)
         if guard is None or guard.applied:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        final = 0 < trainer.max_steps <= trainer.global_step
+        if (final and self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking
+                and not (guard is not None and guard.stops)):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class ExceptionCheckpoint(Callback):
@@ -134,6 +144,32 @@ class FlopsModelSummary(ModelSummary):
             summary_log.info("\n" + table.replace("Total Flops", what))
 
 
+class StepProgressBar(TQDMProgressBar):
+    """One bar for the whole run: optimizer steps out of train.max_steps (`step: 40%| 4/10 [...]`), starting at the
+    resumed step, across epochs; the postfix shows the logged loss. Lightning's bars count the batches of each
+    epoch, and with max_steps alone their epoch total reads `Epoch 2/-2`."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        bar = self.train_progress_bar = self.init_train_tqdm()
+        bar.reset(total=trainer.max_steps)
+        bar.initial = bar.n = trainer.global_step              # a resumed run: the rate counts this run's steps
+        bar.set_description("step")
+        bar.refresh()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_) -> None:
+        pass                                                    # not reset each epoch
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable and self._should_update(trainer.global_step, bar.total):
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))     # refreshes the bar
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass                                                    # closed once, at the end of training
+
+
 class ReleaseProcessGroup(Callback):
     """Destroys the process group when each DDP process exits. Left to interpreter shutdown, torch 2.13's gloo group
     aborts about one process exit in three ("terminate called without an active exception", SIGABRT) after a
@@ -147,23 +183,44 @@ class ReleaseProcessGroup(Callback):
 
 
 class ValidationSamples(Callback):
-    """Videos at the end of each validation (not the sanity check), through LumierePipeline with the EMA weights:
-    train.val_prompts from seeds train.seed + i (an SSR: the first validation batch's clips, downsampled by
-    model.upscale, then upscaled; each video shows low-res | SSR | ground truth side by side). Written to
-    {run}/samples/step_N/NN.mp4 and logged to TensorBoard (an animated GIF per video, and its prompt). Every process
-    samples (a sharded network gathers its weights in each forward); rank 0 writes."""
+    """Videos and their figures at the end of each validation (not the sanity check), through LumierePipeline with
+    the EMA weights.
+
+    Videos: train.val_prompts from seeds train.seed + i (an SSR: the first validation batch's clips, downsampled by
+    model.upscale, then upscaled; each video shows low-res | SSR | ground truth side by side), written to
+    {run}/samples/step_N/NN.mp4 and logged to TensorBoard (an animated GIF per video, and its prompt).
+    Figures (video models), TensorBoard scalars with their 95% bootstrap interval (eval/motion.py, weight-free flow):
+      val_motion/{magnitude, dynamic, flicker, warping_error}   of the samples
+      val_motion_real/...                                       of the held-out clips (up to REAL_CLIPS of them)
+      val_motion/flow_frechet                                   samples against held-out clips
+      val/fvd                                                   train.val_fvd > 0: that many samples of held-out
+                                                                captions against the held-out clips (I3D, tf-fvd)
+    Every process samples (a sharded network gathers its weights in each forward); rank 0 measures and writes."""
+
+    REAL_CLIPS = 64
 
     def __init__(self) -> None:
-        self._clips: Optional[tuple] = None
+        self._ssr_clips: Optional[tuple] = None
+        self._real: List[tuple] = []                    # held-out (caption, (t h w 3) uint8), this validation
+        self._real_stats: Optional[list] = None         # their motion statistics, measured once
+        self._fvd = None                                # eval.fvd.FVD with the held-out clips' statistics
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
-        if batch_idx == 0 and dataloader_idx == 0 and pl_module.parts.is_ssr:
+        from lumiere_pl.utils.video import to_uint8
+
+        if trainer.sanity_checking or not pl_module.parts.is_video:
+            return
+        if batch_idx == 0 and pl_module.parts.is_ssr:
             k = max(1, min(len(pl_module.cfg.train.val_prompts), batch["pixels"].shape[0]))
-            self._clips = (batch["pixels"][:k].detach(), list(batch["caption"][:k]))
+            self._ssr_clips = (batch["pixels"][:k].detach(), list(batch["caption"][:k]))
+        want = max(self.REAL_CLIPS, pl_module.cfg.train.val_fvd)
+        for caption, clip in zip(batch["caption"], batch["pixels"]):
+            if len(self._real) < want:
+                self._real.append((caption, to_uint8(clip)))
 
     def render(self, pl_module) -> List[tuple]:
-        """[(caption, (t h w 3) uint8)] of this validation."""
+        """[(caption, (t h w 3) uint8 as written, (t h w 3) uint8 sample alone)] of this validation."""
         from lumiere_pl.models.ssr import downsample
         from lumiere_pl.utils.video import tile, to_uint8
 
@@ -171,31 +228,44 @@ class ValidationSamples(Callback):
         with pl_module.ema.apply_to(pl_module.net):
             if not pl_module.parts.is_ssr:
                 out = pipe(list(cfg.train.val_prompts), seed=cfg.train.seed)
-                return [(prompt, out.frames(i)) for i, prompt in enumerate(out.prompts)]
-            if self._clips is None:
+                return [(prompt, out.frames(i), out.frames(i)) for i, prompt in enumerate(out.prompts)]
+            if self._ssr_clips is None:
                 return []
-            hr, captions = self._clips                                                    # b c t H W
+            hr, captions = self._ssr_clips                                                # b c t H W
             low = downsample(hr, cfg.model.upscale)                                       # b c t h w
             out = pipe(captions, seed=cfg.train.seed, lowres=low)
         up = cfg.model.upscale
         nearest = low.repeat_interleave(up, -1).repeat_interleave(up, -2)
-        return [(c, tile([to_uint8(nearest[i]), out.frames(i), to_uint8(hr[i])])) for i, c in enumerate(captions)]
+        return [(c, tile([to_uint8(nearest[i]), out.frames(i), to_uint8(hr[i])]), out.frames(i))
+                for i, c in enumerate(captions)]
+
+    def fvd_samples(self, pl_module) -> List:
+        """train.val_fvd clips of the held-out captions (cycled), seeds train.seed + 1000 + i: every process."""
+        cfg = pl_module.cfg
+        if cfg.train.val_fvd <= 0 or not self._real or pl_module.parts.is_ssr:
+            return []
+        captions = [self._real[i % len(self._real)][0] for i in range(cfg.train.val_fvd)]
+        with pl_module.ema.apply_to(pl_module.net):
+            out = pl_module.pipeline()(captions, seed=cfg.train.seed + 1000, batch_size=cfg.data.batch_size)
+        return [out.frames(i) for i in range(len(out))]
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         from lumiere_pl.utils.video import log_video, write_mp4
 
         cfg = pl_module.cfg
-        if trainer.sanity_checking or not cfg.train.val_prompts:
+        if trainer.sanity_checking:
             return
-        rows = self.render(pl_module)
-        self._clips = None
+        rows = self.render(pl_module) if cfg.train.val_prompts else []
+        fakes = self.fvd_samples(pl_module)
+        self._ssr_clips = None
+        real, self._real = self._real, []
         if not trainer.is_global_zero:
             return
         out_dir = Path(cfg.run_dir) / "samples" / f"step_{trainer.global_step:07d}"
         writer = pl_module.logger.experiment if pl_module.logger is not None else None
         writer = writer if hasattr(writer, "file_writer") else None
         tag = "ssr" if pl_module.parts.is_ssr else "samples"
-        for i, (caption, frames) in enumerate(rows):
+        for i, (caption, frames, _) in enumerate(rows):
             write_mp4(out_dir / f"{i:02d}.mp4", frames, fps=cfg.data.fps)
             if writer is None:
                 continue
@@ -204,14 +274,77 @@ class ValidationSamples(Callback):
             else:
                 writer.add_image(f"{tag}/{i:02d}", frames[0], trainer.global_step, dataformats="HWC")
             writer.add_text(f"{tag}/{i:02d}/prompt", caption, trainer.global_step)
+        figures = {}
+        if pl_module.parts.is_video and cfg.train.val_motion:
+            figures.update(self.motion_figures([r[2] for r in rows], [clip for _, clip in real], cfg.data.fps))
+        figures.update(self.fvd_figure(pl_module, [clip for _, clip in real], fakes))
+        for name, value in figures.items():                 # at the step of the videos they describe
+            if writer is not None:
+                writer.add_scalar(name, value, trainer.global_step)
+
+    def motion_figures(self, samples: List, real: List, fps: float) -> Dict[str, float]:
+        """val_motion/* of the samples and val_motion_real/* of the held-out clips, each with _low / _high."""
+        from eval.motion import MIN_FRAMES, flow_frechet, motion_stats, summarise
+
+        if not samples or len(samples[0]) < MIN_FRAMES:
+            return {}
+        stats = [motion_stats(v, fps) for v in samples]
+        if self._real_stats is None and real:
+            self._real_stats = [motion_stats(v, fps) for v in real]
+        out: Dict[str, float] = {}
+        for prefix, group in (("val_motion", stats), ("val_motion_real", self._real_stats or [])):
+            if not group:
+                continue
+            for metric, row in summarise(group, b=200).items():
+                for key, suffix in (("value", ""), ("low", "_low"), ("high", "_high")):
+                    if row.get(key) is not None and math.isfinite(row[key]):
+                        out[f"{prefix}/{metric}{suffix}"] = float(row[key])
+        if self._real_stats and len(stats) >= 2:
+            with warnings.catch_warnings():                 # few clips: biased upward, compared at equal N only
+                warnings.simplefilter("ignore", UserWarning)
+                fd = flow_frechet(self._real_stats, stats, b=50)
+            out.update({f"val_motion/flow_frechet{s}": float(fd[k]) for k, s in (("value", ""), ("low", "_low"),
+                                                                                  ("high", "_high"))
+                        if fd.get(k) is not None and math.isfinite(fd[k])})
+        return out
+
+    def fvd_figure(self, pl_module, real: List, fakes: List) -> Dict[str, float]:
+        """val/fvd of the train.val_fvd samples against the held-out clips (I3D features, tf-fvd input)."""
+        if not fakes or not real:
+            return {}
+        import numpy as np
+
+        from eval.detectors import I3DDetector
+        from eval.fvd import FVD
+
+        if self._fvd is None:
+            self._fvd = FVD(detector=I3DDetector(device=pl_module.device))
+            self._fvd.update(torch.from_numpy(np.stack(_fvd_clips(real))), real=True)
+            self._real_fvd = self._fvd.stats(real=True)
+        self._fvd.reset()
+        self._fvd.set_real_stats(self._real_fvd)
+        self._fvd.update(torch.from_numpy(np.stack(_fvd_clips(fakes))), real=False)
+        return {"val/fvd": float(self._fvd.compute())}
+
+
+def _fvd_clips(clips: List) -> List:
+    """Clips the I3D takes (at least 9 frames): shorter clips shown at twice their rate, every frame twice (2t - 1
+    frames), real and generated alike (as the sweep's FVD reads them)."""
+    import numpy as np
+
+    if len(clips[0]) >= 16:
+        return [c[:16] for c in clips]
+    return [np.repeat(c, 2, axis=0)[:-1] for c in clips]
 
 
 def training_callbacks(cfg: ExperimentConfig) -> List[Callback]:
+    """The callbacks of a lumiere-train run (StepProgressBar when trainer.enable_progress_bar)."""
     ckpt_dir = str(cfg.run_dir / "checkpoints")
     ckpt = StepCheckpoint(dirpath=ckpt_dir, filename="step={step:07d}",
                           auto_insert_metric_name=False, every_n_train_steps=cfg.train.ckpt_every_n_steps,
                           save_last=True, save_top_k=1, monitor=None,
                           enable_version_counter=False)   # one last.ckpt per run folder, also after a resume
+    bar = [StepProgressBar()] if cfg.trainer.enable_progress_bar else []
     return [ckpt, ExceptionCheckpoint(ckpt_dir), RngStateCallback(), GuardState(),
             LossCSV(cfg.run_dir / "train_loss.csv"), DataHealthCallback(), ReleaseProcessGroup(), FlopsModelSummary(),
-            ValidationSamples()]
+            ValidationSamples(), *bar]

@@ -73,6 +73,11 @@ class NonFiniteGuard:
         """Whether the current batch's update went through (finite loss and gradients)."""
         return not (self._bad_loss or self._bad_grads)
 
+    @property
+    def stops(self) -> bool:
+        """Whether end_step will stop the run after the current batch (its update skipped, max_bad_steps reached)."""
+        return not self.applied and self.consecutive + 1 >= self.max_bad_steps
+
     def end_step(self, module) -> None:
         """After a batch: count, log, and raise NonFiniteError after max_bad_steps skipped steps in a row."""
         self.consecutive = 0 if self.applied else self.consecutive + 1

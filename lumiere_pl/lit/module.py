@@ -82,9 +82,10 @@ class DiffusionModule(L.LightningModule):
             cond.update(p.lowres_condition(downsample(pixels, self.cfg.model.upscale), t_aug, generator=dev))
         return cond
 
-    def loss(self, batch: dict, rng: StepRNG, train: bool) -> Tensor:
+    def loss(self, batch: dict, rng: StepRNG, train: bool, t: Optional[float] = None) -> Tensor:
+        """The diffusion loss at a drawn time (t given: at that time); every draw from rng."""
         x0 = self.parts.encode(batch["pixels"], rng.device)
-        return self.parts.process.loss(self.net, x0, self.condition(batch, train, rng), generator=rng.device)
+        return self.parts.process.loss(self.net, x0, self.condition(batch, train, rng), generator=rng.device, t=t)
 
     def step_loss(self, batch: dict, batch_idx: int, rank: int) -> Tensor:
         """The training loss of `batch` as process `rank` draws it: every draw is a function of (seed, epoch, batch,
@@ -110,11 +111,16 @@ class DiffusionModule(L.LightningModule):
         self.guard.end_step(self)                   # counts skipped steps; raises after train.max_bad_steps in a row
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        rng = StepRNG(torch.Generator().manual_seed(batch_idx),                       # same noise every validation
-                      torch.Generator(device=self.device).manual_seed(batch_idx))
+        """val/loss at drawn times, and val/loss_t{t} at each of train.val_loss_times: the same held-out clips and
+        the same noise every validation (seeded by the batch), so the curves show the model alone changing."""
+        b = batch["pixels"].shape[0]
         with self.ema.apply_to(self.net):
-            loss = self.loss(batch, rng, train=False)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["pixels"].shape[0])
+            for t in [None, *self.cfg.train.val_loss_times]:
+                rng = StepRNG(torch.Generator().manual_seed(batch_idx),
+                              torch.Generator(device=self.device).manual_seed(batch_idx))
+                loss = self.loss(batch, rng, train=False, t=t)
+                name = "val/loss" if t is None else f"val/loss_t{t:g}"
+                self.log(name, loss, prog_bar=t is None, sync_dist=True, batch_size=b)
 
     def configure_optimizers(self):
         t = self.cfg.train

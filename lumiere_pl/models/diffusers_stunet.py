@@ -41,9 +41,15 @@ TEMPORAL_HEAD_DIM = 64          # channels per head of the new temporal attentio
 
 
 def text_width(unet_config) -> int:
-    """Width of the text tokens the U-Net takes (before its own encoder_hid_proj, if any)."""
+    """Width of the text tokens the U-Net takes (before its own encoder_hid_proj, if any). cross_attention_dim may
+    list one width per down block (diffusers allows it): one text encoder feeds them all, so they must agree."""
     hid = unet_config.get("encoder_hid_dim") if isinstance(unet_config, dict) else unet_config.encoder_hid_dim
     cross = unet_config["cross_attention_dim"] if isinstance(unet_config, dict) else unet_config.cross_attention_dim
+    if isinstance(cross, (list, tuple)):
+        if len(set(cross)) != 1:
+            raise InputError(f"diffusers U-Net cross_attention_dim={list(cross)}: its blocks take text of different "
+                             f"widths; the STUNet feeds them one text encoder's tokens (expected one width)")
+        cross = cross[0]
     return int(hid if hid is not None else cross)
 
 
@@ -62,6 +68,7 @@ def check_unet_config(c) -> None:
         if c.get(key) not in allowed:
             raise InputError(f"diffusers U-Net config {key}={c.get(key)!r} is not supported by the STUNet "
                              f"inflation (supported: {list(allowed)})")
+    text_width(c)                                  # one text width for every block
 
 
 def check_unet(unet: nn.Module) -> None:

@@ -5,6 +5,12 @@ The networks keep features channels-last: a folded frame batch ((b t) c h w) is 
 temporal layers (docs/BENCHMARKS.md, "The memory layout"). torch's own CPU GroupNorm backward is about 9x slower on
 channels-last input than on contiguous input (6 vs 55 ms on (32, 32, 64, 64), torch 2.13); the backward below is
 the same formula as torch's kernel, written as three passes over the (n, s, c) view of the memory.
+
+Under CPU autocast (bf16-mixed) torch's kernel runs, and its channels-last backward for fewer than 2048 positions
+per sample (c h w or t h w) writes the input gradient through a null pointer when the input needs none (SIGSEGV,
+torch 2.13, any dtype): a trainable norm on a frozen layer's output, as the first temporal module of an inflated
+U-Net is, on small latents (SD-like 8 x 8 latents of 8 frames). Such an input is given a gradient to compute, which
+is then dropped.
 """
 from __future__ import annotations
 
@@ -70,7 +76,9 @@ class GroupNorm(nn.GroupNorm):
         if channels_last and x.shape[0] == 1 and x.stride(0) != x.numel():
             x = x.as_strided(x.shape, (x.numel(),) + x.stride()[1:])   # the same view: torch's kernel checks the
             # batch stride too, which means nothing for a batch of one but may come odd from a reshape
-        if (channels_last and self.affine and x.device.type == "cpu" and torch.is_grad_enabled()
-                and not torch.is_autocast_enabled("cpu")):
-            return _ChannelsLastGroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
+        if channels_last and self.affine and x.device.type == "cpu" and torch.is_grad_enabled():
+            if not torch.is_autocast_enabled("cpu"):
+                return _ChannelsLastGroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
+            if not x.requires_grad and self.weight.requires_grad:
+                x = x.detach().requires_grad_()         # torch's kernel needs an input gradient (module docstring)
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)

@@ -45,7 +45,7 @@ def _overrides(spec: SweepSpec, run: Run, stage_name: str, stage: StageSpec) -> 
 def plan(spec: SweepSpec) -> List[Plan]:
     """Resolve and check every run's configs before anything trains (a bad override fails here, naming it)."""
     from lumiere_pl.config import ConfigError
-    from lumiere_pl.config_checks import load_config
+    from lumiere_pl.config_checks import check_init, load_config
 
     plans, shape = [], None
     for run in expand(spec):
@@ -54,6 +54,8 @@ def plan(spec: SweepSpec) -> List[Plan]:
             overrides = _overrides(spec, run, name, stage)
             try:
                 cfg = load_config(stage.config, overrides)
+                if not (spec.pretrain or spec.init_from):      # else every run inflates the sweep's T2I
+                    check_init(cfg)
             except ConfigError as err:
                 raise SpecError(f"run {run.name}, stage {name} ({stage.config}): {err}") from None
             if name != "keyframes":
