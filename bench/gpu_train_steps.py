@@ -33,7 +33,7 @@ def main() -> int:
 
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.lit import DiffusionModule
 
     cfg = load_config(None, [*args.overrides, f"train.max_steps={args.steps}", "train.val_prompts=[]",
                              "trainer.accelerator=gpu", "trainer.devices=1"])
@@ -51,7 +51,7 @@ def main() -> int:
             times.append(time.perf_counter() - self.t0)
 
     L.seed_everything(0, verbose=False)
-    module = module_class(cfg.model.name)(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     tr = cfg.trainer
     trainer = L.Trainer(accelerator="gpu", devices=1, strategy=tr.strategy, precision=tr.precision,
                         max_steps=args.steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
