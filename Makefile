@@ -41,7 +41,7 @@ train: install $(if $(filter real,$(DATASET)),shards)
 MOTION_CKPT ?= $(RUNS)/stunet_shapes/checkpoints/last.ckpt
 SCORE_ARGS  ?=
 score-motion: install
-	$(PY) experiments/score_motion.py --ckpt $(MOTION_CKPT) --out $(RUNS)/score_motion.json $(SCORE_ARGS)
+	$(PY) -m lumiere_research.score_motion --ckpt $(MOTION_CKPT) --out $(RUNS)/score_motion.json $(SCORE_ARGS)
 
 # The SSR stage (docs/SSR.md): trained on its own (it needs no base checkpoint), on (low-res, high-res) pairs made on
 # the fly from 8-frame clips of the same DATASET, 32 -> 64 px (DATASET=shapes: 16 -> 32). Then base -> SSR:
@@ -64,7 +64,7 @@ test: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 # Zero-shot UCF101 on the latest `make train` checkpoint: prompts -> lumiere-sample (lossless MP4s) -> FVD + IS ->
 # report (md + png) under $(RUNS)/eval/. Small N on the CPU. UCF101=/path/to/UCF-101 (with its ucfTrainTestlist/)
@@ -93,14 +93,14 @@ eval: install
 SPEC       ?= experiments/sweeps/motion_recipe.yaml
 SWEEP_ARGS ?=
 sweep: install
-	$(PY) -m lumiere_pl.cli.sweep $(SPEC) --set out_dir=$(RUNS)/sweeps $(SWEEP_ARGS)
+	$(PY) -m lumiere_research.sweep $(SPEC) --set out_dir=$(RUNS)/sweeps $(SWEEP_ARGS)
 
 # The paper's ablations as one sweep (docs/ABLATIONS.md): the STUNet against the keyframes + temporal
 # super-resolution cascade at equal training compute, without temporal down/up-sampling, with random temporal init;
 # 3 training seeds, N = 64 unseen prompts, FVD and motion coherence, on the 16 px recipe of DATASET=shapes (about
 # 2 hours on the 2-core CPU as two workers: docs/ABLATIONS.md).
 ablation: install
-	$(PY) -m lumiere_pl.cli.sweep experiments/sweeps/ablation.yaml --set out_dir=$(RUNS)/sweeps $(SWEEP_ARGS)
+	$(PY) -m lumiere_research.sweep experiments/sweeps/ablation.yaml --set out_dir=$(RUNS)/sweeps $(SWEEP_ARGS)
 
 clean:
 	rm -rf $(RUNS) .pytest_cache

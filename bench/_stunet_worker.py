@@ -1,7 +1,7 @@
 """Worker of bench/bench_stunet.py: one model's train step, measured in a fresh process; prints one JSON line.
 
-  python bench/_stunet_worker.py --model ours   (the project's venv: lumiere_pl's STUNet)
-  bench/.venv-peer/bin/python bench/_stunet_worker.py --model peer   (lumiere-pytorch's MPLumiere over KarrasUnet)
+  python -m bench._stunet_worker --model ours   (the project's venv: lumiere_pl's STUNet)
+  bench/.venv-peer/bin/python -m bench._stunet_worker --model peer   (lumiere-pytorch's MPLumiere over KarrasUnet)
 
 The harness (timing, peak memory, FLOP counting) is this file's and is the same for both models; only build_ours /
 build_peer differ, and each imports its own package, so the project never imports lumiere_pytorch (and the peer venv
@@ -25,9 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lumiere_pl.utils.allocator import keep_freed_memory  # noqa: E402  (stdlib only: imports in the peer venv too)
-from lumiere_pl.utils.flops import count_flops  # noqa: E402  (pure torch: imports in the peer venv too)
+from lumiere_pl.utils.allocator import keep_freed_memory  # stdlib only: imports in the peer venv too
+from lumiere_pl.utils.flops import count_flops  # pure torch: imports in the peer venv too
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red circle moving right", "a blue square moving down", "a green triangle moving left",
@@ -112,7 +111,6 @@ def v_mse(net_call, x0: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 # the two models: each returns (net, loss_fn () -> scalar, info dict)
 
 def build_ours(shape: tuple, g: torch.Generator, width: int = 32):
-    sys.path.insert(0, str(ROOT))
     import lightning
 
     from lumiere_pl.config import to_dict
@@ -144,7 +142,6 @@ def build_ours(shape: tuple, g: torch.Generator, width: int = 32):
 def build_recipe(name: str, g: torch.Generator):
     """An experiment config's module (random T2I weights) and the loss of one train step on its own clip shape:
     (module, loss_fn, shape). For the benches that time make train's recipes (bench_layout, bench_optimizer)."""
-    sys.path.insert(0, str(ROOT))
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit.module import DiffusionModule

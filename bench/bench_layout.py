@@ -9,7 +9,7 @@ same weights under the same load; glibc's allocator tuned as every lumiere-* com
   recipes a train step and guided sampling (batch 4) of make train's two recipes, stunet_real.yaml (32 px frames)
           and stunet_shapes.yaml (16 px): where the layout pays decides STUNet.TIME_MAJOR_MIN_PIXELS
 Then a profile of one train step in each layout, by kind of op (self CPU time): what the layout changed.
-  python bench/bench_layout.py [--rounds 6]
+  python -m bench.bench_layout [--rounds 6]
 """
 from __future__ import annotations
 
@@ -17,13 +17,10 @@ import collections
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 KINDS = [("conv", ("convolution",)), ("group norm", ("group_norm", "GroupNorm")),
          ("copies", ("copy_", "clone", "contiguous", "repeat_interleave", "cat")),
@@ -103,12 +100,12 @@ def profile_step(step, model) -> dict:
 
 
 def main() -> None:
-    from bench_time_conv import start
+    from bench.bench_time_conv import start
 
     args = start(__doc__)
     import torch
 
-    import _stunet_worker as W
+    from bench import _stunet_worker as W
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit import DiffusionModule

@@ -7,27 +7,20 @@ the arithmetic. One process, glibc's allocator tuned as every lumiere-* command 
 round by round (two AdamW over the same parameters, each with its own state):
   step    optimizer.step() alone, 20 calls per round
   train   a whole train step (forward, backward, optimizer.step())
-  python bench/bench_optimizer.py [--rounds 6]
+  python -m bench.bench_optimizer [--rounds 6]
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
 
 def main() -> None:
-    from bench_time_conv import start
+    from bench.bench_time_conv import start
 
     args = start(__doc__)
     import torch
 
-    import _stunet_worker as W
-    from bench_stunet import header
-    from bench_time_conv import alternate, ratio_line
+    from bench import _stunet_worker as W
+    from bench.bench_stunet import header
+    from bench.bench_time_conv import alternate, ratio_line
 
     header(torch.get_num_threads())
     torch.manual_seed(0)

@@ -7,29 +7,27 @@ Reports, measured in this run (round-robin rounds, median):
   render    seconds per video of DDIM-25 at batch 8 against the sampler and steps `make eval` uses now, at auto
             batch: (calls x seconds per call), both from the per-call figures of this run.
 The weights are random: time does not depend on them. Which steps keep the quality: docs/BENCHMARKS.md, "Samplers"
-(experiments/sampler_steps.py).
-  python bench/bench_render.py [--sampler dpmpp_2m --steps 10] [--rounds 3]
+(python -m lumiere_research.sampler_steps).
+  python -m bench.bench_render [--sampler dpmpp_2m --steps 10] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lumiere_pl.config import to_dict  # noqa: E402
-from lumiere_pl.config_checks import load_config  # noqa: E402
-from lumiere_pl.diffusion.samplers import network_calls  # noqa: E402
-from lumiere_pl.lit import DiffusionModule  # noqa: E402
-from lumiere_pl.utils.allocator import keep_freed_memory  # noqa: E402
-from lumiere_pl.utils.batching import auto_batch_size  # noqa: E402
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
+from lumiere_pl.diffusion.samplers import network_calls
+from lumiere_pl.lit import DiffusionModule
+from lumiere_pl.utils.allocator import keep_freed_memory
+from lumiere_pl.utils.batching import auto_batch_size
 
 CONFIG = str(ROOT / "experiments" / "stunet_real.yaml")
 PROBE_CALLS = 4         # network calls per timed render: enough to dwarf the set-up, few enough for the CPU

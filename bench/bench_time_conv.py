@@ -8,19 +8,14 @@ as every lumiere-* command tunes it, the two ways alternated round by round:
 Then a profile of one train step each way (self CPU seconds of the temporal convs, the other matmul-like ops and the
 memory-bound ops), the share of the matmul ceiling the step could reach with its memory-bound ops as they are, and
 the time those ops would have to fit in for 55 % with the convolutions as they are.
-  python bench/bench_time_conv.py [--rounds 6] [--width 32]   (--width: the train step's and profile's STUNet)
+  python -m bench.bench_time_conv [--rounds 6] [--width 32]   (--width: the train step's and profile's STUNet)
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 # (b c t s), stride: the temporal convs of bench_stunet's STUNet (levels 0 / 1 / 2; the 64-channel level-0 conv is the
 # temporal upsampling after the up path's concatenation; stride 2 the temporal downsampling)
@@ -30,7 +25,7 @@ SHAPES = [((2, 32, 16, 4096), 1), ((2, 64, 16, 4096), 1), ((2, 32, 16, 4096), 2)
 
 def start(doc: str, width: bool = False) -> argparse.Namespace:
     """The --rounds option of the benches that alternate two ways round by round (this one, bench_layout,
-    bench_optimizer, probes/), --width where asked, and glibc's allocator tuned as every lumiere-* command tunes it
+    bench_optimizer), --width where asked, and glibc's allocator tuned as every lumiere-* command tunes it
     (before torch loads)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=6)
@@ -93,8 +88,8 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import _stunet_worker as W
-    from bench_stunet import header
+    from bench import _stunet_worker as W
+    from bench.bench_stunet import header
     from lumiere_pl.models.time_conv import TimeConv, time_conv_weight_grad
     from lumiere_pl.utils.flops import count_flops
 

@@ -40,12 +40,12 @@ PATHS = textwrap.dedent("""
 
     import torch
     from conftest import TINY
-    from diffusers_tiny import if_like, sd_like
 
     from lumiere_pl.cli.train import inherit_t2i
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit import DiffusionModule
+    from lumiere_research.tiny_diffusers import if_like, sd_like
 
     tmp = Path(tempfile.mkdtemp())
     bf16 = ["trainer.precision=bf16-mixed", f"out_dir={tmp}"]
@@ -79,7 +79,7 @@ PATHS = textwrap.dedent("""
 
 
 def _run(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), ENV["PYTHONPATH"]])}   # conftest, diffusers_tiny
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), ENV["PYTHONPATH"]])}   # conftest's TINY
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from lumiere_pl.cascade import TSR_SEED_OFFSET, check_pair, keyframe_condition
+from lumiere_pl.conditioning import mask_for, random_video_condition
 from lumiere_pl.config import ConfigError
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.data.shapes_motion import measure, parse_caption, summarise
 from lumiere_pl.data.synthetic import DIRECTIONS, ShapeClip, render_clip
-from lumiere_pl.conditioning import mask_for, random_video_condition
 from lumiere_pl.errors import InputError
 from lumiere_pl.pipeline import LumierePipeline
+from lumiere_research.shapes_motion import measure, parse_caption, summarise
 
 from conftest import TINY
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers_tiny import TEXT_DIM, if_unet, sd_like, sd_unet
+from lumiere_research.tiny_diffusers import TEXT_DIM, if_unet, sd_like, sd_unet
 
 from lumiere_pl.checkpoint import load_checkpoint
 from lumiere_pl.pipeline import LumierePipeline

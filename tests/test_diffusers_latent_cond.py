@@ -1,6 +1,7 @@
 """Lumiere's <noisy video, C, M> conditional input in latent space (a Stable Diffusion-like U-Net with a VAE): the mask
 rule of the latent grid, the encoding of C, the zero-init property of a fresh conditional latent STUNet, and training
-plus image-to-video / inpainting from the command lines. Tiny random models built offline (tests/diffusers_tiny.py)."""
+plus image-to-video / inpainting from the command lines. Tiny random models built offline
+(lumiere_research/tiny_diffusers.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers_tiny import TEXT_DIM, sd_like, sd_unet, tiny_vae
+from lumiere_research.tiny_diffusers import TEXT_DIM, sd_like, sd_unet, tiny_vae
 from PIL import Image
 
 from lumiere_pl.pipeline import LumierePipeline

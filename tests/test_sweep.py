@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lumiere_pl.cli import sweep as sweep_cli
-from lumiere_pl.sweep.report import summary
-from lumiere_pl.sweep.spec import SpecError, expand, load_spec
+from lumiere_research.sweep import cli as sweep_cli
+from lumiere_research.sweep.report import summary
+from lumiere_research.sweep.spec import SpecError, expand, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_STUNET = """
@@ -110,7 +110,7 @@ def test_cascade_run_is_trained_sampled_and_scored_with_both_stages(tmp_path):
     """The cascade's two models train half the steps each, and its training FLOPs are both models' (per step x
     steps): the pipeline's compute, counted by the stages' own names."""
     from lumiere_pl.checkpoint import load_parts
-    from lumiere_pl.sweep.scoring import train_step_flops
+    from lumiere_research.sweep.scoring import train_step_flops
 
     assert sweep_cli.main([str(_spec(tmp_path, CASCADE_SPEC))]) == 0
     root = tmp_path / "sweeps" / "tiny_cascade"
@@ -181,8 +181,8 @@ def test_a_score_answers_settings_added_to_the_schema_after_it_as_their_defaults
     """A score written before a spec key existed counts as asked with that key's default; any real change redoes it."""
     import dataclasses
 
-    from lumiere_pl.sweep.scoring import answers
-    from lumiere_pl.sweep.spec import SampleSpec, ScoreSpec
+    from lumiere_research.sweep.scoring import answers
+    from lumiere_research.sweep.spec import SampleSpec, ScoreSpec
 
     now = {"sample": dataclasses.asdict(SampleSpec(n=32)), "score": dataclasses.asdict(ScoreSpec(fvd=False))}
     old = {"sample": dict(now["sample"]), "score": {k: v for k, v in now["score"].items() if k != "x0_motion"}}

@@ -2,11 +2,11 @@
 
 For each alpha, the STUNet's spatial weights are interpolated with a style T2I's as `lumiere-apply stylize` does
 (EMA baked in first), and the captions of the first N unseen test clips are sampled from noise seeds 0..N-1 (DDIM,
-guidance 3, as experiments/score_motion.py). Each clip is tracked by colour against its own background (the median
+guidance 3, as lumiere_research.score_motion). Each clip is tracked by colour against its own background (the median
 of its border pixels, since the style moves it), and the table gives direction match, jerk, shapes found and the
 mean background colour.
 
-  python experiments/stylize_motion.py --ckpt runs/stunet_shapes/checkpoints/last.ckpt \
+  python -m lumiere_research.stylize_motion --ckpt runs/stunet_shapes/checkpoints/last.ckpt \
       --style-t2i runs/t2i_style_shapes/checkpoints/last.ckpt [--alphas 0 0.5 1] [--n 32]
 
 Exit codes as every lumiere-* command: 0 done, 2 a bad checkpoint or argument (one line), 1 anything else.
@@ -18,10 +18,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lumiere_pl.cli.errors import DEBUG_HELP, command  # noqa: E402
+from lumiere_pl.cli.errors import DEBUG_HELP, command
 
 
 def border_colour(clip) -> List[float]:
@@ -48,11 +45,11 @@ def main(argv: Optional[List[str]]) -> int:
 
     import numpy as np
 
-    from lumiere_pl import probes
     from lumiere_pl.checkpoint import load_parts
     from lumiere_pl.cli.apply import stylize_module
     from lumiere_pl.pipeline import LumierePipeline
-    from lumiere_pl.data.shapes_motion import summarise
+    from lumiere_research import probes
+    from lumiere_research.shapes_motion import summarise
 
     pipe = LumierePipeline(load_parts(a.ckpt, expect=["stunet"], hint=" trained on the moving-shapes set"))
     baked = {k: v.clone() for k, v in pipe.net.state_dict().items()}   # the EMA weights, as lumiere-apply

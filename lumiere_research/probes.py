@@ -3,7 +3,7 @@ motion diagnosis and is a plain function over a model's parts (lumiere_pl.parts.
 their samples.
 
   appearance    does a T2I (or a STUNet, per frame) draw the caption's colour and shape?
-  motion        does the shape move the caption's way, smoothly? (lumiere_pl.data.shapes_motion)
+  motion        does the shape move the caption's way, smoothly? (lumiere_research.shapes_motion)
   phases        displacement per frame transition, grouped by phase t mod 2^k: the nearest-neighbour block artefact
   text_swap     the same noise with "left" / "right" (and "up" / "down"): do the samples move apart, the right way?
   loss_by_noise prediction error per noise level at fixed noise, against the frozen T2I run per frame (PerFrame):
@@ -19,12 +19,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from lumiere_pl.data.shapes_motion import centroids, parse_caption, shape_mask, steps, summarise
 from lumiere_pl.data.synthetic import SHAPES, ShapeClip, clip_of, render_clip
 from lumiere_pl.diffusion.process import target
 from lumiere_pl.diffusion.schedules import alpha_sigma
 from lumiere_pl.utils.tensors import append_dims, fold_time, unfold_time
 from lumiere_pl.utils.video import from_uint8, to_uint8
+from lumiere_research.shapes_motion import centroids, parse_caption, shape_mask, steps, summarise
 
 
 def test_clips(cfg, n: int, split: str = "test") -> List[ShapeClip]:

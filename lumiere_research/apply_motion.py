@@ -1,7 +1,7 @@
 """Does a conditional moving-shapes STUNet move the caption's way, alone and from a given first frame?
 
 For the captions of the first N unseen test clips (noise seeds 0..N-1, DDIM, guidance 3, as
-experiments/score_motion.py), one row per way of sampling:
+lumiere_research.score_motion), one row per way of sampling:
   text-to-video   the task `none`: the caption alone;
   image-to-video  the task `first`: the real clip's first frame as C with M on frame 0 (`lumiere-apply i2v`);
   image-to-video, opposite word: the same first frame with the caption's direction word reversed, scored against
@@ -10,7 +10,7 @@ experiments/score_motion.py), one row per way of sampling:
 and the real clips beside them. Columns: direction match (chance 25%), jerk, shapes found, and how far the first
 frame of the sample is from the given image (mean |difference| in [0, 1] pixel units; 0 = kept exactly).
 
-  python experiments/apply_motion.py --ckpt runs/stunet_conditional_shapes/checkpoints/last.ckpt [--n 32]
+  python -m lumiere_research.apply_motion --ckpt runs/stunet_conditional_shapes/checkpoints/last.ckpt [--n 32]
       [--videos-dir D]   every sample as a lossless MP4, D/<way of sampling>/<prompt index>.mp4
       [--sheet F.png]    the first --sheet-prompts prompts (default 3), one row per way of sampling, 8 frames a row
 
@@ -23,11 +23,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lumiere_pl.cli.errors import DEBUG_HELP, command  # noqa: E402
-from lumiere_pl.errors import InputError  # noqa: E402
+from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.errors import InputError
 
 
 @command("apply_motion")
@@ -54,12 +51,12 @@ def main(argv: Optional[List[str]]) -> int:
     if a.sheet is not None:
         check_writable(a.sheet, "--sheet", file=True)
 
-    from lumiere_pl import probes
     from lumiere_pl.applications import image_to_video
     from lumiere_pl.checkpoint import load_parts
-    from lumiere_pl.data.shapes_motion import summarise
     from lumiere_pl.pipeline import LumierePipeline
     from lumiere_pl.utils.video import to_uint8, write_mp4, write_sheet
+    from lumiere_research import probes
+    from lumiere_research.shapes_motion import summarise
 
     pipe = LumierePipeline(load_parts(a.ckpt, expect=["stunet"], hint=" trained on the moving-shapes set"))
     cfg = pipe.config

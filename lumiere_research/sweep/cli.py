@@ -9,7 +9,7 @@
 
 Runs go one after another on this machine; a finished training, sample set or score is never redone, so an
 interrupted sweep continues where it stopped. The table: {root}/table.md, table.json, table.png
-({root} = out_dir/name of the spec). Spec format: lumiere_pl/sweep/spec.py; examples under experiments/sweeps/.
+({root} = out_dir/name of the spec). Spec format: lumiere_research/sweep/spec.py; examples under experiments/sweeps/.
 Exit codes: 0 done; 1 a training run failed (its command is named) or an internal error; 2 bad spec or config
 (nothing was trained), --collect with nothing finished, an output that cannot be written; --debug or LUMIERE_DEBUG=1
 adds the traceback (README, "Errors and exit codes").
@@ -36,7 +36,7 @@ set -euo pipefail
 cd {cwd}
 # Lightning starts the {gpus} training processes itself (trainer.devices in the spec's overrides); sampling and
 # scoring then run in this process. Afterwards: lumiere-sweep {spec} --collect
-{python} -m lumiere_pl.cli.sweep {spec} {sets}--only $SLURM_ARRAY_TASK_ID
+{python} -m lumiere_research.sweep {spec} {sets}--only $SLURM_ARRAY_TASK_ID
 """
 
 
@@ -47,9 +47,9 @@ def emit_jobs(spec, spec_path: str, sets: List[str], gpus: int, n: int) -> Path:
     script = folder / "array.sbatch"
     write_text(script, SBATCH.format(n=n, name=spec.name, path=script, last=n - 1, gpus=gpus, root=spec.root,
                                     cwd=Path.cwd(), spec=spec_path, sets=set_args, python=sys.executable))
-    lines = [f"{sys.executable} -m lumiere_pl.cli.sweep {spec_path} {set_args}--only {i}" for i in range(n)]
+    lines = [f"{sys.executable} -m lumiere_research.sweep {spec_path} {set_args}--only {i}" for i in range(n)]
     lines.append(f"# torchrun instead of Lightning's own launcher for the training processes:\n"
-                 f"# {sys.executable} -m lumiere_pl.cli.sweep {spec_path} {set_args}--only I "
+                 f"# {sys.executable} -m lumiere_research.sweep {spec_path} {set_args}--only I "
                  f"--train-launcher 'torchrun --nproc_per_node {gpus} -m'")
     write_text(folder / "commands.txt", "\n".join(lines) + "\n")
     return script
@@ -72,9 +72,9 @@ def main(argv: Optional[List[str]]) -> int:
     ap.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = ap.parse_args(argv)
 
-    from lumiere_pl.sweep.report import write_report
-    from lumiere_pl.sweep.runner import TrainingFailed, plan, run_all
-    from lumiere_pl.sweep.spec import SpecError, load_spec
+    from lumiere_research.sweep.report import write_report
+    from lumiere_research.sweep.runner import TrainingFailed, plan, run_all
+    from lumiere_research.sweep.spec import SpecError, load_spec
 
     spec = load_spec(args.spec, args.set)                  # SpecError / ConfigError: one line, exit 2
     plans = plan(spec)

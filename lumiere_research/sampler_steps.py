@@ -2,13 +2,13 @@
 
 Every checkpoint (one per training seed: the seed-to-seed spread) samples the captions of the same N unseen test
 clips from the same noise (seeds 0..N-1) with each (sampler, steps) of the grid, guidance as trained. Scored as
-`make ablation` scores: direction match and jerk (lumiere_pl/data/shapes_motion.py) and FVD (I3D) against the first
+`make ablation` scores: direction match and jerk (lumiere_research/shapes_motion.py) and FVD (I3D) against the first
 n_real test clips. A (sampler, steps) matches the reference when each metric's mean over the checkpoints lies within
 the reference's seed-to-seed standard deviation of its mean. Cost is counted in network calls (each the same guided
 batch): the seconds per video in the JSONs are wall time on whatever else the machine ran, not a speed figure
 (bench/bench_render.py times the calls). Resumable: one JSON per (checkpoint, sampler, steps).
 
-  python experiments/sampler_steps.py --ckpt runs/sweeps/ablation/train/stunet/seed{0,1,2}/model/checkpoints/\\
+  python -m lumiere_research.sampler_steps --ckpt runs/sweeps/ablation/train/stunet/seed{0,1,2}/model/checkpoints/\\
       sweep_step0006000.ckpt --real runs/sweeps/ablation/real --out runs/sampler_steps    # docs/BENCHMARKS.md
 
 Writes {out}/table.md and table.json; prints the table with the machine and versions.
@@ -31,9 +31,9 @@ METRICS = ("direction_match", "jerk", "fvd")
 
 
 def score(pipe, ckpt: str, sampler: str, steps: int, n: int, real: Path, folder: Path, batch: int) -> dict:
-    from lumiere_pl import probes
-    from lumiere_pl.sweep.scoring import fvd_score
     from lumiere_pl.utils.video import write_mp4
+    from lumiere_research import probes
+    from lumiere_research.sweep.scoring import fvd_score
 
     clips = probes.test_clips(pipe.config, n)
     prompts = [c.caption for c in clips]
@@ -91,8 +91,8 @@ def main() -> None:
     out = Path(args.out)
     from lumiere_pl.checkpoint import read_model
     from lumiere_pl.pipeline import LumierePipeline
-    from lumiere_pl.sweep.runner import write_test_clips
     from lumiere_pl.utils.atomic import write_text
+    from lumiere_research.sweep.runner import write_test_clips
 
     real = args.real
     if real is None:

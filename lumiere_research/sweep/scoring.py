@@ -1,4 +1,4 @@
-"""Sampling and scoring one run of a sweep at one step count (lumiere_pl.sweep.runner calls score_run)."""
+"""Sampling and scoring one run of a sweep at one step count (lumiere_research.sweep.runner calls score_run)."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from lumiere_pl import probes
-from lumiere_pl.sweep.spec import SampleSpec, ScoreSpec, SweepSpec
+from lumiere_research import probes
+from lumiere_research.sweep.spec import SampleSpec, ScoreSpec, SweepSpec
 
 
 def load_pipeline(ckpts: Dict[str, Path]):

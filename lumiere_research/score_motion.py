@@ -2,10 +2,10 @@
 
 The captions of the first N unseen test clips of the checkpoint's own moving-shapes set, one sample each from noise
 seeds 0..N-1 (15 steps of the checkpoint's sampler, DDIM for the recipes, guidance 3: the sampling of
-lumiere_pl/sweep/scoring.py and the settings of experiments/sweeps/*.yaml), tracked by colour
-(lumiere_pl/data/shapes_motion.py); the same N real clips scored beside them are the ceiling.
+lumiere_research/sweep/scoring.py and the settings of experiments/sweeps/*.yaml), tracked by colour
+(lumiere_research/shapes_motion.py); the same N real clips scored beside them are the ceiling.
 
-  python experiments/score_motion.py --ckpt runs/stunet_shapes/checkpoints/last.ckpt [--n 64] [--out scores.json]
+  python -m lumiere_research.score_motion --ckpt runs/stunet_shapes/checkpoints/last.ckpt [--n 64] [--out scores.json]
 
 Prints direction match (chance 25%), jump and jerk per frame in frame sides, the 2^k-frame block ratio and how many
 shapes were found; --out also writes them as JSON, --videos-dir the samples as lossless MP4s. Exit codes as every
@@ -21,11 +21,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lumiere_pl.cli.errors import DEBUG_HELP, command  # noqa: E402
-from lumiere_pl.errors import InputError  # noqa: E402
+from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.errors import InputError
 
 
 def table(rows: dict) -> str:
@@ -55,12 +52,12 @@ def main(argv: Optional[List[str]]) -> int:
 
     import torch
 
-    from lumiere_pl import probes
     from lumiere_pl.checkpoint import check_model, load_checkpoint
     from lumiere_pl.pipeline import LumierePipeline
-    from lumiere_pl.sweep.scoring import block
     from lumiere_pl.utils.atomic import check_writable, write_text
     from lumiere_pl.utils.video import to_uint8, write_mp4
+    from lumiere_research import probes
+    from lumiere_research.sweep.scoring import block
 
     if a.out is not None:                                     # before the sampling, not after it
         check_writable(a.out, "--out", file=True)

@@ -6,7 +6,7 @@ error of that mean with the direction word (one mean per direction) and without 
 the share the word saves is the most a denoiser can gain from it at the top noise level, and so how hard training
 pushes a network to use it. No network is involved; a few seconds on one core.
 
-  python experiments/word_value.py [--n 300] [--frames 16] [--size 32]
+  python -m lumiere_research.word_value [--n 300] [--frames 16] [--size 32]
 """
 from __future__ import annotations
 

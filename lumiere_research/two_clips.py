@@ -8,7 +8,7 @@ Overfits a tiny STUNet (every weight trainable, real MiniLM captions) on two cli
 Everything else about the set (192 captions, random starts) is removed, so this isolates the text -> motion path
 and the noise levels it is learned at. About 2.5 minutes per seed and 600 steps on one CPU core.
 
-  python experiments/two_clips.py --steps 600 --seeds 0 1 2 [--set diffusion.shift_base=4 ...]
+  python -m lumiere_research.two_clips --steps 600 --seeds 0 1 2 [--set diffusion.shift_base=4 ...]
 """
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ import torch
 
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.data.shapes_motion import measure
 from lumiere_pl.data.synthetic import ShapeClip, render_clip
 from lumiere_pl.diffusion.process import target
 from lumiere_pl.diffusion.schedules import alpha_sigma
 from lumiere_pl.lit import DiffusionModule
 from lumiere_pl.utils.tensors import append_dims
 from lumiere_pl.utils.video import from_uint8, to_uint8
+from lumiere_research.shapes_motion import measure
 
 BASE = ["model.name=stunet", "text.encoder=minilm", "model.temporal.freeze_spatial=false",
         "model.unet.channels=16", "model.unet.channel_mults=[1,2,2]", "model.unet.attn_levels=[2]",

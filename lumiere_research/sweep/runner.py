@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from lumiere_pl.sweep.spec import Run, SpecError, StageSpec, SweepSpec, expand
+from lumiere_research.sweep.spec import Run, SpecError, StageSpec, SweepSpec, expand
 
 CKPT = "sweep_step{:07d}.ckpt"
 
@@ -200,7 +200,7 @@ def run_all(spec: SweepSpec, only: Optional[List[int]] = None, launcher: Optiona
         print(f"[sweep] run {i + 1}/{len(todo)}: {p.run.name}", flush=True)
         for j, point in enumerate(p.points):
             out = spec.root / "scores" / p.run.name / f"step{point:07d}.json"
-            from lumiere_pl.sweep.scoring import answers, asked, score_run
+            from lumiere_research.sweep.scoring import answers, asked, score_run
             if not out.is_file() or not answers(json.loads(out.read_text()).get("asked"), asked(spec, p.run)):
                 ckpts = {name: _train(spec, cfg, ov, steps[j], init_from, launcher)
                          for name, (cfg, ov, steps) in p.stages.items()}

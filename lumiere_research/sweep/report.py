@@ -10,7 +10,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from lumiere_pl.sweep.spec import SweepSpec, expand
+from lumiere_research.sweep.spec import SweepSpec, expand
 
 # (key in the table, how to read it from a score JSON, format, label)
 METRICS: List[Tuple[str, str, str, str]] = [
@@ -109,8 +109,8 @@ def _mean_curve(curves) -> dict:
 
 def real_reference(spec: SweepSpec, n: int) -> dict:
     """Motion metrics of the first n real test clips (the ceiling), when the sweep rendered them."""
-    from lumiere_pl.data.shapes_motion import summarise
     from lumiere_pl.data.video_io import decode
+    from lumiere_research.shapes_motion import summarise
 
     captions_file = spec.root / "real_captions.json"
     files = [spec.root / "real" / f"{i:06d}.mp4" for i in range(n)]
