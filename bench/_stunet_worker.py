@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red circle moving right", "a blue square moving down", "a green triangle moving left",
            "a yellow circle moving up"]
 
-# Peer architecture, matched to the project's STUNet (experiments/stunet_shapes32.yaml at 64 px): base width 32, three
+# Peer architecture, matched to the project's STUNet (experiments/archive/shapes32/stunet.yaml at 64 px): base width 32, three
 # resolution levels 64/32/16 with widths 32/64/64, one residual block per level on the way down, spatial attention at
 # 16 px only, no dropout; a temporal conv block after every residual block, temporal down/upsampling at both spatial
 # down/upsamplings (T -> T/4 at the coarsest level), one temporal attention layer (2 heads of 32) at the middle.
@@ -118,7 +118,7 @@ def build_ours(shape: tuple, g: torch.Generator, width: int = 32):
     from lumiere_pl.lit.module import DiffusionModule
 
     b, _, t, h, _ = shape
-    cfg = load_config(str(ROOT / "experiments" / "stunet_shapes32.yaml"),
+    cfg = load_config(str(ROOT / "experiments" / "archive" / "shapes32" / "stunet.yaml"),
                       OURS_OVERRIDES + [f"data.frames={t}", f"data.size={h}", f"data.batch_size={b}",
                                         f"model.unet.channels={width}"])
     module = DiffusionModule(to_dict(cfg))
@@ -146,7 +146,7 @@ def build_recipe(name: str, g: torch.Generator):
     from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit.module import DiffusionModule
 
-    module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / f"{name}.yaml"), ["model.init_from=null"])))
+    module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / f"{name}.yaml"), ["model.init_from=random"])))
     d = module.cfg.data
     shape = (d.batch_size, 3, d.frames, d.size, d.size)
     cond = module.parts.text_condition([PROMPTS[0]] * d.batch_size)      # frozen encoder: outside the step

@@ -1,7 +1,7 @@
 """glibc's allocator as every lumiere-* command tunes it (eval/allocator.py) against its defaults.
 
 Each figure comes from a fresh process per (allocator, round), the two allocators alternating round by round:
-  sample  one guided DDIM call per video of `make train`'s STUNet (experiments/stunet_real.yaml, 32 px, 16 frames)
+  sample  one guided DDIM call per video of `make train`'s STUNet (experiments/real/stunet.yaml, 32 px, 16 frames)
           at batch 8, the batch make eval used;
   train   one train step (forward, backward, AdamW) of the STUNet of bench_stunet.py, clip (2, 3, 16, 64, 64);
   i3d     FVD's I3D features (lumiere-eval) of a batch of 4 clips of 16 x 224 x 224.
@@ -39,7 +39,7 @@ def child(kind: str) -> None:
         from lumiere_pl.config_checks import load_config
         from lumiere_pl.lit import DiffusionModule
 
-        module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "stunet_real.yaml")))).eval()
+        module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "real" / "stunet.yaml")))).eval()
         prompts, calls = ["a person riding a horse on a beach"] * 8, 4
 
         def work():                                     # steps + 1 sigmas: `calls` network calls

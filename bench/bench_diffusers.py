@@ -39,7 +39,7 @@ UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, b
             down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
             cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32)   # SD 1.5's layout, 1/10 the width
-OURS = dict(down_levels=[0, 1, 2], kernel=3, attn_layers=1, max_frames=128)    # experiments/stunet_sd.yaml's
+OURS = dict(down_levels=[0, 1, 2], kernel=3, attn_layers=1, max_frames=128)    # experiments/diffusers/sd.yaml's
 MOTION = dict(block_out_channels=UNET["block_out_channels"], motion_layers_per_block=2, motion_num_attention_heads=8,
               motion_norm_num_groups=32, motion_max_seq_length=128, use_motion_mid_block=True)   # AnimateDiff v2-like
 RESULTS = HERE / "results" / "diffusers.json"

@@ -2,7 +2,7 @@
 
 The networks are built on the meta device from their public configs (values written below), so nothing is
 downloaded or allocated; a DiffusersSTUNet inflation on meta counts the trainable temporal parameters of the SD
-recipe (experiments/stunet_sd.yaml: down_levels [0, 1, 2]). The frozen bytes are float32 (4 B) against bfloat16
+recipe (experiments/diffusers/sd.yaml: down_levels [0, 1, 2]). The frozen bytes are float32 (4 B) against bfloat16
 (2 B), the U-Net's normalisation layers' affine weights kept float32 (models/diffusers_stunet.store_frozen; the text
 encoder and the VAE are cast whole). What trains
 (temporal modules: weights, gradients, AdamW's two moments, the EMA) is float32 either way and not counted as saved.

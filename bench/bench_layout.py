@@ -4,7 +4,7 @@ One process, one network per figure, the layout switched round by round (STUNet.
 same weights under the same load; glibc's allocator tuned as every lumiere-* command tunes it.
   train   one train step (forward, backward, AdamW) of bench_stunet.py's STUNet, clip (2, 3, 16, 64, 64)
   call    one network call of that STUNet without grad, 2 clips with guidance's unconditional half (4 in the batch)
-  sample  one guided DDIM call per video of `make train`'s STUNet (experiments/stunet_real.yaml, 32 px, 16 frames),
+  sample  one guided DDIM call per video of `make train`'s STUNet (experiments/real/stunet.yaml, 32 px, 16 frames),
           batch 8 (16 with guidance's unconditional half), as make eval renders
   recipes a train step and guided sampling (batch 4) of make train's two recipes, stunet_real.yaml (32 px frames)
           and stunet_shapes.yaml (16 px): where the layout pays decides STUNet.TIME_MAJOR_MIN_PIXELS
@@ -148,7 +148,7 @@ def main() -> None:
     report("network call without grad", "bench_stunet's STUNet, 2 clips x 2 for guidance, (3, 16, 64, 64)",
            interleave(call, net, args.rounds), 1, diff)
 
-    module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "stunet_real.yaml")))).eval()
+    module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "real" / "stunet.yaml")))).eval()
     prompts, calls = ["a person riding a horse on a beach"] * 8, 4
     moved(module)
     diff = max_diff(lambda: module.pipeline()(prompts, steps=calls, seed=0).videos, module)
@@ -156,7 +156,7 @@ def main() -> None:
            interleave(lambda: module.pipeline()(prompts, steps=calls, seed=0).videos, module, args.rounds),
            len(prompts) * calls, diff)
 
-    for name in ("stunet_real", "stunet_shapes"):              # make train's two recipes: 32 px and 16 px frames
+    for name in ("real/stunet", "shapes/stunet"):              # make train's two recipes: 32 px and 16 px frames
         small, loss_fn, shape = W.build_recipe(name, torch.Generator().manual_seed(0))
         opt, prompts = small.configure_optimizers()["optimizer"], ["a red circle moving right"] * 4
 

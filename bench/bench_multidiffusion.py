@@ -1,4 +1,4 @@
-"""MultiDiffusion over time with the tiny SSR (experiments/ssr_tiny.yaml): one denoising step of an 80-frame clip.
+"""MultiDiffusion over time with the tiny SSR (experiments/tiny/ssr.yaml): one denoising step of an 80-frame clip.
 
 Reports, measured in this run:
   time   MultiDiffusion (window 8, stride 6) vs its bound (number of windows x one window's time), for several
@@ -29,7 +29,7 @@ from lumiere_pl.config_checks import load_config
 from lumiere_pl.diffusion.multidiffusion import MultiDiffusion, temporal_windows
 from lumiere_pl.lit import DiffusionModule
 
-CONFIG = str(ROOT / "experiments" / "ssr_tiny.yaml")
+CONFIG = str(ROOT / "experiments" / "tiny" / "ssr.yaml")
 
 
 def setup(frames: int, device: str):

@@ -1,6 +1,6 @@
 """AdamW's per-tensor loop against its fused kernel, which lumiere-train uses on the CPU and on CUDA.
 
-The STUNet of `make train DATASET=shapes` (experiments/stunet_shapes.yaml: 16 px, its batch and frames; random T2I
+The STUNet of `make train DATASET=shapes` (experiments/shapes/stunet.yaml: 16 px, its batch and frames; random T2I
 weights) trains
 only its temporal modules: many small tensors, where the per-tensor loop's dozen small ops per tensor cost more than
 the arithmetic. One process, glibc's allocator tuned as every lumiere-* command tunes it, the two ways alternated
@@ -24,11 +24,11 @@ def main() -> None:
 
     header(torch.get_num_threads())
     torch.manual_seed(0)
-    module, loss_fn, shape = W.build_recipe("stunet_shapes", torch.Generator().manual_seed(0))
+    module, loss_fn, shape = W.build_recipe("shapes/stunet", torch.Generator().manual_seed(0))
     params = [p for p in module.net.train().parameters() if p.requires_grad]
     opts = {"loop": torch.optim.AdamW(params, lr=1e-4, foreach=False, fused=False),
             "fused": torch.optim.AdamW(params, lr=1e-4, fused=True)}
-    print(f"\nmake train DATASET=shapes' STUNet (experiments/stunet_shapes.yaml), clip {shape}: {len(params)} "
+    print(f"\nmake train DATASET=shapes' STUNet (experiments/shapes/stunet.yaml), clip {shape}: {len(params)} "
           f"trainable tensors, {sum(p.numel() for p in params) / 1e6:.3f} M parameters")
 
     def steps(opt):

@@ -1,4 +1,4 @@
-"""Rendering for `make eval`: the STUNet of `make train` (experiments/stunet_real.yaml, 32 px, 16 frames), guided.
+"""Rendering for `make eval`: the STUNet of `make train` (experiments/real/stunet.yaml, 32 px, 16 frames), guided.
 
 Reports, measured in this run (round-robin rounds, median):
   per call  seconds per network call per video (the guided pair, one batch) at batches 1 ... 8 (8: make eval
@@ -29,7 +29,7 @@ from lumiere_pl.lit import DiffusionModule
 from lumiere_pl.utils.allocator import keep_freed_memory
 from lumiere_pl.utils.batching import auto_batch_size
 
-CONFIG = str(ROOT / "experiments" / "stunet_real.yaml")
+CONFIG = str(ROOT / "experiments" / "real" / "stunet.yaml")
 PROBE_CALLS = 4         # network calls per timed render: enough to dwarf the set-up, few enough for the CPU
 
 

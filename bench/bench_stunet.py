@@ -289,7 +289,7 @@ def temporal_flops_table(frames_list: list, repeats: int, threads: int) -> list:
     from lumiere_pl.utils.flops import forward_flops
 
     torch.set_num_threads(threads)
-    yaml = str(ROOT / "experiments" / "stunet_shapes32.yaml")
+    yaml = str(ROOT / "experiments" / "archive" / "shapes32" / "stunet.yaml")
     variants = [("down_levels=[0, 1]", "[0,1]"), ("down_levels=[] (off)", "[]")]
     base = load_config(yaml, W.OURS_OVERRIDES)
     enc = build_text_encoder(base.text)

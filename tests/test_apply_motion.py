@@ -18,7 +18,7 @@ def _ckpt(tmp_path: Path, conditional: bool) -> Path:
     from lumiere_pl.lit import DiffusionModule
 
     torch.manual_seed(0)
-    cfg = load_config(str(ROOT / "experiments" / "ssr_tiny.yaml"),
+    cfg = load_config(str(ROOT / "experiments" / "tiny" / "ssr.yaml"),
                       ["name=cond_tiny", "model.name=stunet", "model.unet.aug_embedding=false", "data.size=16",
                        f"model.temporal.conditional={str(conditional).lower()}"])
     module = DiffusionModule(to_dict(cfg))

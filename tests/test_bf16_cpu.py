@@ -55,7 +55,7 @@ PATHS = textwrap.dedent("""
         "t2i": (None, [*TINY, "model.name=t2i", "data.images=true"], None, 16),
         "stunet (b c t h w)": (None, TINY, False, 16),
         "stunet time-major": (None, [*TINY, "data.frames=4", "model.temporal.down_levels=[0]"], True, 16),
-        "ssr": ("experiments/ssr_tiny.yaml", ["data.size=32", "model.upscale=2"], None, 32),
+        "ssr": ("experiments/tiny/ssr.yaml", ["data.size=32", "model.upscale=2"], None, 32),
         "diffusers IF-like": (None, [*diffusers, f"model.init_from={if_like(tmp / 'if')}"], None, 16),
         "diffusers SD-like, VAE x2": (None, [*diffusers, f"model.init_from={sd_like(tmp / 'sd2')}"], None, 32),
         "diffusers SD-like, VAE x4": (None, [*diffusers, f"model.init_from={sd_like(tmp / 'sd4', vae_levels=3)}"],

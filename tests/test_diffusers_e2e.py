@@ -1,5 +1,5 @@
 """diffusers_stunet end to end through the command lines, on tiny random pipelines saved with save_pretrained
-(lumiere_research/tiny_diffusers.py): experiments/stunet_if.yaml (pixels) and stunet_sd.yaml (latents) train a few
+(lumiere_research/tiny_diffusers.py): experiments/diffusers/if.yaml (pixels) and stunet_sd.yaml (latents) train a few
 steps with lumiere-train, sample with lumiere-sample, export a folder with lumiere-export that samples the same; bad
 folders are refused before anything heavy, naming the missing file. With LUMIERE_IF_PATH / LUMIERE_SD_PATH pointing at
 real weights, the same inflation and sampling run on them."""

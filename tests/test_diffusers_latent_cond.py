@@ -123,7 +123,7 @@ def trained(pipeline, tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rc = train_cli.main(["--config", str(ROOT / "experiments/stunet_sd.yaml"), f"model.init_from={pipeline}",
+        rc = train_cli.main(["--config", str(ROOT / "experiments/diffusers/sd.yaml"), f"model.init_from={pipeline}",
                              f"out_dir={out}", "model.temporal.conditional=true", *TINY_RUN])
     finally:
         torch.set_num_threads(n)

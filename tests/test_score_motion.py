@@ -34,7 +34,7 @@ def test_refuses_a_t2i_checkpoint_with_one_line(tmp_path, capsys):
     from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit import DiffusionModule
 
-    cfg = load_config(str(ROOT / "experiments" / "ssr_tiny.yaml"),
+    cfg = load_config(str(ROOT / "experiments" / "tiny" / "ssr.yaml"),
                       ["name=t2i_tiny", "model.name=t2i", "model.unet.aug_embedding=false", "data.size=16",
                        "data.images=true"])
     module = DiffusionModule(to_dict(cfg))

@@ -14,7 +14,7 @@ from lumiere_research.sweep.spec import SpecError, expand, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_STUNET = """
-base: {root}/experiments/stunet_shapes32.yaml
+base: {root}/experiments/archive/shapes32/stunet.yaml
 text: {{encoder: tiny, dim: 16, max_length: 8}}
 model: {{unet: {{channels: 16, head_dim: 8}}}}
 data: {{size: 16, frames: 8, batch_size: 2, synthetic: {{num_videos: 16, num_val_videos: 2}}}}
@@ -23,7 +23,7 @@ train: {{warmup_steps: 1, val_prompts: []}}
 trainer: {{enable_progress_bar: false}}
 """
 TINY_T2I = """
-base: {root}/experiments/t2i_shapes32.yaml
+base: {root}/experiments/archive/shapes32/t2i.yaml
 text: {{encoder: tiny, dim: 16, max_length: 8}}
 model: {{unet: {{channels: 16, head_dim: 8}}}}
 data: {{size: 16, batch_size: 4, synthetic: {{num_videos: 16, num_val_videos: 2}}}}

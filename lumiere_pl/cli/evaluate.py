@@ -1,11 +1,12 @@
 """lumiere-evaluate: a run's checkpoints sampled and scored against real clips, each figure over training steps.
 
-  lumiere-evaluate --run runs/stunet_own --real data/shards/own/val-{000000..000000}.tar
-  lumiere-evaluate --run runs/stunet_own --real path/to/videos --prompts prompts.jsonl --n 32
+  lumiere-evaluate --run runs/stunet_NAME --real 'data/shards/own/NAME/val-*.tar'
+  lumiere-evaluate --run runs/stunet_NAME --real path/to/videos [--prompts prompts.jsonl] --n 32
 
-For each checkpoint of the run (checkpoints/step=*.ckpt and last.ckpt, one per training step): N clips of the real
-clips' captions (or of --prompts), seeds 0..N-1, rendered by lumiere-sample as lossless MP4s at the run's frame
-rate, then scored by lumiere-eval against --real:
+For each checkpoint of the run (checkpoints/step=*.ckpt and last.ckpt, one per training step): N clips of held-out
+captions (--prompts; else those of --real when it is shards, else those of the run's data.val_shards), seeds
+0..N-1, rendered by lumiere-sample as lossless MP4s at the run's frame rate, then scored by lumiere-eval against
+--real:
   fvd     FVD (I3D, tf-fvd) with its bootstrap interval; real and generated clips at one frame rate (the lower)
   is      the Inception Score on the I3D's Kinetics classes (not the paper's C3D-UCF101 IS)
   motion  weight-free motion figures (DIS flow): magnitude, dynamic degree, flicker, warping error, and the flow
@@ -64,16 +65,27 @@ def real_captions(source: str, n: int) -> List[str]:
     return captions
 
 
+def is_shard_pattern(source: str) -> bool:
+    return source.endswith(".tar") or any(c in source for c in "*?[{")
+
+
 def prompts_file(args: argparse.Namespace, out: Path) -> Path:
-    """--prompts, or a JSONL of the real clips' captions (shards) written under OUT."""
+    """--prompts, or a JSONL of held-out captions written under OUT: those of --real when it is shards, else those
+    of the run's validation shards (data.val_shards of its config.yaml)."""
     if args.prompts is not None:
         return args.prompts
-    if not str(args.real).endswith(".tar") and "{" not in str(args.real):
-        raise InputError(f"--real {args.real}: captions come from shards (.tar with .txt members); for a folder of "
-                         "videos give --prompts FILE.jsonl")
-    captions = real_captions(str(args.real), args.n)
+    source = str(args.real) if is_shard_pattern(str(args.real)) else None
+    if source is None:
+        from lumiere_pl.config import read_config
+
+        config = args.run / "config.yaml"
+        source = read_config(str(config)).data.val_shards if config.is_file() else None
+        if not source:
+            raise InputError(f"--real {args.real}: a folder of videos has no captions, and {config} names no "
+                             "data.val_shards to take them from; give --prompts FILE.jsonl")
+    captions = real_captions(source, args.n)
     if not captions:
-        raise InputError(f"--real {args.real}: no captions (.txt members) found; give --prompts FILE.jsonl")
+        raise InputError(f"{source}: no captions (.txt members) found; give --prompts FILE.jsonl")
     from lumiere_pl.utils.atomic import write_text
 
     path = out / "prompts.jsonl"

@@ -1,6 +1,6 @@
 """lumiere-train: train a T2I U-Net, a STUNet or an SSR model from an experiment config.
 
-  lumiere-train --config experiments/stunet_shapes.yaml [key=value ...] [--dry-run] [--resume [PATH|last]]
+  lumiere-train --config experiments/shapes/stunet.yaml [key=value ...] [--dry-run] [--resume [PATH|last]]
 
 The config is resolved and checked before anything heavy is built; the run folder {out_dir}/{name} receives
 config.yaml, checkpoints/, tb/ (TensorBoard), samples/ (MP4s written at each validation) and train_loss.csv.

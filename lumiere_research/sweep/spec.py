@@ -4,14 +4,14 @@ Typed like the experiment config (dataclasses backed by OmegaConf) and imports n
 is checked whole before anything trains: unknown keys, empty grids and every run's resolved experiment config.
 
     name: motion_options                  # results under {out_dir}/{name}/
-    pretrain: {config: experiments/t2i_shapes.yaml}   # trained once; each run inflates it (model.init_from)
+    pretrain: {config: experiments/shapes/t2i.yaml}   # trained once; each run inflates it (model.init_from)
     overrides: [train.val_every_n_steps=100000]       # every run, every stage (the pretrain first)
     variants:                             # named pipelines
-      paper: {config: experiments/stunet_shapes.yaml}
-      emb: {config: experiments/stunet_shapes.yaml, overrides: [model.temporal.emb_cond=true]}
+      paper: {config: experiments/shapes/stunet.yaml}
+      emb: {config: experiments/shapes/stunet.yaml, overrides: [model.temporal.emb_cond=true]}
       cascade:                            # two stages, sampled with LumierePipeline(keyframes=...)
-        keyframes: {config: experiments/cascade_keyframes_shapes.yaml, steps_scale: 0.5}
-        tsr: {config: experiments/cascade_tsr_shapes.yaml, steps_scale: 0.5}
+        keyframes: {config: experiments/shapes/cascade_keyframes.yaml, steps_scale: 0.5}
+        tsr: {config: experiments/shapes/cascade_tsr.yaml, steps_scale: 0.5}
     grid: {sampler.guidance: [1.0, 3.0]}  # optional axes: their product applied to every variant
     seeds: [0, 1, 2]                      # training seeds: train.seed and data.seed
     steps: [250, 500, 1000]               # train to each in turn, score at each: learning curves
@@ -148,7 +148,7 @@ def check(spec: SweepSpec, source: str) -> None:
     """Everything that can be known without training: non-empty grids, well-formed variants and steps."""
     if not spec.variants:
         raise SpecError(f"{source}: 'variants' is empty; name at least one, e.g. variants: {{paper: {{config: "
-                        f"experiments/stunet_shapes.yaml}}}}")
+                        f"experiments/shapes/stunet.yaml}}}}")
     if not spec.seeds:
         raise SpecError(f"{source}: 'seeds' is empty; list at least one training seed, e.g. seeds: [0, 1, 2]")
     if len(set(spec.seeds)) != len(spec.seeds):
