@@ -199,3 +199,40 @@ def test_every_shipped_spec_passes_the_checks_made_before_training(spec, monkeyp
     monkeypatch.chdir(ROOT)
     assert sweep_cli.main([f"experiments/sweeps/{spec}", "--dry-run"]) == 0, capsys.readouterr().err
     assert "runs; results under" in capsys.readouterr().out
+
+
+WEBDATASET_SPEC = """
+name: tiny_real
+out_dir: {tmp}/sweeps
+pretrain: {{config: {tmp}/t2i.yaml, overrides: [data.name=webdataset, "data.train_shards={tmp}/shards/train-*.tar",
+                                               "data.val_shards={tmp}/shards/val-*.tar", data.epoch_length=2]}}
+overrides: [data.name=webdataset, "data.train_shards={tmp}/shards/train-*.tar", "data.val_shards={tmp}/shards/val-*.tar",
+            data.epoch_length=2]
+variants:
+  stunet: {{config: {tmp}/stunet.yaml}}
+  per_frame: {{config: {tmp}/stunet.yaml, overrides: ["model.temporal.down_levels=[]"]}}
+steps: [2]
+sample: {{n: 3, batch_size: 3}}
+score: {{fvd: false}}
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_on_video_shards_has_the_flow_columns(tmp_path):
+    """On any data set (here webdataset shards), the prompts are the held-out clips' captions, the shapes tracker is
+    left out, and the table carries the flow motion figures of each run and of the held-out clips."""
+    from lumiere_pl.data import shards_cli
+
+    assert shards_cli.main(["synthetic", str(tmp_path / "shards"), "--num", "8", "--num-val", "4", "--frames", "8",
+                            "--size", "16", "--fps", "8", "--per-shard", "4"]) == 0
+    assert sweep_cli.main([str(_spec(tmp_path, WEBDATASET_SPEC))]) == 0
+    root = tmp_path / "sweeps" / "tiny_real"
+    table = json.loads((root / "table.json").read_text())
+    for row in table["rows"]:
+        assert row["flow_magnitude"]["n"] == 1 and row["flow_frechet"]["n"] == 1 and row["direction_match"]["n"] == 0
+    captions = json.loads((root / "real_captions.json").read_text())
+    score = json.loads((root / "scores/stunet/seed0/step0000002.json").read_text())
+    assert score["flow"]["n"] == 3 and "motion" not in score and len(captions) >= 3
+    md = (root / "table.md").read_text()
+    assert "motion magnitude (diagonals/s)" in md and "flow Frechet distance" in md
+    assert "real clips (reference)" in md and table["real"]["flow_magnitude"] > 0

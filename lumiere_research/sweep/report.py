@@ -22,6 +22,11 @@ METRICS: List[Tuple[str, str, str, str]] = [
     ("colour", "appearance.colour", ".0%", "colour right"),
     ("shape", "appearance.shape", ".0%", "shape right"),
     ("fvd", "fvd.value", ".1f", "FVD"),
+    ("flow_magnitude", "flow.magnitude", ".3f", "motion magnitude (diagonals/s)"),
+    ("flow_dynamic", "flow.dynamic_degree", ".0%", "dynamic degree (DIS flow)"),
+    ("flow_flicker", "flow.flicker", ".2f", "flicker"),
+    ("flow_warping", "flow.warping_error", ".4f", "warping error"),
+    ("flow_frechet", "flow.frechet", ".3f", "flow Frechet distance"),
     ("swap_separated", "text_swap.separated", ".0%", "text swap: separated"),
     ("swap_separation", "text_swap.separation", ".3f", "text swap: separation"),
     ("loss_ratio_mid", "loss_by_noise", ".2f", "loss / T2I per frame at t=0.5"),
@@ -83,7 +88,8 @@ def collect(spec: SweepSpec) -> List[dict]:
             groups[(run.label, int(score["steps"]))].append(score)
     rows = []
     for (label, steps), scores in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-        row = {"label": label, "steps": steps, "seeds": sorted(s["seed"] for s in scores)}
+        row = {"label": label, "steps": steps, "seeds": sorted(s["seed"] for s in scores),
+               "fps": scores[0].get("fps", 0.0)}
         for key, path, _, _ in METRICS:
             values = [_read(s, path) for s in sorted(scores, key=lambda s: s["seed"])]
             row[key] = {**summary(values), "values": values}
@@ -107,17 +113,28 @@ def _mean_curve(curves) -> dict:
                                             for k in curves[0] if k != "times"}}
 
 
-def real_reference(spec: SweepSpec, n: int) -> dict:
-    """Motion metrics of the first n real test clips (the ceiling), when the sweep rendered them."""
+def real_reference(spec: SweepSpec, n: int, fps: float) -> dict:
+    """The metrics of the first n held-out clips (the ceiling), when the sweep wrote them: the shapes tracker's
+    (moving-shapes set) and the flow figures (any set)."""
+    from eval.motion import motion_stats, summarise as flow_summary
     from lumiere_pl.data.video_io import decode
-    from lumiere_research.shapes_motion import summarise
 
     captions_file = spec.root / "real_captions.json"
     files = [spec.root / "real" / f"{i:06d}.mp4" for i in range(n)]
     if not captions_file.is_file() or not all(f.is_file() for f in files):
         return {}
     captions = json.loads(captions_file.read_text())[:n]
-    return summarise([decode(f.read_bytes()) for f in files], captions)
+    clips = [decode(f.read_bytes()) for f in files]
+    out: dict = {}
+    if spec.score.motion and all("moving" in c for c in captions):
+        from lumiere_research.shapes_motion import summarise
+        out.update(summarise(clips, captions))
+    if spec.score.flow and len(clips[0]) >= 5:
+        flow = flow_summary([motion_stats(c, fps) for c in clips], b=0)
+        out.update({f"flow_{k}": flow[name]["value"] for k, name in (
+            ("magnitude", "magnitude"), ("dynamic", "dynamic_degree"), ("flicker", "flicker"),
+            ("warping", "warping_error"))})
+    return out
 
 
 def _cell(m: dict, fmt: str) -> str:
@@ -136,8 +153,8 @@ def markdown(spec: SweepSpec, rows: List[dict], real: dict) -> str:
     lines = [f"| {r['label']} | {r['steps']} | {len(r['seeds'])} | " + " | ".join(_cell(r[k], f) for k, f, _ in shown)
              + " |" for r in rows]
     if real:
-        ref = {"direction_match": real["direction_match"], "jerk": real["jerk"], "jump": real["jump"],
-               "detected": real["detected"]}
+        ref = {k: real[k] for k in ("direction_match", "jerk", "jump", "detected", "flow_magnitude", "flow_dynamic",
+                                    "flow_flicker", "flow_warping") if k in real}
         cells = [format(ref[k], f) if k in ref else "-" for k, f, _ in shown]
         lines.append("| real clips (reference) | - | - | " + " | ".join(cells) + " |")
     s = spec.sample
@@ -145,7 +162,9 @@ def markdown(spec: SweepSpec, rows: List[dict], real: dict) -> str:
             f"unseen test clips), noise seeds {s.seed}..{s.seed + s.n - 1}, the same for every run. Direction match: "
             f"share of clips whose tracked shape moves the caption's way (chance 25%). jump / jerk: mean |step| and "
             f"|change of step| per frame in frame sides. Block boundary / inner step: mean |step| across a boundary "
-            f"of 2^k frames over the other steps (1 = no block artefact).\n")
+            f"of 2^k frames over the other steps (1 = no block artefact). Motion magnitude, dynamic degree, flicker, "
+            f"warping error: eval/motion.py on OpenCV DIS flow (not RAFT); flow Frechet distance: the samples' flow "
+            f"statistics against as many held-out clips (docs/EVAL.md).\n")
     return head + "\n".join(lines) + "\n" + note
 
 
@@ -154,7 +173,8 @@ def plot(spec: SweepSpec, rows: List[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in ("direction_match", "jerk", "fvd", "swap_separated") if any(r[k]["n"] for r in rows)]
+    keys = [k for k in ("direction_match", "jerk", "fvd", "flow_frechet", "flow_magnitude", "swap_separated")
+            if any(r[k]["n"] for r in rows)]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     labels = list(dict.fromkeys(r["label"] for r in rows))
     curves = len({r["steps"] for r in rows}) > 1
@@ -190,7 +210,8 @@ def write_report(spec: SweepSpec) -> Tuple[Path, Path, Path]:
     rows = collect(spec)
     if not rows:
         raise FileNotFoundError(f"no scores under {spec.root / 'scores'}: nothing has finished yet")
-    real = real_reference(spec, spec.sample.n) if spec.score.motion else {}
+    fps = max((r.get("fps", 0.0) for r in rows), default=0.0) or 8.0
+    real = real_reference(spec, spec.sample.n, fps) if (spec.score.motion or spec.score.flow) else {}
     md, js, png = spec.root / "table.md", spec.root / "table.json", spec.root / "table.png"
     for path, text in ((md, markdown(spec, rows, real)), (js, json.dumps({"rows": rows, "real": real}, indent=2))):
         tmp = path.with_name(path.name + ".tmp")

@@ -173,15 +173,43 @@ def write_test_clips(d, count: int, folder: Path) -> list:
     return clips
 
 
+def write_held_out_clips(d, count: int, folder: Path) -> List[str]:
+    """The first `count` clips of data config d's validation shards in the validation view (centred crop, first
+    frames, at data.size and data.fps), as {folder}/NNNNNN.mp4 (lossless; existing files are kept); their captions."""
+    from lumiere_pl.data.health import SkipCounter
+    from lumiere_pl.data.sample_decode import decode_sample
+    from lumiere_pl.data.tar_reader import expand, iter_shard
+    from lumiere_pl.utils.video import to_uint8, write_mp4
+
+    if not d.val_shards:
+        raise SpecError("a sweep on data.name=webdataset needs data.val_shards: its held-out clips are the prompts' "
+                        "captions and the real set of FVD and the flow metrics")
+    captions, skips = [], SkipCounter()
+    for url in expand(d.val_shards):
+        for raw in iter_shard(url, skips):
+            ex = decode_sample(raw, d, None, skips)
+            if ex is None:
+                continue
+            path = folder / f"{len(captions):06d}.mp4"
+            if not path.exists():
+                write_mp4(path, to_uint8(ex["pixels"]), fps=d.fps, lossless=True)
+            captions.append(ex["caption"])
+            if len(captions) == count:
+                return captions
+    return captions
+
+
 def real_clips(spec: SweepSpec, plans: List[Plan], count: int) -> Path:
-    """The first `count` clips of the test split, rendered as the runs' clips (lossless MP4): FVD's real set and the
-    motion metrics' reference."""
+    """The first `count` held-out clips as the runs see them (lossless MP4): the moving-shapes test split, or the
+    validation shards of a webdataset run; FVD's real set, the motion metrics' reference and the prompts' captions."""
     from lumiere_pl.config_checks import load_config
 
-    config, overrides, _ = next(iter(plans[0].stages.values()))
+    config, overrides, _ = list(plans[0].stages.values())[-1]      # the last stage makes the clips (a cascade's TSR)
     folder = spec.root / "real"
-    clips = write_test_clips(load_config(config, overrides).data, count, folder)
-    captions, record = [c.caption for c in clips], spec.root / "real_captions.json"  # beside the videos
+    d = load_config(config, overrides).data
+    captions = ([c.caption for c in write_test_clips(d, count, folder)] if d.name == "synthetic"
+                else write_held_out_clips(d, count, folder))
+    record = spec.root / "real_captions.json"                               # beside the videos
     if not record.is_file() or json.loads(record.read_text()) != captions:
         _write_json(record, captions)
     return folder
@@ -193,7 +221,8 @@ def run_all(spec: SweepSpec, only: Optional[List[int]] = None, launcher: Optiona
     plans = plan(spec)
     todo = [p for i, p in enumerate(plans) if only is None or i in only]
     init_from = pretrain_checkpoint(spec, launcher)
-    count = max(spec.score.n_real if spec.score.fvd else 0, spec.sample.n if spec.score.motion else 0)
+    count = max(spec.score.n_real if spec.score.fvd else 0,
+                spec.sample.n if (spec.score.motion or spec.score.flow) else 0, spec.sample.n)
     real = real_clips(spec, plans, count) if count else None
     written = []
     for i, p in enumerate(todo):

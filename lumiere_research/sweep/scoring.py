@@ -94,8 +94,9 @@ def score_run(spec: SweepSpec, plan, point: int, ckpts: Dict[str, Path], real: O
     run, settings = plan.run, plan.run.sample_settings(spec.sample)
     pipe = load_pipeline(ckpts)
     cfg = pipe.config
-    clips = probes.test_clips(cfg, settings.n)
-    prompts, seeds = [c.caption for c in clips], [settings.seed + i for i in range(settings.n)]
+    shapes = cfg.data.name == "synthetic"               # the tracker and the probes read the moving-shapes set only
+    prompts = held_out_captions(spec, cfg, settings.n)
+    seeds = [settings.seed + i for i in range(len(prompts))]
     t0 = time.perf_counter()
     videos = generate(pipe, prompts, seeds, settings)
     sample_s = (time.perf_counter() - t0) / len(videos)
@@ -109,7 +110,7 @@ def score_run(spec: SweepSpec, plan, point: int, ckpts: Dict[str, Path], real: O
     stage_steps = {name: int(load_checkpoint(c)["global_step"]) for name, c in ckpts.items()}
     result = {"label": run.label, "variant": run.variant, "seed": run.seed, "steps": point,
               "asked": asked(spec, run),
-              "stage_steps": stage_steps, "n": len(videos), "samples": str(folder),
+              "stage_steps": stage_steps, "n": len(videos), "samples": str(folder), "fps": fps,
               "sample": {"steps": settings.steps or cfg.sampler.steps,
                          "guidance": settings.guidance if settings.guidance is not None
                          else cfg.sampler.guidance, "seed": settings.seed},
@@ -117,20 +118,22 @@ def score_run(spec: SweepSpec, plan, point: int, ckpts: Dict[str, Path], real: O
               "train_seconds": sum(_train_seconds(c, stage_steps[n]) for n, c in ckpts.items()),
               "train_tflops": sum(train_step_flops(p) * stage_steps[n] for n, p in stage_parts(pipe).items()) / 1e12}
     bg = cfg.data.synthetic.background
-    if spec.score.appearance:                      # every frame of every clip (one frame for a T2I)
+    if spec.score.appearance and shapes:           # every frame of every clip (one frame for a T2I)
         frames = [f for v in videos for f in v]
         result["appearance"] = probes.appearance(frames, [p for p, v in zip(prompts, videos) for _ in v], bg)
-    if spec.score.motion:
+    if spec.score.motion and shapes:
         result["motion"] = probes.motion(videos, prompts, block(pipe), bg)
+    if spec.score.flow and real is not None and pipe.parts.is_video:
+        result["flow"] = flow_score(videos, real, fps)
     if spec.score.fvd and real is not None:
         result["fvd"] = fvd_score(real, folder, spec.root / "cache", cfg.data.frames, fps)
-    if spec.score.text_swap:
+    if spec.score.text_swap and shapes:
         swap_clips = probes.test_clips(cfg, spec.score.text_swap)
         result["text_swap"] = probes.text_swap(lambda p, s: generate(pipe, p, s, settings), swap_clips,
                                                settings.seed, bg)
-    if spec.score.x0_motion and pipe.keyframes is None:
+    if spec.score.x0_motion and pipe.keyframes is None and shapes:
         result["x0_motion"] = probes.x0_motion(pipe.parts, pipe.net, spec.score.x0_motion, block=block(pipe))
-    if spec.score.loss_by_noise and pipe.keyframes is None and init_from:
+    if spec.score.loss_by_noise and pipe.keyframes is None and init_from and shapes:
         result["loss_by_noise"] = _loss_by_noise(pipe.parts, init_from, spec.score.loss_by_noise)
     return result
 
@@ -144,14 +147,48 @@ def fvd_clip(frames: int, fps: float):
 
 
 def fvd_score(real: Path, fake: Path, cache: Path, frames: int, fps: float) -> dict:
-    """FVD (I3D, tf-fvd preset) between two folders of clips, read as fvd_clip says."""
+    """FVD (I3D, tf-fvd preset) between two folders of clips, read as fvd_clip says, with its bootstrap interval."""
     from eval.detectors import I3DDetector
     from eval.scoring import fvd
 
     clip = fvd_clip(frames, fps)
     out = fvd(real, fake, I3DDetector(), clip, cache_dir=cache)
-    return {"value": out["value"], "n_real": out["n_real"], "n_fake": out["n_fake"], "frames": clip.frames,
-            "fps": clip.fps}
+    return {"value": out["value"], "low": out.get("low"), "high": out.get("high"), "n_real": out["n_real"],
+            "n_fake": out["n_fake"], "frames": clip.frames, "fps": clip.fps}
+
+
+def held_out_captions(spec: SweepSpec, cfg, n: int) -> List[str]:
+    """The captions of the first n held-out clips (real_captions.json, written with the real clips by the runner);
+    without it, those of the moving-shapes test split."""
+    record = spec.root / "real_captions.json"
+    if record.is_file():
+        captions = json.loads(record.read_text())
+        if len(captions) >= n:
+            return captions[:n]
+    return [c.caption for c in probes.test_clips(cfg, n)]
+
+
+def flow_score(videos: List[np.ndarray], real: Path, fps: float) -> dict:
+    """The weight-free motion figures (eval/motion.py, DIS flow) of the samples, and the flow Frechet distance to the
+    held-out clips of `real` (as many as there are samples, when the folder holds them)."""
+    import warnings
+
+    from eval.motion import flow_frechet, motion_stats, summarise
+    from lumiere_pl.data.video_io import decode
+
+    stats = [motion_stats(v, fps) for v in videos]
+    files = sorted(real.glob("*.mp4"))[:max(len(videos), 2)]
+    real_stats = [motion_stats(decode(f.read_bytes()), fps) for f in files]
+    out = {k: v["value"] for k, v in summarise(stats, b=0).items()}
+    usable = [s for s in real_stats if s.get("features") is not None]
+    fd = {"value": None}
+    if len(usable) >= 2 and len(stats) >= 2:
+        with warnings.catch_warnings():                    # few clips: biased upward; compared at equal N only
+            warnings.simplefilter("ignore", UserWarning)
+            fd = flow_frechet(usable, stats, b=0)
+    out.update(frechet=fd["value"], n=len(stats), n_real=len(real_stats),
+               real={k: v["value"] for k, v in summarise(real_stats, b=0).items()})
+    return out
 
 
 TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)

@@ -62,6 +62,8 @@ class SampleSpec:
 
 @dataclass
 class ScoreSpec:
+    flow: bool = True                # motion magnitude, dynamic degree, flicker, warping error (DIS flow, any data
+                                     # set: eval/motion.py) and the flow Frechet distance to the held-out clips
     motion: bool = True              # direction match, jump, jerk, block artefact (moving-shapes set only)
     appearance: bool = False         # share of frames showing the caption's colour / shape (T2I runs too)
     fvd: bool = True                 # FVD (TF-Hub I3D) against n_real rendered test clips
