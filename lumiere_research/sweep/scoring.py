@@ -158,13 +158,11 @@ def fvd_score(real: Path, fake: Path, cache: Path, frames: int, fps: float) -> d
 
 
 def held_out_captions(spec: SweepSpec, cfg, n: int) -> List[str]:
-    """The captions of the first n held-out clips (real_captions.json, written with the real clips by the runner);
-    without it, those of the moving-shapes test split."""
+    """The captions of the first n held-out clips (real_captions.json, written with the real clips by the runner;
+    fewer when the validation shards hold fewer); without it, those of the moving-shapes test split."""
     record = spec.root / "real_captions.json"
     if record.is_file():
-        captions = json.loads(record.read_text())
-        if len(captions) >= n:
-            return captions[:n]
+        return json.loads(record.read_text())[:n]          # the validation shards may hold fewer than n
     return [c.caption for c in probes.test_clips(cfg, n)]
 
 

@@ -47,6 +47,7 @@ class StageSpec:
 class VariantSpec:
     config: str = ""                 # one model: its experiment YAML ...
     overrides: List[str] = field(default_factory=list)
+    steps_scale: float = 1.0         # one model: it trains round(steps * steps_scale)
     keyframes: Optional[StageSpec] = None   # ... or the cascade baseline: a keyframe model and a TSR model
     tsr: Optional[StageSpec] = None
 
@@ -174,7 +175,7 @@ def check(spec: SweepSpec, source: str) -> None:
         if "/" in name or name.startswith("."):
             raise SpecError(f"{where}: a variant name is a folder name; no '/' or leading '.'")
         cascade = v.keyframes is not None or v.tsr is not None
-        if cascade and (v.config or v.overrides):
+        if cascade and (v.config or v.overrides or v.steps_scale != 1.0):
             raise SpecError(f"{where}: a cascade has keyframes and tsr stages, each with its own config; "
                             f"move config / overrides into them")
         if cascade and (v.keyframes is None or v.tsr is None):
@@ -191,7 +192,7 @@ def check(spec: SweepSpec, source: str) -> None:
 def stages_of(v: VariantSpec) -> Dict[str, StageSpec]:
     if v.keyframes is not None or v.tsr is not None:
         return {k: s for k, s in (("keyframes", v.keyframes), ("tsr", v.tsr)) if s is not None}
-    return {"model": StageSpec(v.config, list(v.overrides))}
+    return {"model": StageSpec(v.config, list(v.overrides), v.steps_scale)}
 
 
 def expand(spec: SweepSpec) -> List[Run]:
