@@ -15,11 +15,10 @@ of the SD 1.5 pipeline).
 
 Then loading, measured: a random SD-like U-Net (137 M parameters) and a T5 encoder (187 M) saved in a temporary
 folder as diffusers / transformers save them (the U-Net in float32 and as an fp16 variant, the T5 as an fp16 variant,
-as DeepFloyd IF ships it), each loaded in a fresh process two ways: read in float32 then cast to bf16 (what loading
-did before the weights were read straight into bf16), and the way lumiere-train loads them now
-(models.build_diffusers_stunet; the text encoder with its dtype). Printed: the peak resident memory over the
-process's baseline after imports (VmHWM; file pages of the memory-mapped weights included) and what stays resident
-once loaded. --no-load skips it.
+as DeepFloyd IF ships it), each loaded in a fresh process two ways: read in float32 then cast to bf16, and the way
+lumiere-train loads them, straight into bf16 (models.build_diffusers_stunet; the text encoder with its dtype).
+Printed: the peak resident memory over the process's baseline after imports (VmHWM; file pages of the
+memory-mapped weights included) and what stays resident once loaded. --no-load skips it.
 
   python -m bench.bench_frozen_dtype [--no-load]
 """

@@ -6,8 +6,9 @@ same weights under the same load; glibc's allocator tuned as every lumiere-* com
   call    one network call of that STUNet without grad, 2 clips with guidance's unconditional half (4 in the batch)
   sample  one guided DDIM call per video of `make train`'s STUNet (experiments/real/stunet.yaml, 32 px, 16 frames),
           batch 8 (16 with guidance's unconditional half), as make eval renders
-  recipes a train step and guided sampling (batch 4) of make train's two recipes, stunet_real.yaml (32 px frames)
-          and stunet_shapes.yaml (16 px): where the layout pays decides STUNet.TIME_MAJOR_MIN_PIXELS
+  recipes a train step and guided sampling (batch 4) of make train's two recipes, experiments/real/stunet.yaml
+          (32 px frames) and experiments/shapes/stunet.yaml (16 px): where the layout pays decides
+          STUNet.TIME_MAJOR_MIN_PIXELS
 Then a profile of one train step in each layout, by kind of op (self CPU time): what the layout changed.
   python -m bench.bench_layout [--rounds 6]
 """

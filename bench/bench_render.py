@@ -1,13 +1,12 @@
 """Rendering for `make eval`: the STUNet of `make train` (experiments/real/stunet.yaml, 32 px, 16 frames), guided.
 
 Reports, measured in this run (round-robin rounds, median):
-  per call  seconds per network call per video (the guided pair, one batch) at batches 1 ... 8 (8: make eval
-            before) and at the batch `lumiere-sample --batch-size auto` takes here (all videos on a GPU, 16 on the
-            CPU);
-  render    seconds per video of DDIM-25 at batch 8 against the sampler and steps `make eval` uses now, at auto
-            batch: (calls x seconds per call), both from the per-call figures of this run.
-The weights are random: time does not depend on them. Which steps keep the quality: docs/BENCHMARKS.md, "Samplers"
-(python -m lumiere_research.sampler_steps).
+  per call  seconds per network call per video (the guided pair, one batch) at batches 1 ... 8 and at the batch
+            `lumiere-sample --batch-size auto` takes here (all videos on a GPU, 16 on the CPU);
+  render    seconds per video of DDIM-25 at batch 8 against --sampler / --steps at the auto batch: (calls x seconds
+            per call), both from the per-call figures of this run.
+The weights are random: time does not depend on them. Which steps keep the quality:
+docs/results/2026-12-02-sampler-steps.md (python -m lumiere_research.sampler_steps).
   python -m bench.bench_render [--sampler dpmpp_2m --steps 10] [--rounds 3]
 """
 from __future__ import annotations

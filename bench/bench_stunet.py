@@ -337,7 +337,8 @@ def print_temporal(rows: list) -> None:
 
 def workers_gib(width: int, peer: bool) -> float:
     """Peak resident memory of the two workers together at a base width, with a margin: measured 4.5 / 7.8 / 14.9 GiB
-    at widths 32 / 64 / 128 (ours + peer, clip (2, 3, 16, 64, 64), 2026-12-03); ours alone about 40 % of it."""
+    at widths 32 / 64 / 128 (ours + peer, clip (2, 3, 16, 64, 64); docs/results/2026-12-03-benchmarks-stunet.md); ours
+    alone about 40 % of it."""
     both = 1.5 + 0.11 * width
     return both if peer else 0.45 * both
 

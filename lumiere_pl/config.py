@@ -58,9 +58,10 @@ class TemporalConfig:
     conditional: bool = False       # <noisy video, masked conditioning video, mask> input (image-to-video, inpainting)
     init: str = "identity"          # identity (paper: identity / nearest-neighbour) | random (He init, the ablation)
     tasks: List[str] = field(default_factory=lambda: ["none", "first", "box"])  # conditional: training task mix
-                                    # (lit/conditioning.py: none | first | box | keyframes), one drawn per clip
+                                    # (lumiere_pl/conditioning.py: none | first | box | keyframes), one drawn per clip
     keyframe_stride: int = 4        # keyframes task: M marks frames 0, k, 2k, ... (temporal super-resolution, k = 4)
-    # What the temporal modules see (docs/MOTION.md measures each). All keep the init property: identity at init.
+    # What the temporal modules see (docs/results/2026-12-02-motion-diagnosis.md measures each). All keep the init
+    # property: identity at init.
     emb_cond: bool = False          # scale-shift every TemporalConv by the U-Net's noise-level (+ pooled text)
                                     # embedding, as Video LDM's time-conditioned temporal ResBlocks
     text_attn: bool = False         # cross-attention to the text tokens in every TemporalAttention

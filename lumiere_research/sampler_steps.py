@@ -9,7 +9,8 @@ batch): the seconds per video in the JSONs are wall time on whatever else the ma
 (bench/bench_render.py times the calls). Resumable: one JSON per (checkpoint, sampler, steps).
 
   python -m lumiere_research.sampler_steps --ckpt runs/sweeps/ablation/train/stunet/seed{0,1,2}/model/checkpoints/\\
-      sweep_step0006000.ckpt --real runs/sweeps/ablation/real --out runs/sampler_steps    # docs/BENCHMARKS.md
+      sweep_step0006000.ckpt --real runs/sweeps/ablation/real --out runs/sampler_steps
+  (results: docs/results/2026-12-02-sampler-steps.md)
 
 Writes {out}/table.md and table.json; prints the table with the machine and versions.
 """

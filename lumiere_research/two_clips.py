@@ -1,4 +1,4 @@
-"""Can a STUNet bind the caption's direction word to motion at all? (docs/MOTION.md, section 6)
+"""Can a STUNet bind the caption's direction word to motion at all? (docs/results/2026-12-02-motion-diagnosis.md)
 
 Overfits a tiny STUNet (every weight trainable, real MiniLM captions) on two clips that differ only by direction:
 "a red circle moving left" and "... moving right", same start, same speed. Then, per training seed:

@@ -1,4 +1,4 @@
-"""What is the direction word worth to a denoiser? (docs/MOTION.md, section 7)
+"""What is the direction word worth to a denoiser? (docs/results/2026-12-02-motion-diagnosis.md)
 
 At pure noise the best prediction of the clean clip (in squared error) is the mean of the clips that fit the caption.
 This renders N clips per direction of one caption ("a red circle moving ...", both speeds) and compares the squared

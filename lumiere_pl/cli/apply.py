@@ -6,7 +6,7 @@
   lumiere-apply stylize     --ckpt STUNET.ckpt --style-t2i STYLE_T2I.ckpt --alpha 0.5 --prompt TEXT --out OUT.mp4
 
 i2v, inpaint and cinemagraph need a STUNet trained with model.temporal.conditional=true
-(experiments/archive/shapes32/conditional.yaml, or a diffusers STUNet, pixel or latent: docs/DIFFUSERS.md); stylize works
+(experiments/shapes/conditional.yaml, or a diffusers STUNet, pixel or latent: docs/DIFFUSERS.md); stylize works
 with any STUNet of this project (model.name=stunet), not with a diffusers one (refused, exit 2).
 --ckpt: a checkpoint written by lumiere-train, or a folder written by lumiere-export.
 

@@ -2,8 +2,8 @@
 
 The networks keep features channels-last: a folded frame batch ((b t) c h w) is stored as (b t h w c), so the
 (b c t h w) view of the temporal modules is the same memory and no layout copy happens between the spatial and the
-temporal layers (docs/BENCHMARKS.md, "The memory layout"). torch's own CPU GroupNorm backward is about 9x slower on
-channels-last input than on contiguous input (6 vs 55 ms on (32, 32, 64, 64), torch 2.13); the backward below is
+temporal layers (docs/BENCHMARKS.md). torch's own CPU GroupNorm backward is about 9x slower on channels-last input
+than on contiguous input (docs/results/2026-12-03-benchmarks-layout.md); the backward below is
 the same formula as torch's kernel, written as three passes over the (n, s, c) view of the memory.
 
 Under CPU autocast (bf16-mixed) torch's kernel runs, and its channels-last backward for fewer than 2048 positions

@@ -46,7 +46,8 @@ class STUNet(nn.Module):
         self.cfg, self.t2i = cfg, t2i
         self.grad_checkpointing = False      # recompute each block with its temporal modules in backward
         # features kept channels-last, (b t h w c) in memory (False: (b c t h w)); None: time-major from
-        # TIME_MAJOR_MIN_PIXELS per frame up, where it pays, (b c t h w) below (docs/BENCHMARKS.md, "The memory layout")
+        # TIME_MAJOR_MIN_PIXELS per frame up, where it pays, (b c t h w) below
+        # (docs/results/2026-12-03-benchmarks-layout.md)
         self.time_major: Optional[bool] = None
         ucfg = t2i.cfg
         make = TemporalModules(cfg, t2i.emb_dim, t2i.text_dim, ucfg.head_dim)

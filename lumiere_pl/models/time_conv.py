@@ -3,8 +3,9 @@
 It runs as a (k, 1) Conv2d over the (b c t (h w)) view, several times faster on CPU than the equivalent Conv3d with a
 (k, 1, 1) kernel. On time-major memory ((b t h w c), the layout the STUNet keeps) the CPU training step takes its
 weight gradient from k batched matmuls over (t h w) instead of oneDNN's weight-gradient kernel, which is slow for a
-(k, 1) filter over a long (h w) row (1.4-3x slower on the STUNet's shapes: docs/BENCHMARKS.md, "The temporal
-convolution"). The forward, the input gradient and the strided convs (whose frames would need a copy) stay oneDNN's.
+(k, 1) filter over a long (h w) row (1.4-3x slower on the STUNet's shapes:
+docs/results/2026-12-03-benchmarks-time-conv.md). The forward, the input gradient and the strided convs (whose
+frames would need a copy) stay oneDNN's.
 """
 from __future__ import annotations
 

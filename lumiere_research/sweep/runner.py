@@ -110,7 +110,7 @@ def _same_config(cfg, init_from: Optional[str]) -> None:
         _write_json(record, now)
         return
     before = json.loads(record.read_text())
-    try:                          # keys added to the schema since then read as their defaults (the old behaviour)
+    try:                          # keys the record lacks (added to the schema after it) read as their defaults
         filled = to_dict(from_dict({**before, "train": {**before["train"], "max_steps": 1}}))
         filled["train"].pop("max_steps")
         filled["model"]["init_from"] = before["model"]["init_from"]
