@@ -8,7 +8,7 @@ same weights under the same load; glibc's allocator tuned as every lumiere-* com
           batch 8 (16 with guidance's unconditional half), as make eval renders
   recipes a train step and guided sampling (batch 4) of make train's two recipes, experiments/real/stunet.yaml
           (32 px frames) and experiments/shapes/stunet.yaml (16 px): where the layout pays decides
-          STUNet.TIME_MAJOR_MIN_PIXELS
+          kernels.time_major_min_pixels
 Then a profile of one train step in each layout, by kind of op (self CPU time): what the layout changed.
   python -m bench.bench_layout [--rounds 6]
 """

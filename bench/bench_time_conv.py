@@ -4,7 +4,7 @@ TimeConv runs a 1D conv over t as a (k, 1) Conv2d over the (b c t (h w)) view; o
 takes its weight gradient from k batched matmuls (lumiere_pl/models/time_conv.py). One process, glibc's allocator tuned
 as every lumiere-* command tunes it, the two ways alternated round by round:
   shapes  the weight gradient alone, on each temporal conv shape of bench_stunet.py's STUNet (clip (2, 3, 16, 64, 64))
-  train   one train step of that STUNet (forward, backward, AdamW), TimeConv.matmul_weight_grad off / on
+  train   one train step of that STUNet (forward, backward, AdamW), kernels.time_conv_weight_grad off / on
 Then a profile of one train step each way (self CPU seconds of the temporal convs, the other matmul-like ops and the
 memory-bound ops), the share of the matmul ceiling the step could reach with its memory-bound ops as they are, and
 the time those ops would have to fit in for 55 % with the convolutions as they are.
@@ -90,7 +90,7 @@ def main() -> None:
 
     from bench import _stunet_worker as W
     from bench.bench_stunet import header
-    from lumiere_pl.models.time_conv import TimeConv, time_conv_weight_grad
+    from lumiere_pl.models.kernels import time_conv_weight_grad, using
     from lumiere_pl.utils.flops import count_flops
 
     header(torch.get_num_threads())
@@ -120,8 +120,8 @@ def main() -> None:
 
     def switched(on: bool):
         def run():
-            TimeConv.matmul_weight_grad = on
-            step()
+            with using(time_conv_weight_grad=on):
+                step()
         return run
 
     for on in (False, True):                                    # warm-up (and AdamW state)
@@ -136,10 +136,10 @@ def main() -> None:
     print(f"  {'':20s} {'temporal convs':>15s} {'other matmul-like':>18s} {'memory-bound':>13s} {'total':>7s}")
     split = {}
     for on in (False, True):
-        TimeConv.matmul_weight_grad = on
-        step()
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        with using(time_conv_weight_grad=on):
             step()
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                step()
         split[on] = split_seconds(prof.events())
         print(f"  {'matmul weight grad' if on else 'oneDNN backward':20s} " + " ".join(
             f"{v:{w}.3f}" for v, w in zip(split[on].values(), (15, 18, 13))) + f" {sum(split[on].values()):7.3f}")
@@ -155,7 +155,6 @@ def main() -> None:
           f"theirs): {100 * bound[0]:.0f}-{100 * bound[1]:.0f} %")
     print(f"for 55 % with the matmul-like ops as they are, the memory-bound ops would have to take "
           f"{max(0.0, flops / (0.55 * ceiling) - matmul_like):.3f} s")
-    TimeConv.matmul_weight_grad = True
 
 
 if __name__ == "__main__":

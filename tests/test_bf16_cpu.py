@@ -15,7 +15,7 @@ from _resume_helpers import ENV, ROOT
 GROUP_NORM = textwrap.dedent("""
     import torch
     import torch.nn.functional as F
-    from lumiere_pl.models.group_norm import GroupNorm
+    from lumiere_pl.models.layers import GroupNorm
 
     torch.manual_seed(0)
     for shape in [(2, 32, 8, 8), (2, 32, 8, 8, 8), (2, 16, 4, 8, 8)]:     # c h w / t h w < 2048 positions
