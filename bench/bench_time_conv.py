@@ -1,7 +1,7 @@
 """The temporal convolution's backward on the CPU: oneDNN's weight gradient against TimeConv's batched matmuls.
 
 TimeConv runs a 1D conv over t as a (k, 1) Conv2d over the (b c t (h w)) view; on time-major memory the training step
-takes its weight gradient from k batched matmuls (lumiere_pl/models/time_conv.py). One process, glibc's allocator tuned
+takes its weight gradient from k batched matmuls (lumiere_pl/models/kernels.py). One process, glibc's allocator tuned
 as every lumiere-* command tunes it, the two ways alternated round by round:
   shapes  the weight gradient alone, on each temporal conv shape of bench_stunet.py's STUNet (clip (2, 3, 16, 64, 64))
   train   one train step of that STUNet (forward, backward, AdamW), kernels.time_conv_weight_grad off / on

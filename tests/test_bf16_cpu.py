@@ -1,7 +1,7 @@
 """trainer.precision=bf16-mixed on the CPU, on every path the docs name: our T2I, STUNet (both memory layouts) and
 SSR, and the diffusers IF-like (pixels) and SD-like (latents, 2x and 4x VAEs) STUNets. torch's CPU GroupNorm
 backward on channels-last input of fewer than 2048 positions per sample segfaults when the input needs no gradient
-(lumiere_pl/models/group_norm.py), which the first temporal module of an inflated U-Net on small latents meets: each
+(lumiere_pl/models/kernels.py), which the first temporal module of an inflated U-Net on small latents meets: each
 check runs in a subprocess, so a segfault fails the test instead of killing pytest."""
 from __future__ import annotations
 
