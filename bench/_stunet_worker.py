@@ -1,7 +1,7 @@
 """Worker of bench/bench_stunet.py: one model's train step, measured in a fresh process; prints one JSON line.
 
-  python bench/_stunet_worker.py --model ours   (the project's venv: lumiere_pl's STUNet)
-  bench/.venv-peer/bin/python bench/_stunet_worker.py --model peer   (lumiere-pytorch's MPLumiere over KarrasUnet)
+  python -m bench._stunet_worker --model ours   (the project's venv: lumiere_pl's STUNet)
+  bench/.venv-peer/bin/python -m bench._stunet_worker --model peer   (lumiere-pytorch's MPLumiere over KarrasUnet)
 
 The harness (timing, peak memory, FLOP counting) is this file's and is the same for both models; only build_ours /
 build_peer differ, and each imports its own package, so the project never imports lumiere_pytorch (and the peer venv
@@ -25,15 +25,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lumiere_pl.utils.allocator import keep_freed_memory  # noqa: E402  (stdlib only: imports in the peer venv too)
-from lumiere_pl.utils.flops import count_flops  # noqa: E402  (pure torch: imports in the peer venv too)
+from lumiere_pl.utils.allocator import keep_freed_memory  # stdlib only: imports in the peer venv too
+from lumiere_pl.utils.flops import count_flops  # pure torch: imports in the peer venv too
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red circle moving right", "a blue square moving down", "a green triangle moving left",
            "a yellow circle moving up"]
 
-# Peer architecture, matched to the project's STUNet (experiments/stunet_shapes32.yaml at 64 px): base width 32, three
+# Peer architecture, matched to the project's STUNet (experiments/archive/shapes32/stunet.yaml at 64 px): base width 32, three
 # resolution levels 64/32/16 with widths 32/64/64, one residual block per level on the way down, spatial attention at
 # 16 px only, no dropout; a temporal conv block after every residual block, temporal down/upsampling at both spatial
 # down/upsamplings (T -> T/4 at the coarsest level), one temporal attention layer (2 heads of 32) at the middle.
@@ -112,7 +111,6 @@ def v_mse(net_call, x0: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 # the two models: each returns (net, loss_fn () -> scalar, info dict)
 
 def build_ours(shape: tuple, g: torch.Generator, width: int = 32):
-    sys.path.insert(0, str(ROOT))
     import lightning
 
     from lumiere_pl.config import to_dict
@@ -120,7 +118,7 @@ def build_ours(shape: tuple, g: torch.Generator, width: int = 32):
     from lumiere_pl.lit.module import DiffusionModule
 
     b, _, t, h, _ = shape
-    cfg = load_config(str(ROOT / "experiments" / "stunet_shapes32.yaml"),
+    cfg = load_config(str(ROOT / "experiments" / "archive" / "shapes32" / "stunet.yaml"),
                       OURS_OVERRIDES + [f"data.frames={t}", f"data.size={h}", f"data.batch_size={b}",
                                         f"model.unet.channels={width}"])
     module = DiffusionModule(to_dict(cfg))
@@ -144,12 +142,11 @@ def build_ours(shape: tuple, g: torch.Generator, width: int = 32):
 def build_recipe(name: str, g: torch.Generator):
     """An experiment config's module (random T2I weights) and the loss of one train step on its own clip shape:
     (module, loss_fn, shape). For the benches that time make train's recipes (bench_layout, bench_optimizer)."""
-    sys.path.insert(0, str(ROOT))
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit.module import DiffusionModule
 
-    module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / f"{name}.yaml"), ["model.init_from=null"])))
+    module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / f"{name}.yaml"), ["model.init_from=random"])))
     d = module.cfg.data
     shape = (d.batch_size, 3, d.frames, d.size, d.size)
     cond = module.parts.text_condition([PROMPTS[0]] * d.batch_size)      # frozen encoder: outside the step

@@ -1,14 +1,14 @@
 """glibc's allocator as every lumiere-* command tunes it (eval/allocator.py) against its defaults.
 
 Each figure comes from a fresh process per (allocator, round), the two allocators alternating round by round:
-  sample  one guided DDIM call per video of `make train`'s STUNet (experiments/stunet_real.yaml, 32 px, 16 frames)
+  sample  one guided DDIM call per video of `make train`'s STUNet (experiments/real/stunet.yaml, 32 px, 16 frames)
           at batch 8, the batch make eval used;
   train   one train step (forward, backward, AdamW) of the STUNet of bench_stunet.py, clip (2, 3, 16, 64, 64);
   i3d     FVD's I3D features (lumiere-eval) of a batch of 4 clips of 16 x 224 x 224.
 Per figure: wall seconds, CPU seconds in user and kernel mode, minor page faults, peak memory (VmHWM), and whether
 the outputs (the videos' sum of |x|, the last loss, the features' sum of |x|) are identical across allocators (they
 must be: malloc moves memory, not arithmetic).
-  python bench/bench_allocator.py [--rounds 2]
+  python -m bench.bench_allocator [--rounds 2]
 """
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def child(kind: str) -> None:
     """Run in a fresh process: measure `kind` and print one JSON line."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
     from eval.allocator import keep_freed_memory
 
     tuned = keep_freed_memory()                          # off under LUMIERE_MALLOC=system
@@ -41,7 +39,7 @@ def child(kind: str) -> None:
         from lumiere_pl.config_checks import load_config
         from lumiere_pl.lit import DiffusionModule
 
-        module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "stunet_real.yaml")))).eval()
+        module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "real" / "stunet.yaml")))).eval()
         prompts, calls = ["a person riding a horse on a beach"] * 8, 4
 
         def work():                                     # steps + 1 sigmas: `calls` network calls
@@ -56,7 +54,7 @@ def child(kind: str) -> None:
             return float(detector.features(clips).double().abs().sum())
         per = 1
     else:
-        import _stunet_worker as W
+        from bench import _stunet_worker as W
 
         net, loss_fn, _ = W.build_ours((2, 3, 16, 64, 64), torch.Generator().manual_seed(0))
         opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
@@ -97,8 +95,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for name in runs:
                 env = {**os.environ, "LUMIERE_MALLOC": "system" if name == "system" else "tuned"}
-                out = subprocess.run([sys.executable, __file__, "--child", kind], env=env, capture_output=True,
-                                     text=True, check=True)
+                out = subprocess.run([sys.executable, "-m", "bench.bench_allocator", "--child", kind], env=env,
+                                     cwd=ROOT, capture_output=True, text=True, check=True)
                 runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
         med = {n: {k: statistics.median(r[k] for r in rs) for k in ("wall", "user", "sys", "faults", "peak_mib")}
                for n, rs in runs.items()}

@@ -13,7 +13,7 @@ Both are built from one tiny Stable Diffusion-like UNet2DConditionModel (same co
 UNetMotionModel.from_unet2d copies them), 2D weights frozen in both, the same eps-prediction loss on the same
 scaled_linear schedule, AdamW over the trainable (temporal) parameters, float32.
 
-  python bench/bench_diffusers.py [--quick] [--rounds 5] [--frames 16,80]
+  python -m bench.bench_diffusers [--quick] [--rounds 5] [--frames 16,80]
 """
 from __future__ import annotations
 
@@ -28,12 +28,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
 
-from lumiere_pl.utils.atomic import write_bytes  # noqa: E402  (results appear whole or not at all)
-import _stunet_worker as W  # noqa: E402  (peak-RSS and parameter helpers)
-from bench_stunet import Worker  # noqa: E402  (the parent's side of a worker process)
+from bench import _stunet_worker as W  # peak-RSS and parameter helpers
+from bench.bench_stunet import Worker  # the parent's side of a worker process
+from lumiere_pl.utils.atomic import write_bytes  # results appear whole or not at all
 
 SHAPE = (1, 4, 16, 16, 16)                      # (b c t h w) latents: a 16-frame 128 px clip through SD's VAE
 TEXT = (1, 77, 64)                              # CLIP-like tokens (b L d)
@@ -41,7 +39,7 @@ UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, b
             down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
             cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32)   # SD 1.5's layout, 1/10 the width
-OURS = dict(down_levels=[0, 1, 2], kernel=3, attn_layers=1, max_frames=128)    # experiments/stunet_sd.yaml's
+OURS = dict(down_levels=[0, 1, 2], kernel=3, attn_layers=1, max_frames=128)    # experiments/diffusers/sd.yaml's
 MOTION = dict(block_out_channels=UNET["block_out_channels"], motion_layers_per_block=2, motion_num_attention_heads=8,
               motion_norm_num_groups=32, motion_max_seq_length=128, use_motion_mid_block=True)   # AnimateDiff v2-like
 RESULTS = HERE / "results" / "diffusers.json"
@@ -149,8 +147,8 @@ def worker(name: str, threads: int) -> None:
 
 
 def train_steps(threads: int, warmup: int, rounds: int) -> dict:
-    workers = {k: Worker(k, [sys.executable, __file__, "--worker", k, "--threads", threads], threads)
-               for k in ("ours", "motion")}
+    workers = {k: Worker(k, [sys.executable, "-m", "bench.bench_diffusers", "--worker", k, "--threads", threads],
+                         threads) for k in ("ours", "motion")}
     steps: dict = {k: [] for k in workers}
     try:
         for w in workers.values():

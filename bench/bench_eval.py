@@ -9,7 +9,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -20,14 +19,13 @@ import av
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eval.allocator import keep_freed_memory  # noqa: E402
-from eval.detectors import I3DDetector  # noqa: E402
-from eval.extract import default_workers, extract  # noqa: E402
-from eval.frechet import FeatureStats, fvd_from_stats  # noqa: E402
-from eval.i3d import weights_id  # noqa: E402
-from eval.ucf101 import local_real_videos  # noqa: E402
-from eval.video_io import ClipSpec, decode  # noqa: E402
+from eval.allocator import keep_freed_memory
+from eval.detectors import I3DDetector
+from eval.extract import default_workers, extract
+from eval.frechet import FeatureStats, fvd_from_stats
+from eval.i3d import weights_id
+from eval.ucf101 import local_real_videos
+from eval.video_io import ClipSpec, decode
 
 N_CLIPS, ROUNDS, BATCH = 16, 3, 8
 

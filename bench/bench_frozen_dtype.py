@@ -2,7 +2,7 @@
 
 The networks are built on the meta device from their public configs (values written below), so nothing is
 downloaded or allocated; a DiffusersSTUNet inflation on meta counts the trainable temporal parameters of the SD
-recipe (experiments/stunet_sd.yaml: down_levels [0, 1, 2]). The frozen bytes are float32 (4 B) against bfloat16
+recipe (experiments/diffusers/sd.yaml: down_levels [0, 1, 2]). The frozen bytes are float32 (4 B) against bfloat16
 (2 B), the U-Net's normalisation layers' affine weights kept float32 (models/diffusers_stunet.store_frozen; the text
 encoder and the VAE are cast whole). What trains
 (temporal modules: weights, gradients, AdamW's two moments, the EMA) is float32 either way and not counted as saved.
@@ -15,13 +15,12 @@ of the SD 1.5 pipeline).
 
 Then loading, measured: a random SD-like U-Net (137 M parameters) and a T5 encoder (187 M) saved in a temporary
 folder as diffusers / transformers save them (the U-Net in float32 and as an fp16 variant, the T5 as an fp16 variant,
-as DeepFloyd IF ships it), each loaded in a fresh process two ways: read in float32 then cast to bf16 (what loading
-did before the weights were read straight into bf16), and the way lumiere-train loads them now
-(models.build_diffusers_stunet; the text encoder with its dtype). Printed: the peak resident memory over the
-process's baseline after imports (VmHWM; file pages of the memory-mapped weights included) and what stays resident
-once loaded. --no-load skips it.
+as DeepFloyd IF ships it), each loaded in a fresh process two ways: read in float32 then cast to bf16, and the way
+lumiere-train loads them, straight into bf16 (models.build_diffusers_stunet; the text encoder with its dtype).
+Printed: the peak resident memory over the process's baseline after imports (VmHWM; file pages of the
+memory-mapped weights included) and what stays resident once loaded. --no-load skips it.
 
-  python bench/bench_frozen_dtype.py [--no-load]
+  python -m bench.bench_frozen_dtype [--no-load]
 """
 from __future__ import annotations
 
@@ -99,7 +98,6 @@ def _kib(key: str) -> int:
 
 def load_worker(net: str, way: str, folder: str, variant: str) -> None:
     """One load in this fresh process; prints 'peak held' in MiB over the baseline after imports."""
-    sys.path.insert(0, str(ROOT))
     from lumiere_pl.config import ExperimentConfig
     from lumiere_pl.models import build_diffusers_stunet
     from lumiere_pl.models.diffusers_folder import load_unet, locate
@@ -137,8 +135,7 @@ def measure_loading() -> None:
         t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=1024, d_kv=64, d_ff=2816, num_layers=12, num_heads=16,
                                      feed_forward_proj="gated-gelu"))
         t5.half().save_pretrained(f"{tmp}/t5", variant="fp16")
-        sys.path.insert(0, str(ROOT / "tests"))
-        from diffusers_tiny import tokenizer
+        from lumiere_research.tiny_diffusers import tokenizer
 
         tokenizer().save_pretrained(f"{tmp}/t5")
         sizes = {"unet": sum(p.numel() for p in unet.parameters()), "t5": sum(p.numel() for p in t5.parameters())}
@@ -150,8 +147,9 @@ def measure_loading() -> None:
         for net, variant in (("unet", ""), ("unet", "fp16"), ("t5", "fp16")):
             got = {}
             for way in ("cast", "direct"):
-                out = subprocess.run([sys.executable, __file__, "--load-worker", net, way, f"{tmp}/{net}", variant],
-                                     capture_output=True, text=True, check=True).stdout.split()
+                cmd = [sys.executable, "-m", "bench.bench_frozen_dtype", "--load-worker", net, way, f"{tmp}/{net}",
+                       variant]
+                out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
                 got[way] = [float(v) for v in out[-2:]]
             (pc, hc), (pd, hd) = got["cast"], got["direct"]
             print(f"| {'U-Net' if net == 'unet' else 'T5 encoder'}, {variant or 'float32'} file | "

@@ -4,12 +4,13 @@ One process, one network per figure, the layout switched round by round (STUNet.
 same weights under the same load; glibc's allocator tuned as every lumiere-* command tunes it.
   train   one train step (forward, backward, AdamW) of bench_stunet.py's STUNet, clip (2, 3, 16, 64, 64)
   call    one network call of that STUNet without grad, 2 clips with guidance's unconditional half (4 in the batch)
-  sample  one guided DDIM call per video of `make train`'s STUNet (experiments/stunet_real.yaml, 32 px, 16 frames),
+  sample  one guided DDIM call per video of `make train`'s STUNet (experiments/real/stunet.yaml, 32 px, 16 frames),
           batch 8 (16 with guidance's unconditional half), as make eval renders
-  recipes a train step and guided sampling (batch 4) of make train's two recipes, stunet_real.yaml (32 px frames)
-          and stunet_shapes.yaml (16 px): where the layout pays decides STUNet.TIME_MAJOR_MIN_PIXELS
+  recipes a train step and guided sampling (batch 4) of make train's two recipes, experiments/real/stunet.yaml
+          (32 px frames) and experiments/shapes/stunet.yaml (16 px): where the layout pays decides
+          kernels.time_major_min_pixels
 Then a profile of one train step in each layout, by kind of op (self CPU time): what the layout changed.
-  python bench/bench_layout.py [--rounds 6]
+  python -m bench.bench_layout [--rounds 6]
 """
 from __future__ import annotations
 
@@ -17,13 +18,10 @@ import collections
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 KINDS = [("conv", ("convolution",)), ("group norm", ("group_norm", "GroupNorm")),
          ("copies", ("copy_", "clone", "contiguous", "repeat_interleave", "cat")),
@@ -103,12 +101,12 @@ def profile_step(step, model) -> dict:
 
 
 def main() -> None:
-    from bench_time_conv import start
+    from bench.bench_time_conv import start
 
     args = start(__doc__)
     import torch
 
-    import _stunet_worker as W
+    from bench import _stunet_worker as W
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
     from lumiere_pl.lit import DiffusionModule
@@ -151,7 +149,7 @@ def main() -> None:
     report("network call without grad", "bench_stunet's STUNet, 2 clips x 2 for guidance, (3, 16, 64, 64)",
            interleave(call, net, args.rounds), 1, diff)
 
-    module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "stunet_real.yaml")))).eval()
+    module = DiffusionModule(to_dict(load_config(str(ROOT / "experiments" / "real" / "stunet.yaml")))).eval()
     prompts, calls = ["a person riding a horse on a beach"] * 8, 4
     moved(module)
     diff = max_diff(lambda: module.pipeline()(prompts, steps=calls, seed=0).videos, module)
@@ -159,7 +157,7 @@ def main() -> None:
            interleave(lambda: module.pipeline()(prompts, steps=calls, seed=0).videos, module, args.rounds),
            len(prompts) * calls, diff)
 
-    for name in ("stunet_real", "stunet_shapes"):              # make train's two recipes: 32 px and 16 px frames
+    for name in ("real/stunet", "shapes/stunet"):              # make train's two recipes: 32 px and 16 px frames
         small, loss_fn, shape = W.build_recipe(name, torch.Generator().manual_seed(0))
         opt, prompts = small.configure_optimizers()["optimizer"], ["a red circle moving right"] * 4
 

@@ -1,11 +1,11 @@
-"""MultiDiffusion over time with the tiny SSR (experiments/ssr_tiny.yaml): one denoising step of an 80-frame clip.
+"""MultiDiffusion over time with the tiny SSR (experiments/tiny/ssr.yaml): one denoising step of an 80-frame clip.
 
 Reports, measured in this run:
   time   MultiDiffusion (window 8, stride 6) vs its bound (number of windows x one window's time), for several
          window batches, and vs non-overlapping windows (stride 8);
   memory peak extra memory of MultiDiffusion vs all 80 frames in one call (each in a fresh process: CUDA peak
          allocation on GPU, the rise of the process's peak RSS, VmHWM, on CPU).
-  python bench/bench_multidiffusion.py [--frames 80] [--repeats 3]
+  python -m bench.bench_multidiffusion [--frames 80] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -23,14 +23,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lumiere_pl.config import to_dict  # noqa: E402
-from lumiere_pl.config_checks import load_config  # noqa: E402
-from lumiere_pl.diffusion.multidiffusion import MultiDiffusion, temporal_windows  # noqa: E402
-from lumiere_pl.lit import DiffusionModule  # noqa: E402
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
+from lumiere_pl.diffusion.multidiffusion import MultiDiffusion, temporal_windows
+from lumiere_pl.lit import DiffusionModule
 
-CONFIG = str(ROOT / "experiments" / "ssr_tiny.yaml")
+CONFIG = str(ROOT / "experiments" / "tiny" / "ssr.yaml")
 
 
 def setup(frames: int, device: str):
@@ -92,8 +91,9 @@ def memory_child(frames: int, window: int, window_batch: int, device: str) -> No
 
 
 def peak_memory(frames: int, window: int, window_batch: int, device: str) -> float:
-    cmd = [sys.executable, __file__, "--memory-child", f"{frames},{window},{window_batch}", "--device", device]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    cmd = [sys.executable, "-m", "bench.bench_multidiffusion", "--memory-child", f"{frames},{window},{window_batch}",
+           "--device", device]
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     return json.loads(out)["peak_mib"]
 
 
@@ -116,9 +116,9 @@ def main() -> int:
     if hasattr(os, "getloadavg"):
         print(f"load average at the start: {os.getloadavg()[0]:.2f}")
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}")
-    print(f"model: ssr_tiny ({sum(p.numel() for p in module.net.parameters()):,} parameters), x{module.cfg.model.upscale} "
-          f"{module.low_size}->{size}px; clip x (1, 3, {T}, {size}, {size}); one denoiser call (one sampling step), "
-          f"median of {args.repeats}")
+    print(f"model: ssr_tiny ({sum(p.numel() for p in module.net.parameters()):,} parameters), "
+          f"x{module.cfg.model.upscale} {module.parts.low_size}->{size}px; clip x (1, 3, {T}, {size}, {size}); one "
+          f"denoiser call (one sampling step), median of {args.repeats}")
     den = module.parts.process.denoiser(module.net)
     w = sc.window
     md_spans, no_spans = temporal_windows(T, w, sc.stride), temporal_windows(T, w, w)

@@ -1,41 +1,34 @@
 """AdamW's per-tensor loop against its fused kernel, which lumiere-train uses on the CPU and on CUDA.
 
-The STUNet of `make train DATASET=shapes` (experiments/stunet_shapes.yaml: 16 px, its batch and frames; random T2I
+The STUNet of `make train DATASET=shapes` (experiments/shapes/stunet.yaml: 16 px, its batch and frames; random T2I
 weights) trains
 only its temporal modules: many small tensors, where the per-tensor loop's dozen small ops per tensor cost more than
 the arithmetic. One process, glibc's allocator tuned as every lumiere-* command tunes it, the two ways alternated
 round by round (two AdamW over the same parameters, each with its own state):
   step    optimizer.step() alone, 20 calls per round
   train   a whole train step (forward, backward, optimizer.step())
-  python bench/bench_optimizer.py [--rounds 6]
+  python -m bench.bench_optimizer [--rounds 6]
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
 
 def main() -> None:
-    from bench_time_conv import start
+    from bench.bench_time_conv import start
 
     args = start(__doc__)
     import torch
 
-    import _stunet_worker as W
-    from bench_stunet import header
-    from bench_time_conv import alternate, ratio_line
+    from bench import _stunet_worker as W
+    from bench.bench_stunet import header
+    from bench.bench_time_conv import alternate, ratio_line
 
     header(torch.get_num_threads())
     torch.manual_seed(0)
-    module, loss_fn, shape = W.build_recipe("stunet_shapes", torch.Generator().manual_seed(0))
+    module, loss_fn, shape = W.build_recipe("shapes/stunet", torch.Generator().manual_seed(0))
     params = [p for p in module.net.train().parameters() if p.requires_grad]
     opts = {"loop": torch.optim.AdamW(params, lr=1e-4, foreach=False, fused=False),
             "fused": torch.optim.AdamW(params, lr=1e-4, fused=True)}
-    print(f"\nmake train DATASET=shapes' STUNet (experiments/stunet_shapes.yaml), clip {shape}: {len(params)} "
+    print(f"\nmake train DATASET=shapes' STUNet (experiments/shapes/stunet.yaml), clip {shape}: {len(params)} "
           f"trainable tensors, {sum(p.numel() for p in params) / 1e6:.3f} M parameters")
 
     def steps(opt):

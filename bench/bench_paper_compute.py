@@ -12,7 +12,7 @@ and the same comparison for this project's tiny CPU config (the `make train` STU
 The Imagen-like widths are an assumption (Imagen's base U-Net is not public): channels, levels and attention
 resolutions are printed; the ratios are what the argument is about.
 
-  python bench/bench_paper_compute.py [--channels 256] [--frames 80] [--size 128] [--keyframe-stride 5]
+  python -m bench.bench_paper_compute [--channels 256] [--frames 80] [--size 128] [--keyframe-stride 5]
 """
 from __future__ import annotations
 
@@ -20,16 +20,13 @@ import argparse
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lumiere_pl.config import TemporalConfig, UNetConfig  # noqa: E402
-from lumiere_pl.models.stunet import STUNet  # noqa: E402
-from lumiere_pl.models.unet import UNet  # noqa: E402
-from lumiere_pl.utils.flops import count_flops  # noqa: E402
+from lumiere_pl.config import TemporalConfig, UNetConfig
+from lumiere_pl.models.stunet import STUNet
+from lumiere_pl.models.unet import UNet
+from lumiere_pl.utils.flops import count_flops
 
 TEXT_DIM, TOKENS = 4096, 64                      # T5-XXL tokens, as Imagen
 

@@ -1,37 +1,34 @@
-"""Rendering for `make eval`: the STUNet of `make train` (experiments/stunet_real.yaml, 32 px, 16 frames), guided.
+"""Rendering for `make eval`: the STUNet of `make train` (experiments/real/stunet.yaml, 32 px, 16 frames), guided.
 
 Reports, measured in this run (round-robin rounds, median):
-  per call  seconds per network call per video (the guided pair, one batch) at batches 1 ... 8 (8: make eval
-            before) and at the batch `lumiere-sample --batch-size auto` takes here (all videos on a GPU, 16 on the
-            CPU);
-  render    seconds per video of DDIM-25 at batch 8 against the sampler and steps `make eval` uses now, at auto
-            batch: (calls x seconds per call), both from the per-call figures of this run.
-The weights are random: time does not depend on them. Which steps keep the quality: docs/BENCHMARKS.md, "Samplers"
-(experiments/sampler_steps.py).
-  python bench/bench_render.py [--sampler dpmpp_2m --steps 10] [--rounds 3]
+  per call  seconds per network call per video (the guided pair, one batch) at batches 1 ... 8 and at the batch
+            `lumiere-sample --batch-size auto` takes here (all videos on a GPU, 16 on the CPU);
+  render    seconds per video of DDIM-25 at batch 8 against --sampler / --steps at the auto batch: (calls x seconds
+            per call), both from the per-call figures of this run.
+The weights are random: time does not depend on them. Which steps keep the quality:
+docs/results/2026-12-02-sampler-steps.md (python -m lumiere_research.sampler_steps).
+  python -m bench.bench_render [--sampler dpmpp_2m --steps 10] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lumiere_pl.config import to_dict  # noqa: E402
-from lumiere_pl.config_checks import load_config  # noqa: E402
-from lumiere_pl.diffusion.samplers import network_calls  # noqa: E402
-from lumiere_pl.lit import DiffusionModule  # noqa: E402
-from lumiere_pl.utils.allocator import keep_freed_memory  # noqa: E402
-from lumiere_pl.utils.batching import auto_batch_size  # noqa: E402
+from lumiere_pl.config import to_dict
+from lumiere_pl.config_checks import load_config
+from lumiere_pl.diffusion.samplers import network_calls
+from lumiere_pl.lit import DiffusionModule
+from lumiere_pl.utils.allocator import keep_freed_memory
+from lumiere_pl.utils.batching import auto_batch_size
 
-CONFIG = str(ROOT / "experiments" / "stunet_real.yaml")
+CONFIG = str(ROOT / "experiments" / "real" / "stunet.yaml")
 PROBE_CALLS = 4         # network calls per timed render: enough to dwarf the set-up, few enough for the CPU
 
 

@@ -13,7 +13,7 @@ by temporal down/up-sampling. Every figure, and every ratio, comes from this one
   2. FLOPs per clip of one forward of our STUNet with temporal down/up-sampling (down_levels=[0, 1]) versus without
      (down_levels=[]), at 16 and 80 frames: Lumiere's compute argument as a number.
 
-  python bench/bench_stunet.py [--quick] [--rounds 6] [--no-peer] [--widths 32,128]
+  python -m bench.bench_stunet [--quick] [--rounds 6] [--no-peer] [--widths 32,128]
 """
 from __future__ import annotations
 
@@ -33,11 +33,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
-
-from lumiere_pl.utils.atomic import write_bytes  # noqa: E402  (results appear whole or not at all)
-import _stunet_worker as W  # noqa: E402  (the measurement harness shared with the workers)
+from bench import _stunet_worker as W  # the measurement harness shared with the workers
+from lumiere_pl.utils.atomic import write_bytes  # results appear whole or not at all
 
 PEER_VENV = Path(os.environ.get("PEER_VENV", HERE / ".venv-peer"))     # gitignored (bench/.venv-*/)
 PEER_PACKAGES = ["lumiere-pytorch", "denoising-diffusion-pytorch"]
@@ -130,10 +127,12 @@ class Worker:
     def __init__(self, name: str, argv: list, threads: int):
         self.name = name
         self.log = tempfile.TemporaryFile(mode="w+")
+        # run from the repository root, which is also the path of modules: `-m bench.<worker>` finds bench there,
+        # and the peer's venv (no lumiere_pl installed) the harness's lumiere_pl.utils imports
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
                "OMP_NUM_THREADS": str(threads)}
         self.proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.log, text=True, bufsize=1, env=env)
+                                     stderr=self.log, text=True, bufsize=1, env=env, cwd=ROOT)
 
     def read(self):
         """The next reply (the first one says the model is built)."""
@@ -163,7 +162,7 @@ class Worker:
 
 
 def stunet_worker(name: str, python: Path | str, threads: int, width: int) -> Worker:
-    return Worker(name, [python, HERE / "_stunet_worker.py", "--model", name, "--threads", threads,
+    return Worker(name, [python, "-m", "bench._stunet_worker", "--model", name, "--threads", threads,
                          "--shape", ",".join(map(str, SHAPE)), "--width", width], threads)
 
 
@@ -290,7 +289,7 @@ def temporal_flops_table(frames_list: list, repeats: int, threads: int) -> list:
     from lumiere_pl.utils.flops import forward_flops
 
     torch.set_num_threads(threads)
-    yaml = str(ROOT / "experiments" / "stunet_shapes32.yaml")
+    yaml = str(ROOT / "experiments" / "archive" / "shapes32" / "stunet.yaml")
     variants = [("down_levels=[0, 1]", "[0,1]"), ("down_levels=[] (off)", "[]")]
     base = load_config(yaml, W.OURS_OVERRIDES)
     enc = build_text_encoder(base.text)
@@ -338,7 +337,8 @@ def print_temporal(rows: list) -> None:
 
 def workers_gib(width: int, peer: bool) -> float:
     """Peak resident memory of the two workers together at a base width, with a margin: measured 4.5 / 7.8 / 14.9 GiB
-    at widths 32 / 64 / 128 (ours + peer, clip (2, 3, 16, 64, 64), 2026-12-03); ours alone about 40 % of it."""
+    at widths 32 / 64 / 128 (ours + peer, clip (2, 3, 16, 64, 64); docs/results/2026-12-03-benchmarks-stunet.md); ours
+    alone about 40 % of it."""
     both = 1.5 + 0.11 * width
     return both if peer else 0.45 * both
 

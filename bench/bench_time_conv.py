@@ -1,26 +1,21 @@
 """The temporal convolution's backward on the CPU: oneDNN's weight gradient against TimeConv's batched matmuls.
 
 TimeConv runs a 1D conv over t as a (k, 1) Conv2d over the (b c t (h w)) view; on time-major memory the training step
-takes its weight gradient from k batched matmuls (lumiere_pl/models/time_conv.py). One process, glibc's allocator tuned
+takes its weight gradient from k batched matmuls (lumiere_pl/models/kernels.py). One process, glibc's allocator tuned
 as every lumiere-* command tunes it, the two ways alternated round by round:
   shapes  the weight gradient alone, on each temporal conv shape of bench_stunet.py's STUNet (clip (2, 3, 16, 64, 64))
-  train   one train step of that STUNet (forward, backward, AdamW), TimeConv.matmul_weight_grad off / on
+  train   one train step of that STUNet (forward, backward, AdamW), kernels.time_conv_weight_grad off / on
 Then a profile of one train step each way (self CPU seconds of the temporal convs, the other matmul-like ops and the
 memory-bound ops), the share of the matmul ceiling the step could reach with its memory-bound ops as they are, and
 the time those ops would have to fit in for 55 % with the convolutions as they are.
-  python bench/bench_time_conv.py [--rounds 6] [--width 32]   (--width: the train step's and profile's STUNet)
+  python -m bench.bench_time_conv [--rounds 6] [--width 32]   (--width: the train step's and profile's STUNet)
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 # (b c t s), stride: the temporal convs of bench_stunet's STUNet (levels 0 / 1 / 2; the 64-channel level-0 conv is the
 # temporal upsampling after the up path's concatenation; stride 2 the temporal downsampling)
@@ -30,7 +25,7 @@ SHAPES = [((2, 32, 16, 4096), 1), ((2, 64, 16, 4096), 1), ((2, 32, 16, 4096), 2)
 
 def start(doc: str, width: bool = False) -> argparse.Namespace:
     """The --rounds option of the benches that alternate two ways round by round (this one, bench_layout,
-    bench_optimizer, probes/), --width where asked, and glibc's allocator tuned as every lumiere-* command tunes it
+    bench_optimizer), --width where asked, and glibc's allocator tuned as every lumiere-* command tunes it
     (before torch loads)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=6)
@@ -93,9 +88,9 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import _stunet_worker as W
-    from bench_stunet import header
-    from lumiere_pl.models.time_conv import TimeConv, time_conv_weight_grad
+    from bench import _stunet_worker as W
+    from bench.bench_stunet import header
+    from lumiere_pl.models.kernels import time_conv_weight_grad, using
     from lumiere_pl.utils.flops import count_flops
 
     header(torch.get_num_threads())
@@ -125,8 +120,8 @@ def main() -> None:
 
     def switched(on: bool):
         def run():
-            TimeConv.matmul_weight_grad = on
-            step()
+            with using(time_conv_weight_grad=on):
+                step()
         return run
 
     for on in (False, True):                                    # warm-up (and AdamW state)
@@ -141,10 +136,10 @@ def main() -> None:
     print(f"  {'':20s} {'temporal convs':>15s} {'other matmul-like':>18s} {'memory-bound':>13s} {'total':>7s}")
     split = {}
     for on in (False, True):
-        TimeConv.matmul_weight_grad = on
-        step()
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        with using(time_conv_weight_grad=on):
             step()
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                step()
         split[on] = split_seconds(prof.events())
         print(f"  {'matmul weight grad' if on else 'oneDNN backward':20s} " + " ".join(
             f"{v:{w}.3f}" for v, w in zip(split[on].values(), (15, 18, 13))) + f" {sum(split[on].values()):7.3f}")
@@ -160,7 +155,6 @@ def main() -> None:
           f"theirs): {100 * bound[0]:.0f}-{100 * bound[1]:.0f} %")
     print(f"for 55 % with the matmul-like ops as they are, the memory-bound ops would have to take "
           f"{max(0.0, flops / (0.55 * ceiling) - matmul_like):.3f} s")
-    TimeConv.matmul_weight_grad = True
 
 
 if __name__ == "__main__":

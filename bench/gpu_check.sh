@@ -44,7 +44,7 @@ SHAPE=(text.encoder=tiny text.dim=512 text.max_length=64
 
 run_case() {   # label, overrides...
   local label=$1; shift
-  timeout "$CASE_TIMEOUT" "$PY" bench/gpu_train_steps.py --label "$label" --steps "$STEPS" --warmup "$WARMUP" \
+  timeout "$CASE_TIMEOUT" "$PY" -m bench.gpu_train_steps --label "$label" --steps "$STEPS" --warmup "$WARMUP" \
     "${SHAPE[@]}" "$@" 2>"/tmp/gpu_check_$label.err"
   local rc=$?
   if [ $rc -ne 0 ]; then
@@ -61,5 +61,5 @@ run_case compile+checkpointing train.compile=true model.checkpointing=true
 echo "== 2. the same under trainer.strategy=fsdp on 1 GPU"
 run_case fsdp trainer.strategy=fsdp
 echo "== 3. I3D feature extraction (bench/bench_eval.py)"
-timeout "$CASE_TIMEOUT" "$PY" bench/bench_eval.py --rounds 2 || echo "bench_eval.py: FAILED (exit $?)"
+timeout "$CASE_TIMEOUT" "$PY" -m bench.bench_eval --rounds 2 || echo "bench_eval: FAILED (exit $?)"
 echo "== done $(date -u)"

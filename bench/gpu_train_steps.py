@@ -1,6 +1,6 @@
 """Training steps of the STUNet on one GPU through Lightning: throughput and peak memory (run by bench/gpu_check.sh).
 
-  python bench/gpu_train_steps.py --label eager [--steps 15] [--warmup 5] [key=value ...]
+  python -m bench.gpu_train_steps --label eager [--steps 15] [--warmup 5] [key=value ...]
 
 Builds the experiment from the defaults and the overrides (the model from the config, synthetic moving shapes as
 data: the step's cost does not depend on what the pixels show), trains --steps steps with no validation, checkpoint
@@ -14,11 +14,8 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
@@ -36,7 +33,7 @@ def main() -> int:
 
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.lit import DiffusionModule
 
     cfg = load_config(None, [*args.overrides, f"train.max_steps={args.steps}", "train.val_prompts=[]",
                              "trainer.accelerator=gpu", "trainer.devices=1"])
@@ -54,7 +51,7 @@ def main() -> int:
             times.append(time.perf_counter() - self.t0)
 
     L.seed_everything(0, verbose=False)
-    module = module_class(cfg.model.name)(to_dict(cfg))
+    module = DiffusionModule(to_dict(cfg))
     tr = cfg.trainer
     trainer = L.Trainer(accelerator="gpu", devices=1, strategy=tr.strategy, precision=tr.precision,
                         max_steps=args.steps, limit_val_batches=0, logger=False, enable_checkpointing=False,

@@ -1,7 +1,7 @@
 """The cascade baseline Lumiere argues against (Sec. 1, 5): keyframes, then temporal super-resolution (TSR).
 
 A keyframe model generates T/k distant frames (the same time span at 1/k of the frame rate); a TSR model, a
-conditional STUNet trained on the `keyframes` task only (experiments/cascade_tsr_shapes.yaml), fills in the frames
+conditional STUNet trained on the `keyframes` task only (experiments/shapes/cascade_tsr.yaml), fills in the frames
 between them: the keyframes go to frames 0, k, 2k, ..., T-k of the masked conditioning video C, M marks those frames,
 and the TSR samples the whole T-frame clip with that <C, M> (Lumiere's conditional input). Frames T-k+1 .. T-1 lie
 after the last keyframe: the TSR extrapolates them.
@@ -28,10 +28,10 @@ def check_pair(keyframe_cfg, tsr_cfg) -> Tuple[int, int]:
     if not (tsr_cfg.model.name != "t2i" and t.conditional and "keyframes" in t.tasks):
         raise ValueError("the TSR model must be a conditional STUNet trained on the keyframes task "
                          "(model.temporal.conditional=true, 'keyframes' in model.temporal.tasks), "
-                         "e.g. experiments/cascade_tsr_shapes.yaml")
+                         "e.g. experiments/shapes/cascade_tsr.yaml")
     if keyframe_cfg.model.name == "t2i":
         raise ValueError("the keyframe model must be a video model (STUNet), e.g. "
-                         "experiments/cascade_keyframes_shapes.yaml")
+                         "experiments/shapes/cascade_keyframes.yaml")
     k, frames = t.keyframe_stride, tsr_cfg.data.frames
     kf_frames = keyframe_cfg.data.frames
     if kf_frames * k != frames:

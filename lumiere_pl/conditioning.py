@@ -53,7 +53,8 @@ def random_video_condition(x0: Tensor, generator: Optional[torch.Generator] = No
                            tasks: Sequence[str] = DEFAULT_TASKS, stride: int = 4) -> dict:
     """One task per clip of x0 (b 3 t h w), drawn uniformly from `tasks`.
 
-    With the default tasks the random draws are those of earlier versions (exact resume of older runs)."""
+    The draws (one randint over the tasks, then each clip's task's own draws, in clip order) are a function of the
+    generator's state and the task list, so a resumed run repeats them."""
     if not tasks:
         raise ValueError(f"no conditioning tasks given; expected some of {TASKS}")
     picks = torch.randint(0, len(tasks), (x0.shape[0],), generator=generator).tolist()

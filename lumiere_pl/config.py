@@ -59,9 +59,10 @@ class TemporalConfig:
     conditional: bool = False       # <noisy video, masked conditioning video, mask> input (image-to-video, inpainting)
     init: str = "identity"          # identity (paper: identity / nearest-neighbour) | random (He init, the ablation)
     tasks: List[str] = field(default_factory=lambda: ["none", "first", "box"])  # conditional: training task mix
-                                    # (lit/conditioning.py: none | first | box | keyframes), one drawn per clip
+                                    # (lumiere_pl/conditioning.py: none | first | box | keyframes), one drawn per clip
     keyframe_stride: int = 4        # keyframes task: M marks frames 0, k, 2k, ... (temporal super-resolution, k = 4)
-    # What the temporal modules see (docs/MOTION.md measures each). All keep the init property: identity at init.
+    # What the temporal modules see (docs/results/2026-12-02-motion-diagnosis.md measures each). All keep the init
+    # property: identity at init.
     emb_cond: bool = False          # scale-shift every TemporalConv by the U-Net's noise-level (+ pooled text)
                                     # embedding, as Video LDM's time-conditioned temporal ResBlocks
     text_attn: bool = False         # cross-attention to the text tokens in every TemporalAttention
@@ -169,6 +170,7 @@ class TrainConfig:
     ckpt_every_n_steps: int = 500
     max_bad_steps: int = 20         # consecutive non-finite losses/gradients before the run stops
     val_prompts: List[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving down"])
+    val_captions: int = 0           # validation also samples the captions of this many held-out clips
     val_loss_times: List[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])   # validation also logs
                                     # the loss at each of these diffusion times (val/loss_t{t}), fixed clips and noise
     val_motion: bool = True         # validation logs the motion figures of its samples and the held-out clips

@@ -127,6 +127,9 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("max_steps", "ckpt_every_n_steps", "val_every_n_steps", "max_bad_steps"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
+    for key in ("val_captions", "val_fvd"):
+        if getattr(cfg.train, key) < 0:
+            raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected a number of clips >= 0")
     bad = [x for x in cfg.train.val_loss_times if not 0.0 < x < 1.0]
     if bad:
         raise ConfigError(f"train.val_loss_times={list(cfg.train.val_loss_times)}: {bad[0]} is not a diffusion time "

@@ -95,7 +95,9 @@ class LumierePipeline:
         (default) or the live ones of a training checkpoint."""
         from lumiere_pl.checkpoint import load_parts
 
-        stage = lambda p, expect: cls(load_parts(p, ema=ema, expect=expect)) if p is not None else None  # noqa: E731
+        def stage(p, expect):
+            return cls(load_parts(p, ema=ema, expect=expect)) if p is not None else None
+
         pipe = cls(load_parts(path, ema=ema, expect=["stunet"] if keyframes is not None else None),
                    keyframes=stage(keyframes, ["stunet"]), ssr=stage(ssr, ["ssr"]))
         return pipe.to(device, dtype)
@@ -269,11 +271,12 @@ class LumierePipeline:
                                  f"{tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}")
             if not bool(torch.isfinite(v).all()):
                 raise InputError(f"{name}=: holds NaN or infinite values")
-        if given["video"] is not None:
+        video, mask = given["video"], given["mask"]
+        if video is not None:
             side = self.config.data.size
-            if tuple(given["video"].shape[-2:]) != (side, side) or given["mask"].shape[-3:] != given["video"].shape[-3:]:
+            if tuple(video.shape[-2:]) != (side, side) or mask.shape[-3:] != video.shape[-3:]:
                 raise InputError(f"video= / mask=: expected {side}x{side} frames (the model's data.size) and a mask "
-                                 f"of the same frames, got {tuple(given['video'].shape)} / {tuple(given['mask'].shape)}")
+                                 f"of the same frames, got {tuple(video.shape)} / {tuple(mask.shape)}")
         if not (isinstance(aug, (int, float)) and 0.0 <= aug <= 1.0):
             raise InputError(f"aug={aug!r}: expected a noise-augmentation time in [0, 1]")
 

@@ -48,7 +48,7 @@ def tiny_sample_ckpt(tmp_path):
     from lumiere_pl.lit import DiffusionModule
 
     torch.manual_seed(0)
-    cfg = load_config(str(Path(__file__).resolve().parents[1] / "experiments" / "ssr_tiny.yaml"),
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "experiments" / "tiny" / "ssr.yaml"),
                       ["name=base_tiny", "model.name=stunet", "model.unet.aug_embedding=false", "data.size=16"])
     module = DiffusionModule(to_dict(cfg))
     ckpt = tmp_path / "base.ckpt"

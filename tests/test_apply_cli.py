@@ -176,7 +176,7 @@ def test_bad_inputs_exit_2_naming_the_file(files, tmp_path, capsys):
     d, out = files["dir"], tmp_path / "x.mp4"
     common = ["--prompt", "x", "--out", out]
     assert _run("i2v", "--ckpt", files["uncond"], "--image", d / "image.png", *common) == 2
-    assert "stunet_conditional_shapes32.yaml" in capsys.readouterr().err
+    assert "shapes/conditional.yaml" in capsys.readouterr().err
     assert _run("cinemagraph", "--ckpt", files["cond"], "--image", d / "image.png", "--region", d / "small.png",
                 *common) == 2
     err = capsys.readouterr().err

@@ -1,7 +1,7 @@
 """trainer.precision=bf16-mixed on the CPU, on every path the docs name: our T2I, STUNet (both memory layouts) and
 SSR, and the diffusers IF-like (pixels) and SD-like (latents, 2x and 4x VAEs) STUNets. torch's CPU GroupNorm
 backward on channels-last input of fewer than 2048 positions per sample segfaults when the input needs no gradient
-(lumiere_pl/models/group_norm.py), which the first temporal module of an inflated U-Net on small latents meets: each
+(lumiere_pl/models/kernels.py), which the first temporal module of an inflated U-Net on small latents meets: each
 check runs in a subprocess, so a segfault fails the test instead of killing pytest."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from _resume_helpers import ENV, ROOT
 GROUP_NORM = textwrap.dedent("""
     import torch
     import torch.nn.functional as F
-    from lumiere_pl.models.group_norm import GroupNorm
+    from lumiere_pl.models.layers import GroupNorm
 
     torch.manual_seed(0)
     for shape in [(2, 32, 8, 8), (2, 32, 8, 8, 8), (2, 16, 4, 8, 8)]:     # c h w / t h w < 2048 positions
@@ -40,12 +40,12 @@ PATHS = textwrap.dedent("""
 
     import torch
     from conftest import TINY
-    from diffusers_tiny import if_like, sd_like
 
     from lumiere_pl.cli.train import inherit_t2i
     from lumiere_pl.config import to_dict
     from lumiere_pl.config_checks import load_config
-    from lumiere_pl.lit import module_class
+    from lumiere_pl.lit import DiffusionModule
+    from lumiere_research.tiny_diffusers import if_like, sd_like
 
     tmp = Path(tempfile.mkdtemp())
     bf16 = ["trainer.precision=bf16-mixed", f"out_dir={tmp}"]
@@ -55,7 +55,7 @@ PATHS = textwrap.dedent("""
         "t2i": (None, [*TINY, "model.name=t2i", "data.images=true"], None, 16),
         "stunet (b c t h w)": (None, TINY, False, 16),
         "stunet time-major": (None, [*TINY, "data.frames=4", "model.temporal.down_levels=[0]"], True, 16),
-        "ssr": ("experiments/ssr_tiny.yaml", ["data.size=32", "model.upscale=2"], None, 32),
+        "ssr": ("experiments/tiny/ssr.yaml", ["data.size=32", "model.upscale=2"], None, 32),
         "diffusers IF-like": (None, [*diffusers, f"model.init_from={if_like(tmp / 'if')}"], None, 16),
         "diffusers SD-like, VAE x2": (None, [*diffusers, f"model.init_from={sd_like(tmp / 'sd2')}"], None, 32),
         "diffusers SD-like, VAE x4": (None, [*diffusers, f"model.init_from={sd_like(tmp / 'sd4', vae_levels=3)}"],
@@ -64,7 +64,7 @@ PATHS = textwrap.dedent("""
     for name, (config, overrides, time_major, size) in paths.items():
         cfg = inherit_t2i(load_config(config, [*overrides, f"data.size={size}", *bf16]))[0]
         torch.manual_seed(0)
-        module = module_class(cfg.model.name)(to_dict(cfg))
+        module = DiffusionModule(to_dict(cfg))
         if time_major is not None:
             module.net.time_major = time_major
         d = cfg.data
@@ -79,7 +79,7 @@ PATHS = textwrap.dedent("""
 
 
 def _run(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), ENV["PYTHONPATH"]])}   # conftest, diffusers_tiny
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), ENV["PYTHONPATH"]])}   # conftest's TINY
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from lumiere_pl.cascade import TSR_SEED_OFFSET, check_pair, keyframe_condition
+from lumiere_pl.conditioning import mask_for, random_video_condition
 from lumiere_pl.config import ConfigError
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.data.shapes_motion import measure, parse_caption, summarise
 from lumiere_pl.data.synthetic import DIRECTIONS, ShapeClip, render_clip
-from lumiere_pl.conditioning import mask_for, random_video_condition
 from lumiere_pl.errors import InputError
 from lumiere_pl.pipeline import LumierePipeline
+from lumiere_research.shapes_motion import measure, parse_caption, summarise
 
 from conftest import TINY
 
@@ -91,8 +91,8 @@ def _tiny_pipelines(tmp_path):
                 p.add_(0.05 * torch.randn_like(p))
         return LumierePipeline(module.parts)
 
-    return build("cascade_keyframes_shapes32.yaml", ["data.frames=4"]), build("cascade_tsr_shapes32.yaml",
-                                                                              ["data.frames=16"])
+    return (build("archive/shapes32/cascade_keyframes.yaml", ["data.frames=4"]),
+            build("archive/shapes32/cascade_tsr.yaml", ["data.frames=16"]))
 
 
 def test_cascade_is_the_tsr_conditioned_on_the_keyframe_models_clips(tmp_path):
@@ -129,12 +129,11 @@ def test_config_errors_for_tasks_and_stride():
     load_config(None, ["model.temporal.conditional=true", "model.temporal.tasks=[keyframes, box]"])   # valid
 
 
-@pytest.mark.parametrize("family", ["shapes", "shapes32"])
+@pytest.mark.parametrize("family", ["shapes", "archive/shapes32"])
 def test_cascade_configs_cover_the_stunets_time_span(family):
     """The keyframe model sees every k-th frame of the STUNet's motion, at 1/k of its frame rate."""
-    st = load_config(str(ROOT / "experiments" / f"stunet_{family}.yaml"))
-    kf = load_config(str(ROOT / "experiments" / f"cascade_keyframes_{family}.yaml"))
-    tsr = load_config(str(ROOT / "experiments" / f"cascade_tsr_{family}.yaml"))
+    st, kf, tsr = (load_config(str(ROOT / "experiments" / family / f"{name}.yaml"))
+                   for name in ("stunet", "cascade_keyframes", "cascade_tsr"))
     k = tsr.model.temporal.keyframe_stride
     assert tsr.model.temporal.tasks == ["keyframes"] and tsr.model.temporal.conditional
     assert tsr.data.frames == st.data.frames == kf.data.frames * k and kf.data.fps * k == st.data.fps

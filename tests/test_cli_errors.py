@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lumiere_pl.cli import apply, export, sample, sweep, train
+from lumiere_pl.cli import apply, export, sample, train
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import shards, shards_cli
@@ -28,6 +28,7 @@ from lumiere_pl.data.video_io import encode
 from lumiere_pl.errors import WriteError
 from lumiere_pl.lit import DiffusionModule
 from lumiere_pl.utils.atomic import check_writable
+from lumiere_research.sweep import cli as sweep_cli
 
 from conftest import TINY
 
@@ -314,11 +315,11 @@ CASES = {
 
     # the sweep runner (make sweep / make ablation)
     "sweep/spec with an unknown key": Case(
-        sweep.main, lambda f, o: [o / "spec.yaml", "--dry-run"], ("spec.yaml", "stepz"), ("runs",),
+        sweep_cli.main, lambda f, o: [o / "spec.yaml", "--dry-run"], ("spec.yaml", "stepz"), ("runs",),
         setup=lambda f, o: (o / "spec.yaml").write_text(
             f"name: s\nout_dir: {o / 'runs'}\nstepz: [1]\nvariants: {{a: {{config: {f['dir'] / 'model_3.yaml'}}}}}\n")),
     "sweep/variant config of the wrong shape": Case(
-        sweep.main, lambda f, o: [o / "spec.yaml"], ("model_3.yaml", "must be a mapping"), ("runs",),
+        sweep_cli.main, lambda f, o: [o / "spec.yaml"], ("model_3.yaml", "must be a mapping"), ("runs",),
         setup=lambda f, o: (o / "spec.yaml").write_text(
             f"name: s\nout_dir: {o / 'runs'}\nsteps: [1]\nvariants: {{a: {{config: {f['dir'] / 'model_3.yaml'}}}}}\n")),
 }

@@ -105,7 +105,7 @@ def test_a_stunet_without_init_from_is_refused_unless_random(tmp_path, monkeypat
     def forbidden(*args, **kwargs):
         raise AssertionError("built a model or a datamodule without model.init_from")
 
-    monkeypatch.setattr(lumiere_pl.lit, "module_class", forbidden)
+    monkeypatch.setattr(lumiere_pl.lit, "DiffusionModule", forbidden)
     monkeypatch.setattr(lumiere_pl.data, "build_datamodule", forbidden)
     for over in (["model.name=stunet"], ["model.name=stunet", "model.temporal.freeze_spatial=false"],
                  ["model.name=ssr", "model.upscale=2", "model.temporal.freeze_spatial=true"]):

@@ -1,11 +1,11 @@
 """Diffusers U-Nets inflated into STUNets (DeepFloyd IF-like in pixels, Stable Diffusion-like in latents): the paper's
 init property against the diffusers U-Net itself, freezing, refused blocks, and the schedule bridge against
-diffusers' own scheduler steps. Tiny random models built offline (tests/diffusers_tiny.py)."""
+diffusers' own scheduler steps. Tiny random models built offline (lumiere_research/tiny_diffusers.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
-from diffusers_tiny import TEXT_DIM, if_scheduler, if_unet, sd_scheduler, sd_unet
+from lumiere_research.tiny_diffusers import TEXT_DIM, if_scheduler, if_unet, sd_scheduler, sd_unet
 
 from lumiere_pl.config import TemporalConfig
 from lumiere_pl.diffusion import Denoiser

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers_tiny import TEXT_DIM, if_unet, sd_like, sd_unet
+from lumiere_research.tiny_diffusers import TEXT_DIM, if_unet, sd_like, sd_unet
 
 from lumiere_pl.checkpoint import load_checkpoint
 from lumiere_pl.pipeline import LumierePipeline
@@ -212,7 +212,7 @@ def test_training_resume_and_sampling_with_bf16_frozen_weights(pipeline, tmp_pat
     4; the checkpoint holds float32 trainable weights, EMA and AdamW moments, no frozen U-Net weight; the resumed
     run starts from them (its step-4 weights differ from step 3's); lumiere-sample samples the checkpoint outside
     Lightning (the network enters bf16 autocast itself)."""
-    argv = ["--config", str(ROOT / "experiments/stunet_sd.yaml"), f"model.init_from={pipeline}", f"out_dir={tmp_path}",
+    argv = ["--config", str(ROOT / "experiments/diffusers/sd.yaml"), f"model.init_from={pipeline}", f"out_dir={tmp_path}",
             "model.temporal.conditional=true", *TINY_RUN]
     assert train_cli.main(argv) == 0
     ckpt_path = tmp_path / "stunet_sd" / "checkpoints" / "last.ckpt"

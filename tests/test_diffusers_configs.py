@@ -1,4 +1,4 @@
-"""Diffusers U-Nets of other shapes than the tiny IF / SD pipelines of tests/diffusers_tiny.py: 2, 3 and 4 levels,
+"""Diffusers U-Nets of other shapes than the tiny IF / SD pipelines of lumiere_research/tiny_diffusers.py: 2, 3 and 4 levels,
 1 or 2 resnets per block, linear projections and 2 transformer layers per block (SD 2.x), one cross-attention width
 per block, pixels and latents. Each folder passes the config checks, inflates with the still-video identity against
 the diffusers U-Net, and takes a training step; text widths the U-Net does not take are one-line errors."""
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers_tiny import TEXT_DIM, if_scheduler, sd_scheduler, tiny_vae
 
 from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.lit import DiffusersModule
+from lumiere_pl.lit import DiffusionModule
+from lumiere_research.tiny_diffusers import TEXT_DIM, if_scheduler, sd_scheduler, tiny_vae
 
 WIDTHS = (16, 32, 32, 32)
 
@@ -78,7 +78,7 @@ def test_diffusers_unets_of_other_shapes_inflate_and_train(name, tmp_path, singl
     levels, factor = len(unet_config["block_out_channels"]), 2 if vae else 1
     size = 2 ** (levels - 1) * factor * 2
     cfg = load_config(None, overrides(folder, tmp_path, size, f"model.temporal.down_levels={down}"))
-    module = DiffusersModule(to_dict(train_cli.inherit_t2i(cfg)[0]))
+    module = DiffusionModule(to_dict(train_cli.inherit_t2i(cfg)[0]))
     assert (module.codec is not None) == vae
 
     # the paper's init property: a still video through the inflated U-Net is the diffusers U-Net on every frame

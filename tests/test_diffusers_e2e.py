@@ -1,8 +1,8 @@
 """diffusers_stunet end to end through the command lines, on tiny random pipelines saved with save_pretrained
-(tests/diffusers_tiny.py): experiments/stunet_if.yaml (pixels) and stunet_sd.yaml (latents) train a few steps with
-lumiere-train, sample with lumiere-sample, export a folder with lumiere-export that samples the same; bad folders are
-refused before anything heavy, naming the missing file. With LUMIERE_IF_PATH / LUMIERE_SD_PATH pointing at real
-weights, the same inflation and sampling run on them."""
+(lumiere_research/tiny_diffusers.py): experiments/diffusers/if.yaml (pixels) and stunet_sd.yaml (latents) train a few
+steps with lumiere-train, sample with lumiere-sample, export a folder with lumiere-export that samples the same; bad
+folders are refused before anything heavy, naming the missing file. With LUMIERE_IF_PATH / LUMIERE_SD_PATH pointing at
+real weights, the same inflation and sampling run on them."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import pytest
 import torch
-from diffusers_tiny import if_like, sd_like
+from lumiere_research.tiny_diffusers import if_like, sd_like
 from safetensors.torch import load_file
 
 from lumiere_pl.checkpoint import load_checkpoint

@@ -1,6 +1,7 @@
 """Lumiere's <noisy video, C, M> conditional input in latent space (a Stable Diffusion-like U-Net with a VAE): the mask
 rule of the latent grid, the encoding of C, the zero-init property of a fresh conditional latent STUNet, and training
-plus image-to-video / inpainting from the command lines. Tiny random models built offline (tests/diffusers_tiny.py)."""
+plus image-to-video / inpainting from the command lines. Tiny random models built offline
+(lumiere_research/tiny_diffusers.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers_tiny import TEXT_DIM, sd_like, sd_unet, tiny_vae
+from lumiere_research.tiny_diffusers import TEXT_DIM, sd_like, sd_unet, tiny_vae
 from PIL import Image
 
 from lumiere_pl.pipeline import LumierePipeline
@@ -122,7 +123,7 @@ def trained(pipeline, tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rc = train_cli.main(["--config", str(ROOT / "experiments/stunet_sd.yaml"), f"model.init_from={pipeline}",
+        rc = train_cli.main(["--config", str(ROOT / "experiments/diffusers/sd.yaml"), f"model.init_from={pipeline}",
                              f"out_dir={out}", "model.temporal.conditional=true", *TINY_RUN])
     finally:
         torch.set_num_threads(n)

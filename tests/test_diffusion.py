@@ -285,7 +285,7 @@ def test_every_sampler_composes_with_guidance_and_multidiffusion(name):
 
 @pytest.mark.parametrize("name", ["ddim", "ddpm", "heun", "dpmpp_2m", "dpmpp_3m"])
 def test_network_calls_counts_the_denoiser_calls(name):
-    """The cost figure of experiments/sampler_steps.py and bench/bench_render.py: calls per clip for `steps`."""
+    """The cost figure of lumiere_research/sampler_steps.py and bench/bench_render.py: calls per clip for `steps`."""
     from lumiere_pl.diffusion import SAMPLERS
     from lumiere_pl.diffusion.samplers import network_calls
 

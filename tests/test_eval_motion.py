@@ -90,8 +90,8 @@ def test_time_reversal_keeps_magnitude_and_flips_the_mean_motion(bunny, city):
 
 
 def test_flow_direction_agrees_with_the_moving_shapes_tracker():
-    from lumiere_pl.data.shapes_motion import measure
     from lumiere_pl.data.synthetic import DIRECTIONS, render_clip, sample_clip
+    from lumiere_research.shapes_motion import measure
 
     speeds = {"slowly": [], "quickly": []}
     for i in range(16):

@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from lumiere_pl.config import TemporalConfig
-from lumiere_pl.models.group_norm import GroupNorm, _ChannelsLastGroupNorm, is_channels_last
+from lumiere_pl.models.kernels import (KERNELS, _ChannelsLastGroupNorm, _TimeConvFunction, is_channels_last,
+                                      time_conv_weight_grad, using)
+from lumiere_pl.models.layers import GroupNorm
 from lumiere_pl.models.stunet import STUNet
-from lumiere_pl.models.time_conv import TimeConv, _TimeConvFunction, time_conv_weight_grad
+from lumiere_pl.models.temporal import TimeConv
 from test_stunet import cond, make_t2i
 
 
@@ -89,12 +91,11 @@ def test_temporal_modules_see_time_major_memory():
 
 
 def test_the_layout_follows_the_frame_size_by_default():
-    """time_major None (the default): frames under TIME_MAJOR_MIN_PIXELS run (b c t h w), where time-major costs
+    """time_major None (the default): frames under KERNELS.time_major_min_pixels run (b c t h w), where time-major costs
     more (bench_layout: a 16 px train step 1.18x), and from it up time-major; the same function either way."""
-    from lumiere_pl.models.stunet import TIME_MAJOR_MIN_PIXELS
 
     net = STUNet(make_t2i(), TemporalConfig(down_levels=[0, 1]))
-    assert net.time_major is None and TIME_MAJOR_MIN_PIXELS == 32 * 32
+    assert net.time_major is None and KERNELS.time_major_min_pixels == 32 * 32
     seen = []
     net.temporal["in0_0"].register_forward_pre_hook(lambda m, args: seen.append(is_channels_last(args[0])))
     for side in (16, 32):
@@ -146,3 +147,21 @@ def test_time_conv_takes_the_matmul_backward_on_time_major_memory_only(stride):
         grads[name] = torch.autograd.grad(y.square().sum(), (xi, conv.weight, conv.bias))
     for a, b in zip(grads["contiguous"], grads["time-major"]):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_the_cpu_paths_are_chosen_in_one_place():
+    """kernels.using switches a path for a block only, and the layer then runs torch's own kernel: the training
+    step's graph shows which path ran; values agree either way."""
+    conv, norm = TimeConv(8), GroupNorm(4, 8)
+    x = torch.randn(2, 8, 4, 5, 6).contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    names = {}
+    outs = {}
+    for on in (True, False):
+        with using(time_conv_weight_grad=on, group_norm_backward=on):
+            y = norm(conv(x))
+            names[on] = _graph_names(y.grad_fn)
+            outs[on] = y
+    assert KERNELS.time_conv_weight_grad and KERNELS.group_norm_backward          # restored after the block
+    assert "_TimeConvFunctionBackward" in names[True] and "_TimeConvFunctionBackward" not in names[False]
+    assert "_ChannelsLastGroupNormBackward" in names[True] and "_ChannelsLastGroupNormBackward" not in names[False]
+    torch.testing.assert_close(outs[True], outs[False], atol=1e-5, rtol=1e-5)

@@ -7,7 +7,7 @@ from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.lit import DiffusionModule
-from lumiere_pl.utils.memory import activation_bytes, saved_bytes, training_memory
+from lumiere_pl.utils.memory import activation_bytes, training_memory
 
 
 def _module(tiny_overrides, *extra):
@@ -21,19 +21,19 @@ def test_meta_estimate_equals_the_real_forward_and_checkpointing_shrinks_it(tiny
     cpu = DiffusionModule(to_dict(module.cfg))
     real = activation_bytes(cpu, checkpointing=False, device="cpu")
     storages, seen = 0, set()
-    b, cfg = module.cfg.data.batch_size, module.cfg
+    b = module.cfg.data.batch_size
     x = torch.zeros(b, *module.parts.sample_shape())
     cond = module.parts.text_condition(["a red circle"] * b)
-    with torch.enable_grad(), saved_bytes() as _:
-        def pack(t):
-            nonlocal storages
-            ptr = t.untyped_storage().data_ptr()
-            if ptr not in seen:
-                seen.add(ptr)
-                storages += t.untyped_storage().nbytes()
-            return t
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            cpu.net(x, torch.zeros(b), cond).float().pow(2).mean()
+
+    def pack(t):                                        # what the process holds: each storage once
+        nonlocal storages
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            storages += t.untyped_storage().nbytes()
+        return t
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        cpu.net(x, torch.zeros(b), cond).float().pow(2).mean()
     meta = activation_bytes(module, checkpointing=False)
     assert abs(meta - real) <= 0.01 * real and abs(storages - real) <= 0.05 * real, (meta, real, storages)
     ckpt = activation_bytes(_module(tiny_overrides), checkpointing=True)

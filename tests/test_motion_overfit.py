@@ -9,8 +9,8 @@ from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import build_datamodule
-from lumiere_pl.data.shapes_motion import measure
 from lumiere_pl.lit import DiffusionModule
+from lumiere_research.shapes_motion import measure
 from _pipeline_helpers import sample
 from lumiere_pl.utils.video import to_uint8
 

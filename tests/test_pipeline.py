@@ -145,7 +145,8 @@ def test_an_ssr_stage_upscales_every_clip_and_keeps_the_base(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     torch.manual_seed(0)
-    ssr = DiffusionModule(to_dict(load_config(str(root / "experiments" / "ssr_tiny.yaml"), [f"out_dir={tmp_path}"])))
+    ssr_cfg = load_config(str(root / "experiments" / "tiny" / "ssr.yaml"), [f"out_dir={tmp_path}"])
+    ssr = DiffusionModule(to_dict(ssr_cfg))
     torch.save({"state_dict": ssr.state_dict(), "hyper_parameters": {"config": ssr.export_config()}},
                tmp_path / "ssr.ckpt")
     _, base = _checkpoint(tmp_path)

@@ -1,15 +1,15 @@
-"""The motion-diagnosis probes (lumiere_pl/probes.py) on clips whose answer is known."""
+"""The motion-diagnosis probes (lumiere_research/probes.py) on clips whose answer is known."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from lumiere_pl import probes
 from lumiere_pl.config import TemporalConfig, UNetConfig
 from lumiere_pl.data.synthetic import COLOURS, ShapeClip, render_clip, sample_clip
 from lumiere_pl.models.stunet import STUNet
 from lumiere_pl.models.unet import UNet
+from lumiere_research import probes
 
 
 def _clip(direction="right", speed="quickly", shape="circle", colour="red"):

@@ -81,7 +81,7 @@ def test_resume_is_exact_for_t2i_and_ssr(model, tmp_path, single_thread):
     """In process: run to step 7, resume from the mid-epoch checkpoint of step 4 (ckpt_path via --resume PATH)
     to step 10, across an epoch boundary; the losses and final state equal an uninterrupted 10-step run."""
     extra = {"t2i": ["model.name=t2i", "data.images=true"],
-             "ssr": [f"--config={ROOT / 'experiments' / 'ssr_tiny.yaml'}", "data.size=16", "model.upscale=2",
+             "ssr": [f"--config={ROOT / 'experiments' / 'tiny' / 'ssr.yaml'}", "data.size=16", "model.upscale=2",
                      "data.batch_size=4", "data.synthetic.num_videos=24", "diffusion.cond_aug_max=0.3"]}[model]
     config = [a for a in extra if a.startswith("--")]
     over = TINY + [a for a in extra if not a.startswith("--")] + [

@@ -13,7 +13,7 @@ from lumiere_pl.models import UNet, build_model
 from lumiere_pl.models.ssr import downsample, upsample
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "experiments" / "ssr_tiny.yaml")
+TINY = str(ROOT / "experiments" / "tiny" / "ssr.yaml")
 
 
 @pytest.fixture(scope="module")

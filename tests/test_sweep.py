@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from lumiere_pl.cli import sweep as sweep_cli
-from lumiere_pl.sweep.report import summary
-from lumiere_pl.sweep.spec import SpecError, expand, load_spec
+from lumiere_research.sweep import cli as sweep_cli
+from lumiere_research.sweep.report import summary
+from lumiere_research.sweep.spec import SpecError, expand, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_STUNET = """
-base: {root}/experiments/stunet_shapes32.yaml
+base: {root}/experiments/archive/shapes32/stunet.yaml
 text: {{encoder: tiny, dim: 16, max_length: 8}}
 model: {{unet: {{channels: 16, head_dim: 8}}}}
 data: {{size: 16, frames: 8, batch_size: 2, synthetic: {{num_videos: 16, num_val_videos: 2}}}}
@@ -23,7 +23,7 @@ train: {{warmup_steps: 1, val_prompts: []}}
 trainer: {{enable_progress_bar: false}}
 """
 TINY_T2I = """
-base: {root}/experiments/t2i_shapes32.yaml
+base: {root}/experiments/archive/shapes32/t2i.yaml
 text: {{encoder: tiny, dim: 16, max_length: 8}}
 model: {{unet: {{channels: 16, head_dim: 8}}}}
 data: {{size: 16, batch_size: 4, synthetic: {{num_videos: 16, num_val_videos: 2}}}}
@@ -110,7 +110,7 @@ def test_cascade_run_is_trained_sampled_and_scored_with_both_stages(tmp_path):
     """The cascade's two models train half the steps each, and its training FLOPs are both models' (per step x
     steps): the pipeline's compute, counted by the stages' own names."""
     from lumiere_pl.checkpoint import load_parts
-    from lumiere_pl.sweep.scoring import train_step_flops
+    from lumiere_research.sweep.scoring import train_step_flops
 
     assert sweep_cli.main([str(_spec(tmp_path, CASCADE_SPEC))]) == 0
     root = tmp_path / "sweeps" / "tiny_cascade"
@@ -181,8 +181,8 @@ def test_a_score_answers_settings_added_to_the_schema_after_it_as_their_defaults
     """A score written before a spec key existed counts as asked with that key's default; any real change redoes it."""
     import dataclasses
 
-    from lumiere_pl.sweep.scoring import answers
-    from lumiere_pl.sweep.spec import SampleSpec, ScoreSpec
+    from lumiere_research.sweep.scoring import answers
+    from lumiere_research.sweep.spec import SampleSpec, ScoreSpec
 
     now = {"sample": dataclasses.asdict(SampleSpec(n=32)), "score": dataclasses.asdict(ScoreSpec(fvd=False))}
     old = {"sample": dict(now["sample"]), "score": {k: v for k, v in now["score"].items() if k != "x0_motion"}}
@@ -199,3 +199,40 @@ def test_every_shipped_spec_passes_the_checks_made_before_training(spec, monkeyp
     monkeypatch.chdir(ROOT)
     assert sweep_cli.main([f"experiments/sweeps/{spec}", "--dry-run"]) == 0, capsys.readouterr().err
     assert "runs; results under" in capsys.readouterr().out
+
+
+WEBDATASET_SPEC = """
+name: tiny_real
+out_dir: {tmp}/sweeps
+pretrain: {{config: {tmp}/t2i.yaml, overrides: [data.name=webdataset, "data.train_shards={tmp}/shards/train-*.tar",
+                                               "data.val_shards={tmp}/shards/val-*.tar", data.epoch_length=2]}}
+overrides: [data.name=webdataset, "data.train_shards={tmp}/shards/train-*.tar", "data.val_shards={tmp}/shards/val-*.tar",
+            data.epoch_length=2]
+variants:
+  stunet: {{config: {tmp}/stunet.yaml}}
+  per_frame: {{config: {tmp}/stunet.yaml, overrides: ["model.temporal.down_levels=[]"]}}
+steps: [2]
+sample: {{n: 3, batch_size: 3}}
+score: {{fvd: false}}
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_on_video_shards_has_the_flow_columns(tmp_path):
+    """On any data set (here webdataset shards), the prompts are the held-out clips' captions, the shapes tracker is
+    left out, and the table carries the flow motion figures of each run and of the held-out clips."""
+    from lumiere_pl.data import shards_cli
+
+    assert shards_cli.main(["synthetic", str(tmp_path / "shards"), "--num", "8", "--num-val", "4", "--frames", "8",
+                            "--size", "16", "--fps", "8", "--per-shard", "4"]) == 0
+    assert sweep_cli.main([str(_spec(tmp_path, WEBDATASET_SPEC))]) == 0
+    root = tmp_path / "sweeps" / "tiny_real"
+    table = json.loads((root / "table.json").read_text())
+    for row in table["rows"]:
+        assert row["flow_magnitude"]["n"] == 1 and row["flow_frechet"]["n"] == 1 and row["direction_match"]["n"] == 0
+    captions = json.loads((root / "real_captions.json").read_text())
+    score = json.loads((root / "scores/stunet/seed0/step0000002.json").read_text())
+    assert score["flow"]["n"] == 3 and "motion" not in score and len(captions) >= 3
+    md = (root / "table.md").read_text()
+    assert "motion magnitude (diagonals/s)" in md and "flow Frechet distance" in md
+    assert "real clips (reference)" in md and table["real"]["flow_magnitude"] > 0

@@ -6,7 +6,7 @@
   lumiere-apply stylize     --ckpt STUNET.ckpt --style-t2i STYLE_T2I.ckpt --alpha 0.5 --prompt TEXT --out OUT.mp4
 
 i2v, inpaint and cinemagraph need a STUNet trained with model.temporal.conditional=true
-(experiments/stunet_conditional_shapes32.yaml, or a diffusers STUNet, pixel or latent: docs/DIFFUSERS.md); stylize works
+(experiments/shapes/conditional.yaml, or a diffusers STUNet, pixel or latent: docs/DIFFUSERS.md); stylize works
 with any STUNet of this project (model.name=stunet), not with a diffusers one (refused, exit 2).
 --ckpt: a checkpoint written by lumiere-train, or a folder written by lumiere-export.
 
@@ -37,9 +37,9 @@ from lumiere_pl.cli.sample import _cuda, check_device, refuse_existing
 from lumiere_pl.errors import InputError
 from lumiere_pl.utils.atomic import check_writable
 
-REBUILD = ("train one with: lumiere-train --config experiments/stunet_conditional_shapes32.yaml "
-           "model.init_from=runs/t2i_shapes32/checkpoints/last.ckpt (docs/APPLICATIONS.md)")
-REBUILD_DIFFUSERS = ("train one with: lumiere-train --config experiments/stunet_sd.yaml (or stunet_if.yaml) "
+REBUILD = ("train one with: lumiere-train --config experiments/shapes/conditional.yaml "
+           "model.init_from=runs/t2i_shapes/checkpoints/last.ckpt (docs/APPLICATIONS.md)")
+REBUILD_DIFFUSERS = ("train one with: lumiere-train --config experiments/diffusers/sd.yaml (or diffusers/if.yaml) "
                      "model.temporal.conditional=true model.init_from=... (docs/DIFFUSERS.md)")
 STYLIZE_HINT = (" of this project (model.name=stunet): stylize interpolates its spatial weights with a style T2I of "
                 "this project; a STUNet inflated from a diffusers U-Net has no such T2I")

@@ -107,8 +107,8 @@ def load_pipeline(args: argparse.Namespace, ssr_alone: bool = False):
     keyframes = ssr = None
     if args.keyframes_ckpt:
         keyframes = LumierePipeline(load_parts(args.keyframes_ckpt, ema, ["stunet"], " as --keyframes-ckpt (e.g. "
-                                               "experiments/cascade_keyframes_shapes.yaml)"))
-    expect, hint = ((["stunet"], " as the cascade's TSR --ckpt (e.g. experiments/cascade_tsr_shapes.yaml)")
+                                               "experiments/shapes/cascade_keyframes.yaml)"))
+    expect, hint = ((["stunet"], " as the cascade's TSR --ckpt (e.g. experiments/shapes/cascade_tsr.yaml)")
                     if keyframes is not None else
                     (["t2i", "stunet", "diffusers_stunet"], "; an SSR checkpoint upscales: give it as --ssr-ckpt, "
                                                              "or alone with --input-video"))

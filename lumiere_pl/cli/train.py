@@ -1,6 +1,6 @@
 """lumiere-train: train a T2I U-Net, a STUNet or an SSR model from an experiment config.
 
-  lumiere-train --config experiments/stunet_shapes.yaml [key=value ...] [--dry-run] [--resume [PATH|last]]
+  lumiere-train --config experiments/shapes/stunet.yaml [key=value ...] [--dry-run] [--resume [PATH|last]]
 
 The config is resolved and checked before anything heavy is built; the run folder {out_dir}/{name} receives
 config.yaml, checkpoints/, tb/ (TensorBoard), samples/ (MP4s written at each validation) and train_loss.csv.
@@ -151,7 +151,7 @@ def validate_at_end(trainer, module, datamodule, cfg: ExperimentConfig) -> None:
     would leave no samples: validate once more at the end. Not again for a finished run resumed (its samples exist);
     rank 0 decides, so every process of a multi-node run takes part or none."""
     step, every = trainer.global_step, min(cfg.train.val_every_n_steps, cfg.train.max_steps)
-    missing = (bool(cfg.train.val_prompts) and step > 0 and step % every != 0
+    missing = ((bool(cfg.train.val_prompts) or cfg.train.val_captions > 0) and step > 0 and step % every != 0
                and not (cfg.run_dir / "samples" / f"step_{step:07d}").is_dir())
     if trainer.strategy.broadcast(missing, src=0):
         trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -11,9 +11,9 @@ Bouncing would reverse the direction mid-clip and make "moving left" false for p
 Where a shape starts (data.synthetic.start):
 - anywhere (default): uniform on the torus, so the set is translation-invariant. Every frame's position is uniform
   whatever the caption says, and the direction word only tells how the frames relate: at pure noise a denoiser
-  gains nothing from it, and networks bind it slowly (docs/MOTION.md, section 7).
+  gains nothing from it, and networks bind it slowly (docs/results/2026-12-03-motion-recipe.md).
 - across: the shape passes the middle of the frame (+-0.15 along its motion) at the clip's middle frame, as a thing
-  "moving left" across a shot does. Where it is in a frame now depends on the direction word.
+  "moving left" across a shot does. Where it is in a frame then depends on the direction word.
 
 Drawing is a per-pixel inside/outside test on integer pixel centres: no anti-aliasing, cheap, any size and T.
 """

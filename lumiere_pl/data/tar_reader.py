@@ -7,6 +7,7 @@ local paths, file:, pipe:, http(s):.
 """
 from __future__ import annotations
 
+import glob
 import json
 import tarfile
 from pathlib import Path
@@ -23,8 +24,12 @@ MANIFEST = "manifest.json"
 
 
 def expand(urls: str) -> List[str]:
-    """Brace patterns and "::"-separated lists -> shard URLs ("a-{000..002}.tar" -> three names)."""
-    out = expand_urls(urls)
+    """Brace patterns, "::"-separated lists and local globs -> shard URLs ("a-{000..002}.tar" -> three names;
+    "shards/train-*.tar" -> the matching files, sorted)."""
+    out = []
+    for url in expand_urls(urls):
+        local = ":" not in url.split("/")[0]
+        out += sorted(glob.glob(url)) if local and any(c in url for c in "*?[") else [url]
     if not out:
         raise ValueError(f"shard pattern {urls!r} names no shards")
     return out

@@ -47,7 +47,8 @@ def clip_start(num_src: int, src_fps: float, fps: float, frames: int, start: Opt
 # same x264. With the AVX-512 functions x264 picks by itself (libx264 core 165 of PyAV 18.1), one process encoding
 # the same 96 x 96 px, 8-frame clip 25 times got 6 different files (decoded frames up to 27 levels apart; one file
 # with mbtree off, or with x264's SIMD up to AVX2 or SSE2); x264's SSE2 functions give its C code's output bit for
-# bit, the C code itself elsewhere. Encoding takes 1.0-1.5x the time of x264's default (docs/DATA.md).
+# bit, the C code itself elsewhere. Encoding takes 1.0-1.6x the time of x264's default
+# (docs/results/2026-12-07-video-encode.md).
 X264_PARAMS = "asm=MMX2,SSE,SSE2" if platform.machine().lower() in ("x86_64", "amd64") else "no-asm=1"
 
 

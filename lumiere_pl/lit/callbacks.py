@@ -188,7 +188,8 @@ class ValidationSamples(Callback):
     """Videos and their figures at the end of each validation (not the sanity check), through LumierePipeline with
     the EMA weights.
 
-    Videos: train.val_prompts from seeds train.seed + i (an SSR: the first validation batch's clips, downsampled by
+    Videos: train.val_prompts, then the captions of the first train.val_captions held-out clips, from seeds
+    train.seed + i (an SSR: the first validation batch's clips, downsampled by
     model.upscale, then upscaled; each video shows low-res | SSR | ground truth side by side), written to
     {run}/samples/step_N/NN.mp4 and logged to TensorBoard (an animated GIF per video, and its prompt).
     Figures (video models), TensorBoard scalars with their 95% bootstrap interval (eval/motion.py, weight-free flow):
@@ -229,7 +230,10 @@ class ValidationSamples(Callback):
         cfg, pipe = pl_module.cfg, pl_module.pipeline()
         with pl_module.ema.apply_to(pl_module.net):
             if not pl_module.parts.is_ssr:
-                out = pipe(list(cfg.train.val_prompts), seed=cfg.train.seed)
+                prompts = list(cfg.train.val_prompts) + self.held_out_captions(cfg.train.val_captions)
+                if not prompts:
+                    return []
+                out = pipe(prompts, seed=cfg.train.seed)
                 return [(prompt, out.frames(i), out.frames(i)) for i, prompt in enumerate(out.prompts)]
             if self._ssr_clips is None:
                 return []
@@ -240,6 +244,12 @@ class ValidationSamples(Callback):
         nearest = low.repeat_interleave(up, -1).repeat_interleave(up, -2)
         return [(c, tile([to_uint8(nearest[i]), out.frames(i), to_uint8(hr[i])]), out.frames(i))
                 for i, c in enumerate(captions)]
+
+    def held_out_captions(self, n: int) -> List[str]:
+        """The captions of the first n held-out clips of this process (cycled; "" when it holds none, so every
+        process samples as many clips)."""
+        captions = [c for c, _ in self._real] or [""]
+        return [captions[i % len(captions)] for i in range(n)]
 
     def fvd_samples(self, pl_module) -> List:
         """train.val_fvd clips of the held-out captions (cycled), seeds train.seed + 1000 + i: every process."""
@@ -257,7 +267,7 @@ class ValidationSamples(Callback):
         cfg = pl_module.cfg
         if trainer.sanity_checking:
             return
-        rows = self.render(pl_module) if cfg.train.val_prompts else []
+        rows = self.render(pl_module)
         fakes = self.fvd_samples(pl_module)
         self._ssr_clips = None
         real, self._real = self._real, []

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lumiere_pl.models.group_norm import GroupNorm
+from lumiere_pl.models.kernels import group_norm
 
 
 @dataclass
@@ -46,6 +46,14 @@ def timestep_embedding(c: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c.device, dtype=torch.float32) / half)
     args = c.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (same parameters, same state_dict) by the CPU's channels-last path where it applies
+    (lumiere_pl/models/kernels.py)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return group_norm(x, self)
 
 
 def norm(ch: int) -> nn.GroupNorm:

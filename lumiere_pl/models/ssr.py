@@ -44,7 +44,7 @@ def adapt_t2i_state(state: Dict[str, Tensor], unet: UNet) -> Dict[str, Tensor]:
 
 def build_ssr(cfg: ExperimentConfig, text_dim: int, t2i_state: Optional[dict] = None) -> STUNet:
     """SSR STUNet. With model.temporal.freeze_spatial, the pretrained T2I layers stay frozen except the inputs the
-    T2I never had (conv_in, which now reads the low-res video, and the aug-level embedding)."""
+    T2I never had (conv_in, which here also reads the low-res video, and the aug-level embedding)."""
     unet = UNet(ssr_unet_config(cfg.model.unet), text_dim)
     if t2i_state is not None:
         unet.load_state_dict(adapt_t2i_state(t2i_state, unet))

@@ -21,17 +21,12 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from lumiere_pl.config import TemporalConfig
+from lumiere_pl.models.kernels import time_major
 from lumiere_pl.models.layers import (AttentionBlock, Block, BlockContext, Downsample, FrameContexts, ResBlock,
                                       Upsample, zero_)
 from lumiere_pl.models.temporal import TemporalContext, TemporalModules, temporal_halvings
 from lumiere_pl.models.unet import UNet, check_resolution
 from lumiere_pl.utils.tensors import fold_time, unfold_time
-
-
-# Frame size (h w) from which the time-major layout runs by default. Measured (bench/bench_layout.py), time-major
-# against (b c t h w): at 16 x 16 a train step 1.18-1.19x the time, guided sampling 1.03-1.07x; at 32 x 32 training
-# 0.95-0.97x, sampling 0.87-0.90x; at 64 x 64 training equal within noise, a network call 0.71-0.91x.
-TIME_MAJOR_MIN_PIXELS = 32 * 32
 
 
 class STUNet(nn.Module):
@@ -45,8 +40,8 @@ class STUNet(nn.Module):
         super().__init__()
         self.cfg, self.t2i = cfg, t2i
         self.grad_checkpointing = False      # recompute each block with its temporal modules in backward
-        # features kept channels-last, (b t h w c) in memory (False: (b c t h w)); None: time-major from
-        # TIME_MAJOR_MIN_PIXELS per frame up, where it pays, (b c t h w) below (docs/BENCHMARKS.md, "The memory layout")
+        # features kept channels-last, (b t h w c) in memory (False: (b c t h w)); None: by frame size
+        # (models/kernels.py: time_major)
         self.time_major: Optional[bool] = None
         ucfg = t2i.cfg
         make = TemporalModules(cfg, t2i.emb_dim, t2i.text_dim, ucfg.head_dim)
@@ -131,7 +126,7 @@ class STUNet(nn.Module):
 
     def uses_time_major(self, pixels: int) -> bool:
         """Whether frames of `pixels` (h w) run time-major (self.time_major, or by size when it is None)."""
-        return self.time_major if self.time_major is not None else pixels >= TIME_MAJOR_MIN_PIXELS
+        return time_major(pixels, self.time_major)
 
     def coarsest_frames(self, t: int) -> int:
         return t // 2 ** self.temporal_halvings

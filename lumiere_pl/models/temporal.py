@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lumiere_pl.config import TemporalConfig
-from lumiere_pl.models.group_norm import is_channels_last
+from lumiere_pl.models.kernels import is_channels_last, time_conv
 from lumiere_pl.models.layers import Attention, norm, zero_
-from lumiere_pl.models.time_conv import TimeConv
 
 
 @dataclass
@@ -29,6 +28,22 @@ class TemporalContext:
     emb: Optional[Tensor] = None         # (b, emb_dim) the backbone's noise-level embedding (+ pooled text, ours)
     text: Optional[Tensor] = None        # (b, L, text_dim) the text encoder's tokens
     text_mask: Optional[Tensor] = None   # (b, L) bool, True = real token
+
+
+class TimeConv(nn.Conv2d):
+    """1D convolution over t of a (b c t h w) tensor, as a (k, 1) Conv2d over the (b c t (h w)) view: several times
+    faster on the CPU than the equivalent Conv3d with a (k, 1, 1) kernel (its training path: models/kernels.py)."""
+
+    def __init__(self, ch: int, kernel: int = 3, stride: int = 1):
+        super().__init__(ch, ch, (kernel, 1), stride=(stride, 1), padding=(kernel // 2, 0))
+
+    def forward(self, x: Tensor) -> Tensor:                        # (b c t h w) -> (b c t' h w)
+        b, c, t, h, w = x.shape
+        tm = is_channels_last(x)
+        y = time_conv(x.reshape(b, c, t, h * w), self, tm)        # (b c t' s)
+        if tm:                                   # time-major in, time-major out (a strided conv may return (b c t s))
+            y = y.contiguous(memory_format=torch.channels_last)
+        return y.reshape(b, y.shape[1], y.shape[2], h, w)
 
 
 def _identity_(conv: TimeConv) -> TimeConv:
