@@ -6,7 +6,6 @@ repository's classes being importable.
 """
 from __future__ import annotations
 
-import math
 import pickle
 import re
 import warnings
@@ -19,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lumiere_pl.config import ExperimentConfig, ModelConfig, from_dict
 from lumiere_pl.errors import CheckpointError, InputError
+from lumiere_pl.utils import weights
 
 
 MODEL_NAMES = {"t2i": "a T2I U-Net", "stunet": "a STUNet", "ssr": "an SSR model",   # model.name, in words
@@ -161,26 +161,7 @@ def _shapes(state: Dict[str, torch.Tensor]) -> Dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
-def compare_shapes(expected: Dict[str, tuple], stored: Dict[str, tuple], path: str | Path, what: str,
-                   optional: frozenset = frozenset()) -> None:
-    """CheckpointError unless `stored` holds a tensor of the expected shape for every expected key (but `optional`
-    ones) and nothing else; `what`: what the expected shapes come from, for the message."""
-    wrong = [k for k in expected if k in stored and tuple(stored[k]) != tuple(expected[k])]
-    missing = [k for k in expected if k not in stored and k not in optional]
-    unexpected = [k for k in stored if k not in expected]
-    if not (wrong or missing or unexpected):
-        return
-    big = sum(math.prod(v) for v in expected.values()) * 4
-    held = sum(math.prod(v) for v in stored.values()) * 4
-    if wrong:
-        k = wrong[0]
-        first = f"{k} is {tuple(stored[k])}, {what} says {tuple(expected[k])}"
-    else:
-        first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-    raise CheckpointError(f"{path}: its weights do not fit {what} ({first}; {len(wrong)} of another shape, "
-                          f"{len(missing)} missing, {len(unexpected)} unexpected; {what} needs {big / 2**20:,.1f} MiB, "
-                          f"the file holds {held / 2**20:,.1f} MiB); was the file edited, or written by another "
-                          "version?")
+compare_shapes = weights.compare_shapes        # the one comparison of what a file holds with what a config needs
 
 
 def check_fits(cfg: ExperimentConfig, state: Dict[str, torch.Tensor], path: str | Path) -> None:

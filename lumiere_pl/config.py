@@ -398,7 +398,17 @@ def read_config(path: Optional[str] = None, overrides: Optional[List[str]] = Non
                 except OmegaConfBaseException as err:
                     raise _explain(err, schema, f"override {item!r}") from None
             raise
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    return _typed(OmegaConf.to_object(cfg), schema, str(path or "override"))
+
+
+def _typed(cfg: Any, schema: DictConfig, source: str) -> Any:
+    """cfg, once its lists are checked too: OmegaConf's merge lets a list or a mapping into a List[str] or List[int]
+    (`val_prompts: [[]]`), which only building it again refuses."""
+    try:
+        OmegaConf.structured(cfg)
+    except OmegaConfBaseException as err:
+        raise _explain(err, schema, source) from None
+    return cfg
 
 
 def to_dict(cfg: ExperimentConfig) -> dict:
@@ -408,8 +418,8 @@ def to_dict(cfg: ExperimentConfig) -> dict:
 
 def from_dict(d: dict) -> ExperimentConfig:
     """Inverse of to_dict (used to rebuild a model from a checkpoint)."""
-    cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.create(d))
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    schema = OmegaConf.structured(ExperimentConfig)
+    return _typed(OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.create(d))), schema, "config")
 
 
 def save_config(cfg: ExperimentConfig, path: Path) -> None:

@@ -1,5 +1,5 @@
 """The battery of hostile, huge, half-broken inputs (issue 30): every command (lumiere-train, -sample, -apply,
--export, -shards, -eval; lumiere-sweep's cases are in tests/test_sweep.py) ends each with its documented exit code
+-export, -shards, -eval, -sweep) ends each with its documented exit code
 and one line naming the input, leaves nothing outside the folder it was given changed (the whole test tree and the
 shared inputs are snapshotted before and after), no temporary file, and no earlier output touched.
 
@@ -28,6 +28,7 @@ from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import shards_cli
 from lumiere_pl.data.video_io import encode
 from lumiere_pl.lit import DiffusionModule
+from lumiere_research.sweep import cli as sweep_cli
 
 from _hostile import (UNSAFE_ADVICE, checkpoint, deep_json, error_lines, huge_gif, huge_png, lying_safetensors,
                       lying_tar, not_utf8, snapshot, temporaries)
@@ -116,6 +117,20 @@ def F(tmp_path_factory) -> dict:
     bad, f["list_offset"] = not_utf8(f"{d / 'clip.mp4'} 0\n")
     put("clips.txt", bad)
     put("result.json", '{"metric": "fvd", "card": {}, "figures": ' + deep_json(50_000) + "}")
+    put("tiny.yaml", "data:\n  size: 16\n  frames: 8\nmodel:\n  init_from: random\n")
+    spec = "name: s\nout_dir: @OUT@\nsteps: [1]\nvariants: {a: {config: " + str(d / "tiny.yaml") + "}}\n"
+    f["spec"] = spec
+    for name, extra in (("grid_escape", "grid: {sampler.guidance: ['../../../../escaped']}\n"),
+                        ("grid_dict", "grid: {train.lr: {a: 1}}\n"), ("grid_nan", "grid: {sampler.guidance: [.nan]}\n"),
+                        ("seed_2_64", "seeds: [18446744073709551617]\n"), ("huge_n", "sample: {n: 1000000000}\n")):
+        f[name] = spec + extra
+    f["variant_escape"] = spec.replace("{a: {config:", "{'../../escaped': {config:")
+    f["name_escape"] = spec.replace("name: s", "name: ../../escaped")
+    f["variants_list"] = spec.replace("variants: {a: {config: " + str(d / "tiny.yaml") + "}}", "variants: [a, b]")
+    bad, f["spec_offset"] = not_utf8("name: s\nseeds: [0] # ")
+    put("spec_binary.yaml", bad)
+    put("spec_tag.yaml", "name: !!python/object/apply:os.system [echo owned]\nvariants: {}\n")
+    put("spec_deep.yaml", "name: " + "[" * 5000 + "]" * 5000 + "\n")
     return f
 
 
@@ -135,6 +150,15 @@ def old(*paths: Path) -> None:
 
 
 RUN = lambda o: [*TINY, f"out_dir={o / 'runs'}"]                  # noqa: E731
+
+
+def spec(name: str) -> Callable[[dict, Path], list]:
+    """A sweep spec F[name] (out_dir: the output folder) written there, as lumiere-sweep's argument."""
+    def argv(f: dict, o: Path) -> list:
+        (o / "spec.yaml").write_text(f[name].replace("@OUT@", str(o / "sweeps")))
+        return [o / "spec.yaml"]
+    return argv
+
 I2V = lambda f, o: ["i2v", "--ckpt", f["good.ckpt"], "--image", f["clip.mp4"], "--prompt", "x"]   # noqa: E731
 
 CASES = {
@@ -300,6 +324,30 @@ CASES = {
 }
 
 
+CASES.update({
+    # lumiere-sweep: grid values and variant names become folders; specs of the wrong shape; numbers
+    "sweep/its folder a link out of it": Case(
+        sweep_cli.main, spec("grid_escape"), ("leads to", "outside", "symbolic link"),
+        setup=lambda f, o: (o.joinpath("sweeps", "s").mkdir(parents=True),
+                            o.joinpath("sweeps", "s", "train").symlink_to(o.parent / "outside"))),
+    "sweep/variant name escaping": Case(sweep_cli.main, spec("variant_escape"), ("'../../escaped'", "plain name")),
+    "sweep/name escaping": Case(sweep_cli.main, spec("name_escape"), ("name '../../escaped'", "plain name")),
+    "sweep/variants a list": Case(sweep_cli.main, spec("variants_list"), ("spec.yaml", "variants must be a mapping")),
+    "sweep/grid value a mapping": Case(sweep_cli.main, spec("grid_dict"), ("train.lr",)),
+    "sweep/grid value NaN": Case(sweep_cli.main, spec("grid_nan"), ("sampler.guidance", "nan", "finite")),
+    "sweep/seed past 2^64": Case(sweep_cli.main, spec("seed_2_64"), ("18446744073709551617",)),
+    "sweep/a billion samples": Case(sweep_cli.main, spec("huge_n"), ("sample.n=1000000000", "at most")),
+    "sweep/spec not UTF-8": Case(sweep_cli.main, lambda f, o: [f["spec_binary.yaml"]],
+                                 ("spec_binary.yaml", "not UTF-8 text (byte {spec_offset}")),
+    "sweep/spec with a python tag": Case(sweep_cli.main, lambda f, o: [f["spec_tag.yaml"]],
+                                         ("spec_tag.yaml", "not valid YAML")),
+    "sweep/spec nested too deeply": Case(sweep_cli.main, lambda f, o: [f["spec_deep.yaml"]],
+                                         ("spec_deep.yaml",)),
+    "sweep/--only negative": Case(sweep_cli.main, lambda f, o: [*spec("grid_nan")(f, o), "--only", "-1"],
+                                  ("--only", "'-1'")),
+})
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_input_fails_well(name, F, tmp_path, capsys):
     case = CASES[name]
@@ -359,3 +407,21 @@ def test_the_worst_inputs_cost_a_bounded_amount_of_memory(what, F, tmp_path):
     assert code == 2 and len(error_lines(err)) == 1, err
     assert peak < BASELINE_MIB, f"peak RSS {peak:.0f} MiB"
     assert not any(tmp_path.iterdir())
+
+
+def test_grid_values_become_folders_inside_the_sweep(F, tmp_path, capsys):
+    """Grid values name folders (train/, samples/, scores/): "../../../../x", "a/b", "a_b" and ".." each get one
+    folder of its own under the sweep's, none outside; lumiere-sweep --dry-run lists them and writes nothing."""
+    from lumiere_research.sweep.spec import expand, load_spec
+
+    values = ["../../../../escaped", "a/b", "a_b", "..", "/abs"]
+    path = tmp_path / "spec.yaml"
+    path.write_text(F["spec"].replace("@OUT@", str(tmp_path / "sweeps")) + f"grid: {{data.val_shards: {values}}}\n")
+    runs = expand(load_spec(path))
+    assert all(r.train_name.count("/") == 1 and r.name.count("/") == 1 for r in runs)     # NAME/seedS
+    names = [r.train_name.split("/")[0] for r in runs]
+    assert len(set(names)) == len(values) and all(n not in (".", "..") for n in names), names
+    before = snapshot(tmp_path)
+    assert sweep_cli.main([str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n in names) and snapshot(tmp_path) == before

@@ -208,8 +208,7 @@ def check_weights(folder: Path, model_cls, variant: Optional[str] = None) -> Non
     (lumiere_pl/utils/weights.py). A config that does not build, or weights of other shapes, are InputErrors naming
     the file: never loaded with sizes ignored, as diffusers would advise. Keys only one side has are left to
     diffusers (it renames the keys of older formats)."""
-    from lumiere_pl.checkpoint import compare_shapes
-    from lumiere_pl.utils.weights import shapes
+    from lumiere_pl.utils.weights import compare_shapes, shapes
 
     config_path = folder / "config.json"
     config = _json(config_path)

@@ -1,8 +1,11 @@
-"""The header of a safetensors file, read and checked before the safetensors library (or diffusers) reads the file:
+"""What a weights file holds, checked before anything is allocated for it.
+
+read_header: the header of a safetensors file, read and checked before the safetensors library (or diffusers) reads the file:
 an 8-byte length, then that many bytes of JSON naming each tensor's dtype, shape and byte range. A length past the
 header limit (eval/limits.py) or past the file, a header that is not a JSON object, and byte ranges that do not
 match their shapes or leave the file are refused with one line naming the file; nothing is allocated but the
-header itself.
+header itself. compare_shapes: the tensors a file holds against the ones a config needs (built on the meta device by
+the callers: lumiere_pl/checkpoint.py check_fits, lumiere_pl/models/diffusers_folder.py check_weights).
 """
 from __future__ import annotations
 
@@ -72,4 +75,26 @@ def shapes(path: str | Path, expected: str = "a safetensors file") -> Dict[str, 
     return {k: tuple(v["shape"]) for k, v in read_header(path, expected).items() if k != "__metadata__"}
 
 
-__all__ = ["read_header", "shapes"]
+def compare_shapes(expected: Dict[str, tuple], stored: Dict[str, tuple], path: str | Path, what: str,
+                   optional: frozenset = frozenset()) -> None:
+    """CheckpointError unless `stored` holds a tensor of the expected shape for every expected key (but `optional`
+    ones) and nothing else; `what`: what the expected shapes come from, for the message."""
+    wrong = [k for k in expected if k in stored and tuple(stored[k]) != tuple(expected[k])]
+    missing = [k for k in expected if k not in stored and k not in optional]
+    unexpected = [k for k in stored if k not in expected]
+    if not (wrong or missing or unexpected):
+        return
+    big = sum(math.prod(v) for v in expected.values()) * 4
+    held = sum(math.prod(v) for v in stored.values()) * 4
+    if wrong:
+        k = wrong[0]
+        first = f"{k} is {tuple(stored[k])}, {what} says {tuple(expected[k])}"
+    else:
+        first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+    raise CheckpointError(f"{path}: its weights do not fit {what} ({first}; {len(wrong)} of another shape, "
+                          f"{len(missing)} missing, {len(unexpected)} unexpected; {what} needs {big / 2**20:,.1f} MiB, "
+                          f"the file holds {held / 2**20:,.1f} MiB); was the file edited, or written by another "
+                          "version?")
+
+
+__all__ = ["compare_shapes", "read_header", "shapes"]

@@ -11,8 +11,10 @@ Runs go one after another on this machine; a finished training, sample set or sc
 interrupted sweep continues where it stopped. The table: {root}/table.md, table.json, table.png
 ({root} = out_dir/name of the spec). Spec format: lumiere_research/sweep/spec.py; examples under experiments/sweeps/.
 Exit codes: 0 done; 1 a training run failed (its command is named) or an internal error; 2 bad spec or config
-(nothing was trained), --collect with nothing finished, an output that cannot be written; --debug or LUMIERE_DEBUG=1
-adds the traceback (README, "Errors and exit codes").
+(nothing was trained; grid values and variant names become folder names and must stay inside the sweep's),
+--collect with nothing finished, an output that cannot be written; 130 / 143 interrupted by SIGINT / SIGTERM (the
+training run in progress gets the signal and up to a minute to save on_exception.ckpt; rerun to continue);
+--debug or LUMIERE_DEBUG=1 adds the traceback (README, "Errors and exit codes").
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.cli.errors import DEBUG_HELP, ArgumentParser, command, number
 from lumiere_pl.utils.atomic import write_text
 
 SBATCH = """#!/bin/bash
@@ -57,15 +59,15 @@ def emit_jobs(spec, spec_path: str, sets: List[str], gpus: int, n: int) -> Path:
 
 @command("lumiere-sweep")
 def main(argv: Optional[List[str]]) -> int:
-    ap = argparse.ArgumentParser(prog="lumiere-sweep", description=__doc__,
+    ap = ArgumentParser(prog="lumiere-sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("spec", help="sweep spec YAML (experiments/sweeps/*.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec key")
     ap.add_argument("--dry-run", action="store_true", help="check everything, list the runs, train nothing")
-    ap.add_argument("--only", type=int, nargs="+", metavar="I", help="run only these run indices")
+    ap.add_argument("--only", type=number(int, 0, 10 ** 9), nargs="+", metavar="I", help="run only these run indices")
     ap.add_argument("--collect", action="store_true", help="write the table from the scores so far")
     ap.add_argument("--emit-jobs", action="store_true", help="write a SLURM array script and per-run commands")
-    ap.add_argument("--gpus", type=int, default=1, help="GPUs per job in the emitted SLURM script")
+    ap.add_argument("--gpus", type=number(int, 1, 1024), default=1, help="GPUs per job in the emitted SLURM script")
     ap.add_argument("--train-launcher", default=None,
                     help="command that runs a module for training, default 'python -m' (e.g. 'torchrun "
                          "--nproc_per_node 8 -m')")

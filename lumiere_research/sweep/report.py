@@ -10,6 +10,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from lumiere_pl.utils.atomic import atomic_path, write_text
 from lumiere_research.sweep.spec import SweepSpec, expand
 
 # (key in the table, how to read it from a score JSON, format, label)
@@ -197,11 +198,9 @@ def plot(spec: SweepSpec, rows: List[dict], path: Path) -> Path:
         axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{spec.name}: mean and 95% interval over seeds {list(spec.seeds)}", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:                    # eval/atomic.py: a .tmp.png beside it, renamed when whole
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -214,8 +213,6 @@ def write_report(spec: SweepSpec) -> Tuple[Path, Path, Path]:
     real = real_reference(spec, spec.sample.n, fps) if (spec.score.motion or spec.score.flow) else {}
     md, js, png = spec.root / "table.md", spec.root / "table.json", spec.root / "table.png"
     for path, text in ((md, markdown(spec, rows, real)), (js, json.dumps({"rows": rows, "real": real}, indent=2))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text(path, text)
     plot(spec, rows, png)
     return md, js, png

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from lumiere_pl.utils.atomic import atomic_path, write_text
 from lumiere_research.sweep.spec import Run, SpecError, StageSpec, SweepSpec, expand
 
 CKPT = "sweep_step{:07d}.ckpt"
@@ -86,13 +87,36 @@ def _train(spec: SweepSpec, config: str, overrides: List[str], steps: int, init_
            f"train.max_steps={steps}", *([f"model.init_from={init_from}"] if init_from else [])]
     print(f"[sweep] train {cfg.run_dir} to {steps} steps", flush=True)
     t0 = time.perf_counter()
-    if subprocess.run(cmd).returncode != 0:
+    if run_child(cmd) != 0:
         raise TrainingFailed(f"training failed (its output is above): {shlex.join(cmd)}")
     _record_seconds(cfg.run_dir / "sweep_train_seconds.json", steps, time.perf_counter() - t0)
-    tmp = keep.with_name(keep.name + ".tmp")
-    shutil.copyfile(ckpt_dir / "last.ckpt", tmp)
-    tmp.replace(keep)
+    with atomic_path(keep) as tmp:                    # a kill mid-copy leaves no half checkpoint under its name
+        shutil.copyfile(ckpt_dir / "last.ckpt", tmp)
     return keep
+
+
+CHILD_GRACE = 60.0           # seconds a training run gets to end on its own after a signal (on_exception.ckpt)
+
+
+def run_child(cmd: List[str]) -> int:
+    """Run a training command and return its exit code. Interrupted (Ctrl-C, SIGTERM: eval/signals.py), the child
+    gets the same signal (Ctrl-C reaches it from the terminal already; a second one is ignored by it) and
+    CHILD_GRACE seconds to save its state and end; only then is it killed. The interrupt is then raised again."""
+    from eval.signals import interrupted
+
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt as err:
+        stop = interrupted(err)
+        if proc.poll() is None:
+            proc.send_signal(stop.signum)
+            try:
+                proc.wait(timeout=CHILD_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        raise
 
 
 def _same_config(cfg, init_from: Optional[str]) -> None:
@@ -137,10 +161,7 @@ def _record_seconds(path: Path, steps: int, seconds: float) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    write_text(path, json.dumps(obj, indent=2))
 
 
 def pretrain_checkpoint(spec: SweepSpec, launcher: List[str]) -> Optional[str]:

@@ -20,13 +20,17 @@ is checked whole before anything trains: unknown keys, empty grids and every run
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lumiere_pl.errors import InputError
@@ -127,28 +131,93 @@ class Run:
 
 
 def _folder(label: str) -> str:
-    return label.replace("=", "-").replace(",", "__").replace("[", "").replace("]", "").replace(" ", "")
+    """A run label as one folder name: "=" -> "-", "," -> "__", brackets and spaces dropped; anything else that is
+    not a letter, digit, "." "_" "+" or "-" becomes "_", and a label changed that way gets a hash of itself, so two
+    grid values never share a folder and none leaves the sweep's (a value "../../x" is "..__..__x-1f3a...")."""
+    name = label.replace("=", "-").replace(",", "__").replace("[", "").replace("]", "").replace(" ", "")
+    safe = re.sub(r"[^A-Za-z0-9._+\-]", "_", name).strip(".") or "_"
+    if safe != name or len(safe) > 200:
+        safe = f"{safe[:180]}-{hashlib.sha256(label.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+    return safe
 
 
 def load_spec(path: str | Path, overrides: Optional[List[str]] = None) -> SweepSpec:
+    from eval.command import read_text
+
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"sweep spec not found: {path}")
-    schema = OmegaConf.structured(SweepSpec)
     try:
-        cfg = OmegaConf.merge(schema, OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or [])))
+        raw = yaml.safe_load(read_text(path, "a sweep spec (YAML)"))        # UTF-8 (else the byte offset), bounded
+    except yaml.YAMLError as err:                                            # also tags: a safe loader
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply; expected a sweep spec (name:, variants:, ...)") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of keys (name:, variants:, seeds:, ...), got "
+                        f"{type(raw).__name__}")
+    schema = OmegaConf.structured(SweepSpec)
+    for key, value in raw.items():                      # a section of the wrong kind, named with what it expects
+        node = schema._get_node(key) if isinstance(key, str) and key in schema else None
+        want = dict if isinstance(node, DictConfig) else list if isinstance(node, ListConfig) else None
+        if want is not None and value is not None and not isinstance(value, want):
+            raise SpecError(f"{path}: {key} must be a {'mapping' if want is dict else 'list'}, got {value!r:.60}")
+    try:
+        cfg = OmegaConf.merge(schema, OmegaConf.create(raw), OmegaConf.from_dotlist(list(overrides or [])))
         spec: SweepSpec = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
-    except OmegaConfBaseException as err:
+        raise SpecError(f"{path}: --set: not valid YAML: {' '.join(str(err).split())}") from None
+    except (OmegaConfBaseException, ValueError, TypeError) as err:
         key = getattr(err, "full_key", "") or ""
-        raise SpecError(f"{path}: {'key ' + repr(key) + ': ' if key else ''}{str(err).splitlines()[0]}") from None
+        first = (str(err) or type(err).__name__).splitlines()[0]
+        raise SpecError(f"{path}: {'key ' + repr(key) + ': ' if key else ''}{first}") from None
     check(spec, str(path))
     return spec
 
 
+MAX_COUNT = 100_000          # sample.n, score.n_real and the per-run counts: clips written and scored
+
+
+def _numbers(node: Any, where: str):
+    """(dotted key, number) of every number in a spec's plain-dict form."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _numbers(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _numbers(v, f"{where}[{i}]")
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield where, node
+
+
 def check(spec: SweepSpec, source: str) -> None:
-    """Everything that can be known without training: non-empty grids, well-formed variants and steps."""
+    """Everything that can be known without training: non-empty grids, well-formed variants and steps, finite numbers
+    in range, and every folder a run will write inside the sweep's (lumiere_pl/utils/paths.py)."""
+    from lumiere_pl.utils.paths import check_name, inside
+
+    for key, value in _numbers(dataclasses.asdict(spec), ""):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"{source}: {key}={value}: expected a finite number")
+        if isinstance(value, int) and not -2 ** 63 <= value < 2 ** 63:
+            raise SpecError(f"{source}: {key}={value}: out of range; expected an integer within int64")
+    for key, value in (("sample.n", spec.sample.n), ("sample.batch_size", spec.sample.batch_size),
+                       ("score.n_real", spec.score.n_real), ("score.text_swap", spec.score.text_swap),
+                       ("score.loss_by_noise", spec.score.loss_by_noise), ("score.x0_motion", spec.score.x0_motion)):
+        if value > MAX_COUNT:
+            raise SpecError(f"{source}: {key}={value}: expected at most {MAX_COUNT:,}")
+    if spec.sample.seed < 0 or spec.sample.steps < 0 or any(s < 0 for s in spec.seeds):
+        raise SpecError(f"{source}: sample.seed, sample.steps and seeds must be >= 0")
+    lists = [("overrides", spec.overrides), ("seeds", spec.seeds), ("steps", spec.steps)]
+    lists += [(f"variants.{n}.overrides", s.overrides) for n, v in spec.variants.items() for s in stages_of(v).values()]
+    for key, items in lists:
+        kind = int if key in ("seeds", "steps") else str
+        if not all(isinstance(x, kind) and not isinstance(x, bool) for x in items):
+            raise SpecError(f"{source}: {key}={list(items)!r:.80}: expected a list of "
+                            f"{'integers' if kind is int else 'key=value strings'}")
+    try:
+        check_name(spec.name, "name")                     # the sweep's folder: out_dir/name
+    except InputError as err:
+        raise SpecError(f"{source}: {err}") from None
     if not spec.variants:
         raise SpecError(f"{source}: 'variants' is empty; name at least one, e.g. variants: {{paper: {{config: "
                         f"experiments/shapes/stunet.yaml}}}}")
@@ -172,8 +241,12 @@ def check(spec: SweepSpec, source: str) -> None:
         raise SpecError(f"{source}: sample.n and sample.batch_size must be >= 1")
     for name, v in spec.variants.items():
         where = f"{source}: variants.{name}"
-        if "/" in name or name.startswith("."):
-            raise SpecError(f"{where}: a variant name is a folder name; no '/' or leading '.'")
+        try:
+            check_name(name, "a variant name (a folder name)")
+        except InputError as err:
+            raise SpecError(f"{where}: {err}") from None
+        if name.startswith("."):
+            raise SpecError(f"{where}: a variant name is a folder name; no leading '.'")
         cascade = v.keyframes is not None or v.tsr is not None
         if cascade and (v.config or v.overrides or v.steps_scale != 1.0):
             raise SpecError(f"{where}: a cascade has keyframes and tsr stages, each with its own config; "
@@ -187,6 +260,12 @@ def check(spec: SweepSpec, source: str) -> None:
                 raise SpecError(f"{where}.{stage_name}: expected 'config: experiments/X.yaml'")
             if stage.steps_scale <= 0:
                 raise SpecError(f"{where}.{stage_name}.steps_scale={stage.steps_scale}: expected > 0")
+    for run in expand(spec):                              # grid values become folder names: each stays inside
+        for folder, name in (("train", run.train_name), ("samples", run.name), ("scores", run.name)):
+            try:
+                inside(spec.root, folder, name, what=f"run {run.label!r}: the folder")
+            except InputError as err:
+                raise SpecError(f"{source}: {err}") from None
 
 
 def stages_of(v: VariantSpec) -> Dict[str, StageSpec]:
