@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import eval.cli as eval_cli
-from lumiere_pl.cli import apply, export, sample, train
+from lumiere_pl.cli import apply, evaluate, export, sample, train
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
 from lumiere_pl.data import shards_cli
@@ -343,6 +343,10 @@ CASES.update({
                                          ("spec_tag.yaml", "not valid YAML")),
     "sweep/spec nested too deeply": Case(sweep_cli.main, lambda f, o: [f["spec_deep.yaml"]],
                                          ("spec_deep.yaml",)),
+    # lumiere-evaluate (sample + eval over a run's checkpoints)
+    "evaluate/--n nan": Case(evaluate.main, lambda f, o: ["--run", o, "--real", o, "--n", "nan"], ("--n", "'nan'")),
+    "evaluate/run without checkpoints": Case(evaluate.main, lambda f, o: ["--run", o / "r", "--real", o],
+                                            ("no checkpoints/ folder",), setup=lambda f, o: old(o / "r" / "x")),
     "sweep/--only negative": Case(sweep_cli.main, lambda f, o: [*spec("grid_nan")(f, o), "--only", "-1"],
                                   ("--only", "'-1'")),
 })

@@ -5,7 +5,8 @@ Each case starts the real command in a subprocess (python -m ...), waits until i
 are up, its first output is written), sends the signal and checks the rest: exactly one line written after it. The
 default run covers the three kinds of workers (lumiere-shards' process pool, Lightning's DataLoader workers,
 lumiere-eval's decode workers), one signal each; LUMIERE_ROBUST_LONG=1 adds lumiere-sample (and its rerun, which
-continues) and lumiere-apply, and the other signal for every command.
+continues), lumiere-apply and lumiere-sweep (its training run gets the signal and saves on_exception.ckpt), and the
+other signal for every command.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = os.environ.get("LUMIERE_ROBUST_LONG", "") not in ("", "0")
-ENDS_WITHIN = 15.0          # seconds from the signal to the exit (a loaded 2-core machine; a few seconds when idle)
+ENDS_WITHIN = 30.0          # seconds from the signal to the exit: 2-5 s measured on the idle 2-core machine; the
+                            # bound leaves room for a machine shared with other jobs
 
 
 def env() -> dict:
@@ -66,9 +68,23 @@ def commands(tmp: Path) -> dict:
         "apply": (["lumiere_pl.cli.apply", "i2v", "--ckpt", tmp / "model.ckpt", "--image", tmp / "image.png",
                    "--prompt", "x", "--steps", "10000", "--out", out / "a.mp4"],
                   lambda: (tmp / "stderr").exists() and "it/s" in (tmp / "stderr").read_text(errors="replace"), 0),
+        "sweep": (["lumiere_research.sweep", sweep_spec(tmp)],
+                  lambda: (tmp / "sweeps" / "s" / "train" / "a" / "seed0" / "model" / "checkpoints" /
+                           "last.ckpt").exists(), 1),
         "eval": (["eval.cli", "motion", "--videos", videos(tmp / "vids", n=40, frames=24, side=96), "--workers", "1",
                   "--frames", "16", "--out", out / "m.json"], None, 1),
     }
+
+
+def sweep_spec(tmp: Path) -> Path:
+    """A one-run sweep of a tiny STUNet training for many steps (checkpoints every 3)."""
+    (tmp / "tiny.yaml").write_text("name: tiny\n")
+    overrides = [*TINY, "train.val_every_n_steps=100000", "train.ckpt_every_n_steps=3",
+                 "trainer.enable_progress_bar=false"]
+    spec = tmp / "spec.yaml"
+    spec.write_text(f"name: s\nout_dir: {tmp / 'sweeps'}\nsteps: [100000]\noverrides: {overrides}\n"
+                    f"variants: {{a: {{config: {tmp / 'tiny.yaml'}}}}}\n")
+    return spec
 
 
 def model(tmp: Path) -> None:
@@ -90,7 +106,7 @@ def model(tmp: Path) -> None:
 
 CASES = [("shards", signal.SIGINT), ("train", signal.SIGTERM), ("eval", signal.SIGTERM)]
 if LONG:
-    CASES += [("sample", signal.SIGINT), ("apply", signal.SIGTERM)]
+    CASES += [("sample", signal.SIGINT), ("apply", signal.SIGTERM), ("sweep", signal.SIGTERM)]
     CASES += [(c, signal.SIGTERM if s == signal.SIGINT else signal.SIGINT) for c, s in CASES]
 
 
@@ -130,6 +146,9 @@ def test_a_signal_ends_the_command_cleanly(name, sig, tmp_path):
     err = err_path.read_bytes()[before:].decode(errors="replace")
     assert code == 128 + sig, err[-2000:]
     lines = error_lines(err)                                # after the signal: one line (progress bars aside)
+    if name == "sweep":                                     # and one of the training run it started, before it
+        assert len(lines) == 2 and lines[0].startswith("lumiere-train: "), err[-2000:]
+        lines = lines[1:]
     assert len(lines) == 1 and lines[0].startswith("lumiere-"), err[-2000:]
     assert ("interrupted" if sig == signal.SIGINT else "SIGTERM") in lines[0] and "Traceback" not in err
     assert took < ENDS_WITHIN
@@ -140,6 +159,9 @@ def test_a_signal_ends_the_command_cleanly(name, sig, tmp_path):
     assert not temporaries(tmp_path), temporaries(tmp_path)
     if name == "train":
         assert (tmp_path / "out" / "r" / "checkpoints" / "on_exception.ckpt").is_file()   # --resume continues
+    if name == "sweep":                                    # the training run was signalled too and saved itself
+        assert (tmp_path / "sweeps" / "s" / "train" / "a" / "seed0" / "model" / "checkpoints" /
+                "on_exception.ckpt").is_file()
     if name in ("shards", "sample"):                      # a rerun starts clean (shards) or continues (sample)
         rerun = [*map(str, argv)]                          # in this process: the same main(), without the imports
         if name == "sample":

@@ -133,11 +133,15 @@ def test_kill_during_checkpoint_save_keeps_the_previous_one(tmp_path):
         proc.kill()
     full = 24 * 2**20 * 4
     assert tmp.exists() and tmp.stat().st_size < full, "the kill did not land inside a save"
-    # a SIGKILL cannot be cleaned up after: its temporary file stays (SIGINT and SIGTERM remove it, test_interrupts)
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["i"] >= 1 and ckpt["blob"].numel() == 24 * 2**20
     assert torch.equal(ckpt["blob"], torch.full_like(ckpt["blob"], float(ckpt["i"])))
     assert not math.isnan(float(ckpt["blob"][-1]))
+    # a SIGKILL cannot be cleaned up after: its temporary file stays (SIGINT and SIGTERM remove it, test_interrupts)
+    # until the next save of the same checkpoint removes it
+    from lumiere_pl.lit.checkpoint_io import atomic_torch_save
+    atomic_torch_save({"i": 0}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.ckpt"]
 
 
 def test_trainer_writes_checkpoints_atomically(tiny_overrides):

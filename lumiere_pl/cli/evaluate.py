@@ -15,7 +15,7 @@ Writes OUT/step_NNNNNNN/{videos/, fvd.json, is.json, motion.json}, OUT/figures.j
 OUT/figures.md (the table) and OUT/figures.png (each figure over steps, with its interval). Resumable: rendered videos
 and written scores are kept (delete a step's folder to redo it). OUT defaults to {run}/eval.
 Exit codes: 0 done, 2 bad input (a run, real clips or prompts that cannot be read, an output that cannot be
-written), 1 internal error.
+written), 1 internal error, 130 / 143 interrupted (rerun to continue).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-from lumiere_pl.cli.errors import DEBUG_HELP, command
+from lumiere_pl.cli.errors import DEBUG_HELP, ArgumentParser, command, number
 from lumiere_pl.errors import InputError
 
 FIGURES = (("fvd", "FVD", "fvd.json"), ("is", "IS (I3D-Kinetics)", "is.json"),
@@ -114,6 +114,16 @@ def real_source(real: str, out: Path) -> str:
     return str(folder)
 
 
+def _stopped(code: int) -> int:
+    """The exit code of a command run in this process; 130 / 143 (it was interrupted, and said so): the interrupt
+    goes on to this command (eval/signals.py)."""
+    if code > 128:
+        from lumiere_pl.errors import Interrupted
+
+        raise Interrupted(code - 128)
+    return code
+
+
 def score_step(args: argparse.Namespace, ckpt: Path, folder: Path, prompts: Path) -> None:
     """Render (resumable) and score one checkpoint; a score already written is kept."""
     from eval.cli import main as eval_main
@@ -121,8 +131,8 @@ def score_step(args: argparse.Namespace, ckpt: Path, folder: Path, prompts: Path
 
     videos = folder / "videos"
     common = ["--steps", str(args.steps)] if args.steps else []
-    if sample_main(["--ckpt", str(ckpt), "--prompts", str(prompts), "--out-dir", str(videos), "--lossless",
-                    "--device", args.device, *common]) != 0:
+    if _stopped(sample_main(["--ckpt", str(ckpt), "--prompts", str(prompts), "--out-dir", str(videos), "--lossless",
+                             "--device", args.device, *common])) != 0:
         raise InputError(f"lumiere-sample failed on {ckpt} (its message is above)")
     clip = ["--frames", str(args.frames)]
     real = real_source(str(args.real), args.out)
@@ -134,7 +144,7 @@ def score_step(args: argparse.Namespace, ckpt: Path, folder: Path, prompts: Path
     for name, argv in jobs.items():
         if (folder / name).is_file():
             continue
-        if eval_main([*argv, "--out", str(folder / name)]) != 0:
+        if _stopped(eval_main([*argv, "--out", str(folder / name)])) != 0:
             raise InputError(f"lumiere-eval {argv[0]} failed on {videos} (its message is above)")
 
 
@@ -195,16 +205,17 @@ def write_report(out: Path, table: Dict[str, List[dict]]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lumiere-evaluate", description=__doc__,
+    ap = ArgumentParser(prog="lumiere-evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True, help="a lumiere-train run folder ({out_dir}/{name})")
     ap.add_argument("--real", required=True, help="real clips: held-out shards (their captions are the prompts) or "
                                                   "a folder of videos (with --prompts)")
     ap.add_argument("--prompts", type=Path, help="JSONL, one {\"prompt\": ...} per line (default: the captions of the "
                                                  "first --n clips of --real)")
-    ap.add_argument("--n", type=int, default=64, help="clips per checkpoint (default 64)")
-    ap.add_argument("--frames", type=int, default=16, help="frames per clip the metrics read (default 16)")
-    ap.add_argument("--steps", type=int, help="sampler steps (default: the run's sampler.steps)")
+    ap.add_argument("--n", type=number(int, 1, 100_000), default=64, help="clips per checkpoint (default 64)")
+    ap.add_argument("--frames", type=number(int, 1, 10_000), default=16,
+                    help="frames per clip the metrics read (default 16)")
+    ap.add_argument("--steps", type=number(int, 1, 10_000), help="sampler steps (default: the run's sampler.steps)")
     ap.add_argument("--last", action="store_true", help="only the last checkpoint")
     ap.add_argument("--out", type=Path, help="output folder (default {run}/eval)")
     ap.add_argument("--device", default="cpu")

@@ -1,22 +1,28 @@
 """Atomic checkpoint writes: a kill (or a full disk) during a save never leaves a truncated checkpoint in place.
 
-The checkpoint is written to `<path>.tmp`, flushed and fsynced, then renamed over `<path>` (os.replace is atomic on
-POSIX and Windows) and the folder is fsynced so the rename survives a power loss. Until the rename, `<path>` is the
-previous, complete checkpoint.
+The checkpoint is written to a new temporary file beside `<path>` (eval/atomic.py: `.NAME.RANDOM.tmp.ckpt`),
+flushed and fsynced, then renamed over `<path>` (os.replace is atomic on POSIX and Windows) and the folder is fsynced
+so the rename survives a power loss. Until the rename, `<path>` is the previous, complete checkpoint. Ctrl-C and
+SIGTERM remove the temporary file; one left by a SIGKILL or a power loss is removed by the next save of the same path
+(one process writes a run's checkpoints: rank 0).
 """
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lumiere_pl.utils.atomic import atomic_open
+from lumiere_pl.utils.atomic import TMP_MARK, atomic_open
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    with atomic_open(path) as f:                        # <path>.tmp, fsync, rename, fsync the folder
+    path = Path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_MARK}{glob.escape(path.suffix)}"):
+        stale.unlink(missing_ok=True)                   # left by a killed save of this path
+    with atomic_open(path) as f:                        # a temporary file beside it, fsync, rename, fsync the folder
         torch.save(obj, f)
 
 
