@@ -14,8 +14,8 @@ from typing import Dict, Tuple
 
 import torch
 
-UNSAFE_ADVICE = ("weights_only=False", "weights_only` set to `False", "ignore_mismatched_sizes", "trust_remote_code=True",
-                 "allow_pickle=True")
+UNSAFE_ADVICE = ("weights_only=False", "weights_only` set to `False", "ignore_mismatched_sizes",
+                 "trust_remote_code=True", "allow_pickle=True")
 PROGRESS = ("rendering", "sharding", "synthetic", "features", "motion", "sampling", "note:", "lumiere-eval: frame rate")
 
 
@@ -58,7 +58,8 @@ def huge_gif(side: int = 16000, frames: int = 3) -> bytes:
     """89 bytes: a GIF whose screen is side x side pixels (one opaque pixel per frame); decoded, each frame would be
     side^2 x 4 bytes (1 GB at 16000)."""
     head = b"GIF89a" + struct.pack("<HHBBB", side, side, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
-    frame = b"\x21\xf9\x04\x00\x0a\x00\x00\x00" + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    frame = (b"\x21\xf9\x04\x00\x0a\x00\x00\x00" + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
+             + b"\x02\x02\x44\x01\x00")
     return head + frame * frames + b"\x3b"
 
 

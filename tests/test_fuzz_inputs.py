@@ -163,7 +163,8 @@ prompt_lines = st.lists(st.one_of(
     st.fixed_dictionaries({"prompt": st.text(max_size=10)}, optional={"index": st.one_of(
         st.integers(-5, 2 ** 65), st.text(max_size=4), st.none(), st.booleans(), st.floats())}).map(json.dumps),
     st.text(max_size=30), st.sampled_from(["{", "[]", "null", '{"prompt": 3}', "[" * 5000])), max_size=6)
-raw_files = st.one_of(prompt_lines.map(lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass")), st.binary(max_size=300))
+raw_files = st.one_of(prompt_lines.map(lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass")),
+                      st.binary(max_size=300))
 
 
 @FUZZ

@@ -17,6 +17,8 @@ from lumiere_pl.config import DataConfig
 from lumiere_pl.data.health import SkipCounter
 from lumiere_pl.data.sample_decode import decode_sample
 
+from _hostile import huge_gif
+
 PTS_MS = [0, 40, 70, 130, 160, 200, 260, 280, 330, 400, 430, 470, 520, 560, 610, 650, 700, 720, 790, 830]
 
 
@@ -45,16 +47,6 @@ def variable_rate(pts_ms=PTS_MS) -> bytes:
 
 def ids(frames: np.ndarray) -> list:
     return (frames[:, 0, 0, 0] // 6).tolist()
-
-
-def huge_gif(side: int = 16000, frames: int = 3) -> bytes:
-    """89 bytes: a GIF whose screen is side x side pixels (one opaque pixel per frame). Decoded, each frame is
-    side^2 x 4 bytes (1 GB at 16000)."""
-    import struct
-
-    head = b"GIF89a" + struct.pack("<HHBBB", side, side, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
-    frame = b"\x21\xf9\x04\x00\x0a\x00\x00\x00" + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
-    return head + frame * frames + b"\x3b"
 
 
 @pytest.mark.parametrize("src_fps, fps", [(24, 10), (24, 8), (30, 8), (16, 8), (8, 16), (25, 25)])
