@@ -179,3 +179,37 @@ def test_two_process_ddp_from_encoded_shards_equals_encoding_on_the_fly(data, tm
     for step in fly:
         assert abs(fly[step] - enc[step]) <= 1e-5 * abs(fly[step]), (step, fly[step], enc[step])
     assert _update_gap(data, tmp_path, "fly", "enc") < 1e-2
+
+
+def test_a_pixel_model_trains_from_stored_t5_states_as_from_its_encoder(tmp_path, monkeypatch, single_thread):
+    """DeepFloyd IF-like (pixels, T5): encode keeps each sample's members byte for byte and adds its T5 states; 3
+    steps from them (random starts and crops as usual, data.augment=true) give the losses of the run with T5 loaded,
+    to 1e-5, and build no text encoder."""
+    import tarfile
+
+    import lumiere_pl.parts as parts
+    from lumiere_research.tiny_diffusers import if_like
+
+    if_cfg = str(ROOT / "experiments" / "stunet_if.yaml")
+    made = make_pipeline_and_shards(tmp_path)
+    folder = if_like(tmp_path / "if")
+
+    def overrides(shards, *extra):
+        return run_overrides(folder, shards, tmp_path, *extra)
+    assert shards_cli.main(["encode", "--config", if_cfg, *overrides(made["src"]), "--out", str(tmp_path / "enc")]) == 0
+    with tarfile.open(made["src"] / "train-000000.tar") as a, tarfile.open(tmp_path / "enc" / "train-000000.tar") as b:
+        src = {m.name: a.extractfile(m).read() for m in a}
+        out = {m.name: b.extractfile(m).read() for m in b}
+    assert {k: v for k, v in out.items() if not k.endswith(".text.safetensors")} == src
+    assert len(out) - len(src) == 4                                          # one text member per sample
+    assert train_cli.main(["--config", if_cfg, *overrides(made["src"], "name=fly")]) == 0
+
+    def no_encoder(*a, **kw):
+        raise AssertionError("a text encoder was built for a run from encoded shards")
+    monkeypatch.setattr(parts, "build_text_encoder", no_encoder)
+    assert train_cli.main(["--config", if_cfg, *overrides(tmp_path / "enc", "name=enc")]) == 0
+    fly, enc = (read_losses(tmp_path / r / "train_loss.csv") for r in ("fly", "enc"))
+    assert sorted(fly) == sorted(enc) == [1, 2, 3]
+    for step in fly:
+        assert abs(fly[step] - enc[step]) <= 1e-5 * abs(fly[step]), (step, fly[step], enc[step])
+    assert "augment: true" in (tmp_path / "enc" / "config.yaml").read_text()

@@ -1,11 +1,13 @@
 """`lumiere-shards encode`: the VAE posterior and the caption's token states of every clip of a run's shards, into
 new shards beside them, so that training loads no VAE encoder and no text encoder (docs/DATA.md, "Encoded shards").
+A pixel model (DeepFloyd IF, our STUNet) has no VAE: its samples keep their videos and gain their caption's states.
 
   lumiere-shards encode --config experiments/stunet_sd.yaml [key=value ...] --out DIR [--batch 8] [--dtype auto]
   torchrun --nproc_per_node 8 -m lumiere_pl.data.shards_cli encode --config ... --out DIR     (processes, nodes)
 
 The run's config says everything: the shards (data.train_shards, data.val_shards), the VAE and text encoder
-(model.init_from, model.diffusers.*, text.*), the view (data.size, data.frames, data.fps) and the prompts validation
+(model.init_from, model.diffusers.*, text.*: read as lumiere-train reads them), the view (data.size, data.frames,
+data.fps; latents only) and the prompts validation
 samples (train.val_prompts). Train from the output by pointing data.train_shards / data.val_shards at it (printed
 at the end); lumiere-train checks the key. Rerunning the command skips the complete output shards (and adds
 prompts). The encoders run in model.frozen_dtype on --device (auto: this process's GPU, else the CPU).
@@ -67,9 +69,9 @@ def run(a: argparse.Namespace, extra: List[str] = ()) -> int:
     """a: the parsed options; extra: arguments after them (key=value overrides; anything else is refused)."""
     from lumiere_pl.config_checks import check_files, load_config
     from lumiere_pl.data.encode import Encoders, check_out, encode_all, plan, rank_world
-    from lumiere_pl.data.encoded import encoding_parts, key_of
+    from lumiere_pl.cli.train import inherit_t2i
+    from lumiere_pl.data.encoded import encoding_parts, key_of, latent
     from lumiere_pl.data.tar_reader import expand
-    from lumiere_pl.models.diffusers_folder import resolve
     from lumiere_pl.parts import build_codec
     from lumiere_pl.text import build_text_encoder
 
@@ -79,14 +81,12 @@ def run(a: argparse.Namespace, extra: List[str] = ()) -> int:
     if bad:
         raise InputError(f"{bad[0]}: not an option of lumiere-shards encode (see --help)")
     cfg = load_config(a.config, [*a.overrides, *extra])
+    cfg, _ = inherit_t2i(cfg)                      # as lumiere-train: the folder's VAE, the T2I checkpoint's text
     d = cfg.data
-    if cfg.model.name != "diffusers_stunet":
-        raise InputError(f"model.name={cfg.model.name}: encoded shards hold VAE latents; expected a latent "
-                         f"diffusers_stunet (Stable Diffusion: experiments/stunet_sd.yaml)")
-    cfg = resolve(cfg)                                         # the VAE's path, the schedule, the text width
-    if d.name != "webdataset" or d.images:
-        raise InputError(f"data.name={d.name}, data.images={d.images}: encode reads webdataset shards of clips; "
-                         f"expected data.name=webdataset and data.images=false")
+    if d.name != "webdataset":
+        raise InputError(f"data.name={d.name}: encode reads webdataset shards; expected data.name=webdataset")
+    if latent(cfg) and d.images:
+        raise InputError("data.images=true: a latent model's encoded shards hold clips; expected data.images=false")
     check_files(cfg)                                           # the shards and text.path exist, clips long enough
     parts = encoding_parts(cfg)
     key = key_of(parts)
@@ -99,10 +99,10 @@ def run(a: argparse.Namespace, extra: List[str] = ()) -> int:
     device = _device(a.device, local)
     compute = getattr(torch, cfg.model.frozen_dtype)
     storage = compute if a.dtype == "auto" else getattr(torch, a.dtype)
-    codec = build_codec(cfg).to(device)
+    codec = build_codec(cfg).to(device) if latent(cfg) else None
     text = build_text_encoder(dataclasses.replace(cfg.text, cache_mib=0), compute).to(device)   # no cache: the
     # same captions in a batch give the same bytes whatever was encoded before (processes see different shards)
-    enc = Encoders(codec.posterior, lambda captions: text(captions), device)
+    enc = Encoders(codec.posterior if codec is not None else None, lambda captions: text(captions), device)
     with torch.no_grad():
         man = encode_all(urls, out, d, enc, key, parts, list(cfg.train.val_prompts), a.batch, storage,
                          cfg.model.frozen_dtype, rank, world)

@@ -2,7 +2,8 @@
 
 Each input shard is read in order, each clip decoded in the fixed view (lumiere_pl.data.sample_decode with view
 None: centred start and crop), `batch` clips at a time through the VAE encoder (its posterior's mean and
-log-variance) and the text encoder (per-token states and mask), and written to the output shard of the same name,
+log-variance) and the text encoder (per-token states and mask; a pixel model: the text encoder alone, the samples'
+members copied as they are), and written to the output shard of the same name,
 atomically (a temporary file renamed when complete: an interrupted run leaves whole shards only). The bytes of an
 output shard depend on its input shard and the encoders alone: tar members in a fixed order with fixed metadata,
 batches formed within the shard.
@@ -30,7 +31,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from lumiere_pl.data.config import DataConfig
-from lumiere_pl.data.encoded import ENCODED_MEMBER, PROMPTS_FILE, safetensors_metadata
+from lumiere_pl.data.encoded import ENCODED_MEMBER, PROMPTS_FILE, TEXT_MEMBER, safetensors_metadata
 from lumiere_pl.data.health import SkipCounter
 from lumiere_pl.data.sample_decode import decode_sample
 from lumiere_pl.data.tar_reader import MANIFEST, iter_shard
@@ -38,15 +39,16 @@ from lumiere_pl.errors import InputError
 from lumiere_pl.utils.atomic import atomic_path, write_bytes, write_text
 
 FORMAT = ("lumiere-pl encoded shards: {key}.latent.safetensors (mean, logvar: the VAE posterior (c t h w), unscaled; "
-          "text (L d), text_mask (L): the caption's token states), {key}.txt, {key}.json (lumiere_pl/data/encoded.py)")
+          "text (L d), text_mask (L): the caption's token states), {key}.txt, {key}.json; a pixel model's: the sample "
+          "as it was and {key}.text.safetensors (text, text_mask) (lumiere_pl/data/encoded.py)")
 BARRIER_TIMEOUT = timedelta(hours=24)   # how long the processes that finished wait for the others at the end
 
 
 @dataclass
 class Encoders:
-    """What encoding needs: posterior (b 3 t H W) in [-1, 1] -> (mean, logvar) (b c t h w); text: captions ->
-    (b L d) states, (b L) bool mask."""
-    posterior: Callable[[Tensor], Tuple[Tensor, Tensor]]
+    """What encoding needs: posterior (b 3 t H W) in [-1, 1] -> (mean, logvar) (b c t h w), None for a pixel model
+    (its samples keep their videos); text: captions -> (b L d) states, (b L) bool mask."""
+    posterior: Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]]
     text: Callable[[List[str]], Tuple[Tensor, Tensor]]
     device: torch.device
 
@@ -81,7 +83,7 @@ def shard_info(path: Path) -> Tuple[int, Optional[str]]:
     count, key = 0, None
     with tarfile.open(path, "r:") as tar:
         for member in tar:
-            if member.isfile() and member.name.endswith("." + ENCODED_MEMBER):
+            if member.isfile() and member.name.endswith(("." + ENCODED_MEMBER, "." + TEXT_MEMBER)):
                 count += 1
                 if key is None:
                     f = tar.extractfile(member)
@@ -108,9 +110,58 @@ def _pack(mean: Tensor, logvar: Tensor, text: Tensor, mask: Tensor, key: str, dt
     return save({k: v.contiguous().clone() for k, v in tensors.items()}, metadata={"key": key})
 
 
+def _caption(raw: Dict[str, object], skips: SkipCounter) -> Optional[str]:
+    """A pixel model's sample: its caption as the DataModule reads it, or None (skipped and counted)."""
+    key, url = str(raw["__key__"]), str(raw["__url__"])
+    if "txt" not in raw:
+        skips.add("no_caption", url, key)
+        return None
+    try:
+        return bytes(raw["txt"]).decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        skips.add("bad_caption", url, key, f"caption is not UTF-8: {err}")
+        return None
+
+
+def encode_text_shard(job: Job, enc: Encoders, key: str, batch: int, dtype: torch.dtype, skips: SkipCounter) -> int:
+    """A pixel model's shard: every member of each captioned sample as it is, and {key}.text.safetensors."""
+    from safetensors.torch import save
+
+    with atomic_path(job.out) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        out, pending, count = _TarOut(tar), [], 0
+
+        def flush() -> int:
+            text, mask = (x.cpu() for x in enc.text([c for c, _ in pending]))                # b L d, b L
+            for i, (_, raw) in enumerate(pending):
+                k = str(raw["__key__"])
+                for ext, payload in raw.items():
+                    if not ext.startswith("__"):
+                        out.add(f"{k}.{ext}", bytes(payload))
+                tensors = {"text": text[i].float().to(dtype).contiguous().clone(),
+                           "text_mask": mask[i].bool().contiguous().clone()}
+                out.add(f"{k}.{TEXT_MEMBER}", save(tensors, metadata={"key": key}))
+            n = len(pending)
+            pending.clear()
+            return n
+
+        for raw in iter_shard(job.source, skips):
+            if ENCODED_MEMBER in raw or TEXT_MEMBER in raw:
+                raise InputError(f"{job.source}: holds encoded samples; expected pixel shards (video and caption)")
+            caption = _caption(raw, skips)
+            if caption is not None:
+                pending.append((caption, raw))
+            if len(pending) == batch:
+                count += flush()
+        if pending:
+            count += flush()
+    return count
+
+
 def encode_shard(job: Job, data: DataConfig, enc: Encoders, key: str, batch: int, dtype: torch.dtype,
                  skips: SkipCounter) -> int:
     """Encode one input shard into job.out (atomically); returns its sample count."""
+    if enc.posterior is None:
+        return encode_text_shard(job, enc, key, batch, dtype, skips)
     with atomic_path(job.out) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         out, pending = _TarOut(tar), []
         count = 0
@@ -132,7 +183,7 @@ def encode_shard(job: Job, data: DataConfig, enc: Encoders, key: str, batch: int
 
         raws: List[Dict[str, object]] = []
         for raw in iter_shard(job.source, skips):
-            if ENCODED_MEMBER in raw:
+            if ENCODED_MEMBER in raw or TEXT_MEMBER in raw:
                 raise InputError(f"{job.source}: holds encoded samples; expected pixel shards (video and caption)")
             ex = decode_sample(raw, data, None, skips)                       # the fixed view: centred
             if ex is None:

@@ -1,18 +1,21 @@
 """Encoded shards: the VAE posterior of every clip and its caption's token states, written by `lumiere-shards encode`
 (lumiere_pl/data/encode.py) beside the pixel shards they come from, read back by the same DataModule.
 
-Format. Output shard i is input shard i (the same file name, in the output folder), each sample keeping its key:
+Format. Output shard i is input shard i (the same file name, in the output folder), each sample keeping its key.
+A latent model (a diffusers_stunet with a VAE: Stable Diffusion) stores in place of the video:
   {key}.latent.safetensors   "mean", "logvar" (c t h w): the VAE posterior of the clip, unscaled (training draws
                              the latent from it: LatentCodec.sample); "text" (L d), "text_mask" (L,) bool: the text
                              encoder's per-token states of the caption; metadata {"key": the cache key}
   {key}.txt, {key}.json      the caption, and the source sample's metadata when it had one
+A pixel model (DeepFloyd IF, our own STUNet) keeps every member of the sample (its video is decoded, cropped and
+augmented as before) and adds the caption's states: {key}.text.safetensors ("text", "text_mask"; the key).
   manifest.json              {"encoded": {"key", "parts", "storage_dtype", "compute_dtype", "prompts"}, "shards":
                              [{"file", "samples", "source"}], "samples", "skipped", ...}: the counts the DataModule
                              needs; its "settings" hold no size or rate (the key says them)
   prompts.safetensors        the null caption's encoding and train.val_prompts' (lumiere_pl/text/cached.py)
 Safetensors and JSON only: nothing is unpickled.
 
-The key: the first 16 hex digits of the SHA-256 of its parts, a JSON object:
+The key: the first 16 hex digits of the SHA-256 of its parts, a JSON object (a pixel model's: text alone):
   vae            the VAE's config.json (keys starting with "_" left out: versions, paths) and the SHA-256 of its
                  weights as loaded: each safetensors file read (the single file, or the index and every shard it
                  names; model.diffusers.variant's), streamed as name, size, bytes
@@ -35,7 +38,8 @@ from lumiere_pl.data.tar_reader import MANIFEST, expand
 from lumiere_pl.errors import InputError
 from lumiere_pl.text.cached import PROMPTS_FILE
 
-ENCODED_MEMBER = "latent.safetensors"           # the member extension of an encoded sample
+ENCODED_MEMBER = "latent.safetensors"           # the member extension of a latent model's encoded sample
+TEXT_MEMBER = "text.safetensors"                # the member a pixel model's encoded sample adds to its video
 VIEW = {"start": "centre", "crop": "centre"}    # the view encoded: lumiere_pl.data.sample_decode with view=None
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
@@ -56,18 +60,17 @@ def safetensors_metadata(data: bytes) -> Dict[str, str]:
     return dict(json.loads(data[8:8 + n].decode("utf-8")).get("__metadata__") or {})
 
 
-def decode_encoded(raw: Dict[str, object], cfg: DataConfig, skips: SkipCounter) -> Optional[Dict[str, object]]:
-    """One raw sample of an encoded shard -> {"latent_mean", "latent_logvar": (c t h w), "text": (L d), "text_mask":
-    (L,), "caption", "key", "label"}, or None (skipped and counted: unreadable, or of another key than data.encoded)."""
+def _stored(raw: Dict[str, object], member: str, names: set, cfg: DataConfig, skips: SkipCounter) -> Optional[dict]:
+    """The tensors of an encoded member, checked: readable, holding `names`, of the run's key (data.encoded)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     key, url = str(raw["__key__"]), str(raw["__url__"])
-    data = bytes(raw[ENCODED_MEMBER])
+    data = bytes(raw[member])
     try:
         meta = safetensors_metadata(data)
         tensors = load(data)
-        missing = sorted({"mean", "logvar", "text", "text_mask"} - set(tensors))
+        missing = sorted(names - set(tensors))
         if missing:
             raise ValueError(f"no tensor {missing[0]}")
     except (SafetensorError, ValueError, UnicodeDecodeError) as err:
@@ -75,6 +78,22 @@ def decode_encoded(raw: Dict[str, object], cfg: DataConfig, skips: SkipCounter) 
         return None
     if cfg.encoded and meta.get("key") != cfg.encoded:
         skips.add("bad_encoding", url, key, f"encoded with key {meta.get('key')}, the run's is {cfg.encoded}")
+        return None
+    return tensors
+
+
+def decode_text(raw: Dict[str, object], cfg: DataConfig, skips: SkipCounter) -> Optional[Dict[str, object]]:
+    """A pixel model's stored caption states: {"text": (L d), "text_mask": (L,)}, or None (skipped and counted)."""
+    tensors = _stored(raw, TEXT_MEMBER, {"text", "text_mask"}, cfg, skips)
+    return None if tensors is None else {"text": tensors["text"], "text_mask": tensors["text_mask"].bool()}
+
+
+def decode_encoded(raw: Dict[str, object], cfg: DataConfig, skips: SkipCounter) -> Optional[Dict[str, object]]:
+    """One raw sample of an encoded shard -> {"latent_mean", "latent_logvar": (c t h w), "text": (L d), "text_mask":
+    (L,), "caption", "key", "label"}, or None (skipped and counted: unreadable, or of another key than data.encoded)."""
+    key, url = str(raw["__key__"]), str(raw["__url__"])
+    tensors = _stored(raw, ENCODED_MEMBER, {"mean", "logvar", "text", "text_mask"}, cfg, skips)
+    if tensors is None:
         return None
     if "txt" not in raw:
         skips.add("no_caption", url, key)
@@ -191,15 +210,19 @@ def text_part(text) -> dict:
             "tokenizer": sha256_files(tok_dir, tokenizer)}
 
 
+def latent(cfg) -> bool:
+    """Whether cfg's model denoises VAE latents (a diffusers_stunet whose model.diffusers.vae is resolved)."""
+    return cfg.model.name == "diffusers_stunet" and bool(cfg.model.diffusers.vae)
+
+
 def encoding_parts(cfg) -> dict:
-    """The parts of the key of encodings made with cfg (an ExperimentConfig whose model.diffusers.vae is resolved)."""
+    """The parts of the key of encodings made with cfg (model.diffusers.vae resolved): a latent model's VAE, text
+    encoder and preprocessing; a pixel model's text encoder alone."""
     from lumiere_pl.models.diffusers_folder import weight_files
 
     m, d = cfg.model, cfg.data
-    if m.name != "diffusers_stunet" or not m.diffusers.vae:
-        what = f"model.name={m.name}" if m.name != "diffusers_stunet" else f"the folder {m.init_from} (no vae/)"
-        raise InputError(f"encoded shards hold VAE latents, and {what} has no VAE; expected a latent "
-                         f"diffusers_stunet (Stable Diffusion: experiments/stunet_sd.yaml)")
+    if not latent(cfg):
+        return {"text": text_part(cfg.text)}
     vae = Path(m.diffusers.vae)
     return {"vae": {"config": _config(vae / "config.json"),
                     "weights": sha256_files(vae, weight_files(vae, m.diffusers.variant))},
@@ -228,7 +251,7 @@ def check_encoded(cfg) -> List[str]:
     """lumiere-train: whether the run trains from encoded shards, checked before anything is built. Encoded shards
     (their manifest.json says so) must carry the key of the run's config (else InputError, one line naming both keys
     and what differs), hold the run's val prompts, and be the train and the val shards both; then data.encoded is set
-    to the key and data.augment to false. Returns the notes to print."""
+    to the key (a latent model's: data.augment to false). Returns the notes to print."""
     d = cfg.data
     if d.name != "webdataset":
         if d.encoded:
@@ -248,12 +271,9 @@ def check_encoded(cfg) -> List[str]:
     if val is not None and val[1].get("key") != enc.get("key"):
         raise InputError(f"data.train_shards ({folder}) are encoded with key {enc.get('key')}, data.val_shards "
                          f"({val[0]}) with {val[1].get('key')}; expected one encoding")
-    m = cfg.model
-    if m.temporal.conditional:
-        raise InputError("model.temporal.conditional=true builds <C, M> from each clip's pixels, which encoded shards "
-                         "do not hold; train it on the pixel shards")
-    if d.images:
-        raise InputError("data.images=true: encoded shards hold clips; train on the pixel shards")
+    if latent(cfg) and cfg.model.temporal.conditional:
+        raise InputError("model.temporal.conditional=true builds <C, M> from each clip's pixels, which a latent "
+                         "model's encoded shards do not hold; train it on the pixel shards")
     parts = encoding_parts(cfg)
     key = key_of(parts)
     if enc.get("key") != key:
@@ -275,10 +295,10 @@ def check_encoded(cfg) -> List[str]:
                          f"text encoder); run lumiere-shards encode again with this config: it adds the prompts and "
                          f"skips the shards already encoded")
     notes = []
-    if d.augment:
+    if latent(cfg) and d.augment:
         notes.append("note: data.augment=false: encoded shards hold one view of each clip (centred start and crop)")
         d.augment = False
     d.encoded = key
     notes.append(f"training from encoded shards {folder} (key {key}, stored in {enc.get('storage_dtype')}): no text "
-                 f"encoder and no VAE encoder are loaded")
+                 f"encoder{' and no VAE encoder are' if latent(cfg) else ' is'} loaded")
     return notes

@@ -222,11 +222,11 @@ class ValidationSamples(Callback):
         captions = list(batch["caption"][:take])
         if not captions:
             return
+        if "text" in batch:     # encoded shards: the text encoder is their stored states; it takes these captions too
+            pl_module.parts.text_encoder.add(captions, batch["text"][:take], batch["text_mask"][:take])
         if "pixels" in batch:
             clips = [to_uint8(clip) for clip in batch["pixels"][:take]]
-        else:               # encoded shards: the text encoder is their stored states, so it takes these captions too;
-            # the clips, decoded posterior means, only until their figures are measured (once)
-            pl_module.parts.text_encoder.add(captions, batch["text"][:take], batch["text_mask"][:take])
+        else:                   # a latent model's: decoded posterior means, until their figures are measured (once)
             needed = (cfg.train.val_motion and self._real_stats is None) or (cfg.train.val_fvd > 0 and self._fvd is None)
             part = {"latent_mean": batch["latent_mean"][:take]}
             clips = [to_uint8(c) for c in pl_module.parts.batch_pixels(part).cpu()] if needed else [None] * len(captions)

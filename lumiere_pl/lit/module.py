@@ -76,9 +76,12 @@ class DiffusionModule(L.LightningModule):
         host, dev = (rng.host, rng.device) if rng is not None else (None, None)
         p, drop = self.parts, self.cfg.diffusion.cond_drop if train else 0.0
         if "text" in batch:                                  # encoded shards: the states stored with each clip
-            return p.stored_text_condition(batch["text"], batch["text_mask"], drop, host)
+            cond = p.stored_text_condition(batch["text"], batch["text_mask"], drop, host)
+        else:
+            cond = p.text_condition(batch["caption"], drop, host)
+        if "pixels" not in batch:                            # a latent model's encoded shards (never conditional)
+            return cond
         pixels = batch["pixels"]
-        cond = p.text_condition(batch["caption"], drop, host)
         if p.conditional:
             t = self.cfg.model.temporal
             mask = random_video_condition(pixels, host, t.tasks, t.keyframe_stride)["cond_mask"]
