@@ -116,8 +116,9 @@ def validate(cfg: ExperimentConfig) -> None:
                           f"(the low-res input is data.size / upscale pixels)")
     if not 0.0 <= cfg.diffusion.cond_aug_max <= 1.0:
         raise ConfigError(f"diffusion.cond_aug_max={cfg.diffusion.cond_aug_max}: expected a time in [0, 1]")
-    if d.batch_size < 1:
-        raise ConfigError(f"data.batch_size={d.batch_size}: expected >= 1")
+    if d.batch_size != "auto" and (isinstance(d.batch_size, str) or d.batch_size < 1):
+        raise ConfigError(f"data.batch_size={d.batch_size}: expected an integer >= 1, or auto (the largest that fits "
+                          f"one GPU)")
     if d.name == "webdataset" and not d.train_shards:
         raise ConfigError("data.train_shards=None: data.name=webdataset needs a shard path, brace pattern or URL, "
                           "e.g. data/shards/real/train-{000000..000003}.tar")
