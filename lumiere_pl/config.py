@@ -167,6 +167,8 @@ class TrainConfig:
                                     # starts; the first steps compile (minutes at paper shapes). CPU: needs a C++ compiler
     val_every_n_steps: int = 500    # sample and log videos every N steps (and at the end)
     ckpt_every_n_steps: int = 500
+    keep_checkpoints: int = 1       # periodic checkpoints kept (step=N.ckpt, the newest); -1: all (lumiere-evaluate
+                                    # then scores each); last.ckpt is kept besides
     max_bad_steps: int = 20         # consecutive non-finite losses/gradients before the run stops
     val_prompts: List[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving down"])
     val_captions: int = 0           # validation also samples the captions of this many held-out clips

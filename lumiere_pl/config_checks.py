@@ -125,6 +125,8 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("max_steps", "ckpt_every_n_steps", "val_every_n_steps", "max_bad_steps"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
+    if cfg.train.keep_checkpoints < -1 or cfg.train.keep_checkpoints == 0:
+        raise ConfigError(f"train.keep_checkpoints={cfg.train.keep_checkpoints}: expected -1 (all) or a number >= 1")
     for key in ("val_captions", "val_fvd"):
         if getattr(cfg.train, key) < 0:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected a number of clips >= 0")

@@ -365,7 +365,7 @@ def training_callbacks(cfg: ExperimentConfig) -> List[Callback]:
     ckpt_dir = str(cfg.run_dir / "checkpoints")
     ckpt = StepCheckpoint(dirpath=ckpt_dir, filename="step={step:07d}",
                           auto_insert_metric_name=False, every_n_train_steps=cfg.train.ckpt_every_n_steps,
-                          save_last=True, save_top_k=1, monitor=None,
+                          save_last=True, save_top_k=cfg.train.keep_checkpoints, monitor=None,
                           enable_version_counter=False)   # one last.ckpt per run folder, also after a resume
     bar = [StepProgressBar()] if cfg.trainer.enable_progress_bar else []
     return [ckpt, ExceptionCheckpoint(ckpt_dir), RngStateCallback(), GuardState(),
