@@ -4,7 +4,9 @@
 #      of 5 levels, temporal down-sampling to 5 frames, 2 temporal attention layers), eager and train.compile=true,
 #      and with model.checkpointing=true: ms/step, clips/s, peak memory;
 #   2. the same steps on one GPU under trainer.strategy=fsdp (sharding over 1 device: the code path of a sharded run);
-#   3. I3D feature extraction speed (bench/bench_eval.py: throughput by batch, then end-to-end from MP4 files).
+#   3. I3D feature extraction speed (bench/bench_eval.py: throughput by batch, then end-to-end from MP4 files);
+#   4. training from encoded shards against encoding on the fly (bench/bench_latent_cache.py, the tiny SD-like
+#      pipeline at 128x128, 16 frames): ms/step and peak GPU memory, their ratios.
 # Each case runs in its own process with its own time limit: a failure is printed and the next case runs.
 #   bash bench/gpu_check.sh                      # from the repository root, with the project's venv
 #   PY=python CHANNELS=64 FRAMES=32 STEPS=10 bash bench/gpu_check.sh   # smaller, e.g. on a small GPU
@@ -62,4 +64,10 @@ echo "== 2. the same under trainer.strategy=fsdp on 1 GPU"
 run_case fsdp trainer.strategy=fsdp
 echo "== 3. I3D feature extraction (bench/bench_eval.py)"
 timeout "$CASE_TIMEOUT" "$PY" -m bench.bench_eval --rounds 2 || echo "bench_eval: FAILED (exit $?)"
+echo "== 4. encoded shards against encoding on the fly (bench/bench_latent_cache.py, tiny SD-like, 16 frames at 128x128)"
+if ! timeout "$CASE_TIMEOUT" "$PY" -m bench.bench_latent_cache --device cuda --size 128 --frames 16 --batch 2 \
+    --steps 10 --rounds 2 --no-meta 2>/tmp/gpu_check_latent_cache.err; then
+  echo "bench_latent_cache: FAILED; last lines of /tmp/gpu_check_latent_cache.err:"
+  tail -n 5 /tmp/gpu_check_latent_cache.err | sed 's/^/    /'
+fi
 echo "== done $(date -u)"

@@ -147,7 +147,7 @@ def net_state(ckpt: dict, ema: bool = True) -> Dict[str, torch.Tensor]:
 def load_t2i(path: str | Path) -> Tuple[ExperimentConfig, Dict[str, torch.Tensor]]:
     """The (EMA) weights and config of a pretrained T2I U-Net, to inflate (its config checked to fit its weights)."""
     ckpt = load_checkpoint(path)
-    check_model(path, ckpt, ["t2i"], " (stage 1: lumiere-train --config experiments/t2i_*.yaml)")
+    check_model(path, ckpt, ["t2i"], " (stage 1: lumiere-train --config experiments/real/t2i.yaml, or another recipe's t2i.yaml)")
     cfg, state = config_of(ckpt, path), net_state(ckpt, ema=True)
     check_fits(cfg, state, path)
     return cfg, state

@@ -16,7 +16,7 @@ import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Union
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -168,6 +168,8 @@ class TrainConfig:
                                     # starts; the first steps compile (minutes at paper shapes). CPU: needs a C++ compiler
     val_every_n_steps: int = 500    # sample and log videos every N steps (and at the end)
     ckpt_every_n_steps: int = 500
+    keep_checkpoints: int = 1       # periodic checkpoints kept (step=N.ckpt, the newest); -1: all (lumiere-evaluate
+                                    # then scores each); last.ckpt is kept besides
     max_bad_steps: int = 20         # consecutive non-finite losses/gradients before the run stops
     val_prompts: List[str] = field(default_factory=lambda: ["a red circle moving right", "a blue square moving down"])
     val_captions: int = 0           # validation also samples the captions of this many held-out clips
@@ -243,13 +245,18 @@ class DataConfig:
     frames: int = 16                # T, frames per clip
     size: int = 32                  # square side in pixels after resize + centre crop
     fps: float = 8.0                # target frame rate (frame-rate conversion on decode)
-    batch_size: int = 8
+    batch_size: Union[int, str] = 8 # clips per device and step; auto: the largest that fits one GPU, found by
+                                    # Lightning's tuner when training starts (lumiere_pl/lit/batch_size.py)
     num_workers: int = 0
     train_shards: Optional[str] = None   # path, brace pattern or URL (webdataset)
     val_shards: Optional[str] = None
     epoch_length: int = 0           # >0: resampled mode, this many batches per epoch on every rank
     shuffle_buffer: int = 256
     seed: int = 0
+    augment: bool = True            # webdataset training: a random start frame and crop per clip; false: the fixed
+                                    # validation view (centred start and crop), the view encoded shards hold
+    encoded: Optional[str] = None   # the key of the encoded shards the run trains from (lumiere-shards encode; set by
+                                    # lumiere-train from their manifest.json after checking it): None = pixels
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
@@ -311,6 +318,8 @@ def _expected_type(key: str) -> str:
         if hint is None:
             return ""
         cls = hint
+    if typing.get_origin(hint) is typing.Union:          # Union[int, str] -> "int or str"
+        return " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(hint) if a is not type(None))
     return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 

@@ -119,14 +119,17 @@ def validate(cfg: ExperimentConfig) -> None:
                           f"(the low-res input is data.size / upscale pixels)")
     if not 0.0 <= cfg.diffusion.cond_aug_max <= 1.0:
         raise ConfigError(f"diffusion.cond_aug_max={cfg.diffusion.cond_aug_max}: expected a time in [0, 1]")
-    if d.batch_size < 1:
-        raise ConfigError(f"data.batch_size={d.batch_size}: expected >= 1")
+    if d.batch_size != "auto" and (isinstance(d.batch_size, str) or d.batch_size < 1):
+        raise ConfigError(f"data.batch_size={d.batch_size}: expected an integer >= 1, or auto (the largest that fits "
+                          f"one GPU)")
     if d.name == "webdataset" and not d.train_shards:
         raise ConfigError("data.train_shards=None: data.name=webdataset needs a shard path, brace pattern or URL, "
                           "e.g. data/shards/real/train-{000000..000003}.tar")
     for key in ("max_steps", "ckpt_every_n_steps", "val_every_n_steps", "max_bad_steps"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected >= 1")
+    if cfg.train.keep_checkpoints < -1 or cfg.train.keep_checkpoints == 0:
+        raise ConfigError(f"train.keep_checkpoints={cfg.train.keep_checkpoints}: expected -1 (all) or a number >= 1")
     for key in ("val_captions", "val_fvd"):
         if getattr(cfg.train, key) < 0:
             raise ConfigError(f"train.{key}={getattr(cfg.train, key)}: expected a number of clips >= 0")

@@ -10,6 +10,9 @@ Every rule of how a model's data meets its network lives here once:
   video_condition  Lumiere's <C, M> (Sec. 4): known pixels and their mask, in the space the network denoises
   lowres_condition the SSR's conditioning: the low-res clip upsampled and noise-augmented (Sec. 3.2)
   encode / decode  pixels in [-1, 1] <-> what the network denoises (identity in pixel space; a VAE's latents)
+  x0               a training batch -> what the network denoises: its pixels encoded, or, from encoded shards, a draw
+                   from the stored VAE posterior (the same draw, from the same generator, as encoding on the fly)
+  stored_text_condition  the text_condition of a batch from encoded shards (token states stored with each clip)
   sample_shape     one sample's (c t h w) or (c h w)
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ from lumiere_pl.models import build_model
 from lumiere_pl.models.latent import LatentCodec
 from lumiere_pl.models.ssr import upsample
 from lumiere_pl.text import build_text_encoder
+from lumiere_pl.text.cached import CachedTextEncoder
 from lumiere_pl.text.encoders import TextEncoder
 from lumiere_pl.utils.tensors import append_dims
 
@@ -49,15 +53,16 @@ def build_process(cfg: ExperimentConfig) -> DiffusionProcess:
                             d.prediction, c_noise)
 
 
-def build_codec(cfg: ExperimentConfig) -> Optional[LatentCodec]:
-    """The VAE of a latent diffusers_stunet (model.diffusers.vae, resolved from the pipeline folder), else None."""
+def build_codec(cfg: ExperimentConfig, encoder: bool = True) -> Optional[LatentCodec]:
+    """The VAE of a latent diffusers_stunet (model.diffusers.vae, resolved from the pipeline folder), else None.
+    encoder=False: its decoder only (training from encoded shards)."""
     d = cfg.model.diffusers
     if cfg.model.name != "diffusers_stunet" or not d.vae:
         return None
     from lumiere_pl.models.diffusers_folder import load_vae
 
     frozen = getattr(torch, cfg.model.frozen_dtype)
-    return LatentCodec(load_vae(d.vae, d.variant, frozen), d.vae_chunk, frozen)
+    return LatentCodec(load_vae(d.vae, d.variant, frozen), d.vae_chunk, frozen, encoder=encoder)
 
 
 class ModelParts:
@@ -73,13 +78,18 @@ class ModelParts:
                              "VAE is set: model.diffusers.vae, or a pipeline folder with vae/")
 
     @classmethod
-    def build(cls, cfg: ExperimentConfig, t2i_state: Optional[dict] = None) -> "ModelParts":
+    def build(cls, cfg: ExperimentConfig, t2i_state: Optional[dict] = None,
+              encoded_prompts: Optional[str] = None) -> "ModelParts":
         """Every part of cfg's model, freshly built (t2i_state: the pretrained T2I weights to inflate; a
-        diffusers_stunet reads its own from model.init_from). Weights are then loaded by the owner."""
-        frozen = getattr(torch, cfg.model.frozen_dtype)
-        text_encoder = build_text_encoder(cfg.text, frozen)
+        diffusers_stunet reads its own from model.init_from). Weights are then loaded by the owner.
+        encoded_prompts: the prompts file of encoded shards (training from them): no text encoder is built (the
+        stored encodings stand in for it, text/cached.py) and the VAE holds its decoder only."""
+        if encoded_prompts is not None:
+            text_encoder: TextEncoder = CachedTextEncoder.from_file(encoded_prompts, cfg.text.encoder)
+        else:
+            text_encoder = build_text_encoder(cfg.text, getattr(torch, cfg.model.frozen_dtype))
         net = build_model(cfg, text_encoder.dim, t2i_state)
-        return cls(cfg, net, text_encoder, build_process(cfg), build_codec(cfg))
+        return cls(cfg, net, text_encoder, build_process(cfg), build_codec(cfg, encoder=encoded_prompts is None))
 
     def modules(self) -> List[nn.Module]:
         """The modules a device or dtype move must reach."""
@@ -123,6 +133,19 @@ class ModelParts:
         """The inverse of encode: samples -> pixels in [-1, 1]."""
         return x if self.codec is None else self.codec.decode(x)
 
+    def x0(self, batch: dict, generator: Optional[torch.Generator] = None) -> Tensor:
+        """What the network denoises for a training batch: its "pixels" encoded, or, from encoded shards, a draw
+        from the stored posterior ("latent_mean", "latent_logvar"; LatentCodec.sample: the same draw as encoding)."""
+        if "latent_mean" in batch:
+            return self.codec.sample(batch["latent_mean"], batch["latent_logvar"], generator)
+        return self.encode(batch["pixels"], generator)
+
+    def batch_pixels(self, batch: dict) -> Tensor:
+        """A batch's clips in pixels (b 3 t h w): its "pixels", or the decoded posterior means of encoded shards."""
+        if "pixels" in batch:
+            return batch["pixels"]
+        return self.decode(self.codec.scaled(batch["latent_mean"].to(self.device)))
+
     # --- conditioning -------------------------------------------------------------------------------------------
     def text_condition(self, captions: Sequence[str], drop: float = 0.0,
                        generator: Optional[torch.Generator] = None) -> dict:
@@ -136,6 +159,20 @@ class ModelParts:
         b = len(captions)
         return {"text": text[:b], "text_mask": mask[:b],
                 "null_text": text[b:].expand(b, -1, -1), "null_text_mask": mask[b:].expand(b, -1)}
+
+    def stored_text_condition(self, text: Tensor, mask: Tensor, drop: float = 0.0,
+                              generator: Optional[torch.Generator] = None) -> dict:
+        """text_condition for token states stored with each clip (encoded shards): text (b L d), mask (b L). The
+        same draws as text_condition: with probability `drop` a clip's states are replaced by the null caption's."""
+        null, null_mask = self.text_encoder([""], device=self.device)                   # (1 L d), (1 L)
+        b = text.shape[0]
+        text, mask = text.to(self.device, null.dtype), mask.to(self.device).bool()
+        if drop > 0:
+            keep = torch.rand(b, generator=generator).ge(drop).to(self.device)         # (b,)
+            text = torch.where(keep[:, None, None], text, null)
+            mask = torch.where(keep[:, None], mask, null_mask)
+        return {"text": text, "text_mask": mask, "null_text": null.expand(b, -1, -1),
+                "null_text_mask": null_mask.expand(b, -1)}
 
     def video_condition(self, video: Tensor, known: Tensor) -> dict:
         """<C, M> from a pixel clip (b 3 t h w) in [-1, 1] and its mask (b 1 t h w), 1 = known, in the space the

@@ -30,7 +30,7 @@ def test_unknown_key_names_close_matches(tmp_path):
 
 def test_wrong_type_names_key_value_and_type(tmp_path):
     msg = _error(["data.batch_size=1.5"])
-    assert "'data.batch_size'" in msg and "expected int" in msg and "'1.5'" in msg
+    assert "'data.batch_size'" in msg and "expected int or str" in msg and "'1.5'" in msg
     msg = _error(["model.unet.channel_mults=abc"])
     assert "'model.unet.channel_mults'" in msg and "expected List[int]" in msg
     yaml = tmp_path / "exp.yaml"
@@ -38,7 +38,7 @@ def test_wrong_type_names_key_value_and_type(tmp_path):
     msg = _error([], str(yaml))
     assert "'train.lr'" in msg and "expected float" in msg and "'fast'" in msg
     msg = _error(["train.max_steps=5", "data.batch_size=1.5", "train.lr=0.1"])     # merged at once: still named
-    assert msg.startswith("override 'data.batch_size=1.5': bad value for 'data.batch_size' (expected int)")
+    assert msg.startswith("override 'data.batch_size=1.5': bad value for 'data.batch_size' (expected int or str)")
     msg = _error(["trainer.devices=[0"])
     assert "override 'trainer.devices=[0'" in msg and "not valid YAML" in msg
 

@@ -208,7 +208,7 @@ TINY_RUN = ["text.max_length=8", "data.name=synthetic", "data.train_shards=null"
 
 @pytest.mark.slow
 def test_training_resume_and_sampling_with_bf16_frozen_weights(pipeline, tmp_path, single_thread):
-    """stunet_sd.yaml under bf16-mixed with model.frozen_dtype=bfloat16 (conditional, latent): 3 steps, a resume to
+    """experiments/diffusers/sd.yaml under bf16-mixed with model.frozen_dtype=bfloat16 (conditional, latent): 3 steps, a resume to
     4; the checkpoint holds float32 trainable weights, EMA and AdamW moments, no frozen U-Net weight; the resumed
     run starts from them (its step-4 weights differ from step 3's); lumiere-sample samples the checkpoint outside
     Lightning (the network enters bf16 autocast itself)."""

@@ -1,5 +1,5 @@
 """diffusers_stunet end to end through the command lines, on tiny random pipelines saved with save_pretrained
-(lumiere_research/tiny_diffusers.py): experiments/diffusers/if.yaml (pixels) and stunet_sd.yaml (latents) train a few
+(lumiere_research/tiny_diffusers.py): experiments/diffusers/if.yaml (pixels) and diffusers/sd.yaml (latents) train a few
 steps with lumiere-train, sample with lumiere-sample, export a folder with lumiere-export that samples the same; bad
 folders are refused before anything heavy, naming the missing file. With LUMIERE_IF_PATH / LUMIERE_SD_PATH pointing at
 real weights, the same inflation and sampling run on them."""
@@ -45,9 +45,9 @@ def frames_of(mp4: Path):
 
 
 def run_experiment(kind: str, folder: Path, out: Path, *extra: str, resume: bool = False):
-    """lumiere-train on experiments/stunet_{kind}.yaml, tiny; returns the run folder."""
+    """lumiere-train on experiments/diffusers/{kind}.yaml, tiny; returns the run folder."""
     size = {"if": 16, "sd": 32}[kind]
-    rc = train_cli.main(["--resume"] * resume + ["--config", str(ROOT / f"experiments/stunet_{kind}.yaml"),
+    rc = train_cli.main(["--resume"] * resume + ["--config", str(ROOT / f"experiments/diffusers/{kind}.yaml"),
                          f"model.init_from={folder}", f"data.size={size}", f"out_dir={out}", *TINY_RUN, *extra])
     assert rc == 0
     return out / f"stunet_{kind}"
@@ -236,7 +236,7 @@ def test_real_weights_inflate_and_sample(kind, tmp_path):
     from lumiere_pl.lit import DiffusionModule
 
     size = {"if": 64, "sd": 256}[kind]
-    cfg = load_config(str(ROOT / f"experiments/stunet_{kind}.yaml"),
+    cfg = load_config(str(ROOT / f"experiments/diffusers/{kind}.yaml"),
                       [f"model.init_from={REAL[kind]}", "data.name=synthetic", "data.train_shards=null",
                        "data.frames=8", f"data.size={size}", "trainer.accelerator=auto",
                        "model.frozen_dtype=float32"])          # the init property in full float32
@@ -262,10 +262,10 @@ def test_real_weights_inflate_and_sample(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", ["if", "sd"])
 def test_experiment_configs_resolve_on_a_folder(kind, pipelines):
-    """stunet_if.yaml / stunet_sd.yaml validate on a diffusers folder: text.path follows model.init_from."""
+    """experiments/diffusers/if.yaml / sd.yaml validate on a diffusers folder: text.path follows model.init_from."""
     from lumiere_pl.config_checks import load_config
 
-    cfg = load_config(str(ROOT / f"experiments/stunet_{kind}.yaml"),
+    cfg = load_config(str(ROOT / f"experiments/diffusers/{kind}.yaml"),
                       [f"model.init_from={pipelines[kind]}", "data.train_shards=x.tar", "model.temporal.down_levels=[0,1]"])
     cfg, _ = train_cli.inherit_t2i(cfg)
     assert cfg.text.path == str(pipelines[kind]) and cfg.trainer.precision == "bf16-mixed"

@@ -118,7 +118,7 @@ def _image(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def trained(pipeline, tmp_path_factory):
-    """lumiere-train: stunet_sd.yaml with model.temporal.conditional=true, 3 steps (the tasks none / first / box)."""
+    """lumiere-train: experiments/diffusers/sd.yaml with model.temporal.conditional=true, 3 steps (the tasks none / first / box)."""
     out = tmp_path_factory.mktemp("runs")
     n = torch.get_num_threads()
     torch.set_num_threads(1)

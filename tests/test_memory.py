@@ -49,7 +49,8 @@ def test_weights_gradients_moments_and_ema_are_counted_from_the_parameters(tiny_
     rows = training_memory(module, shards=2)
     assert rows["weights (network)"] == 4 * total // 2 and rows["gradients"] == 4 * n // 2
     assert rows["optimizer (AdamW moments)"] == 8 * n // 2 and rows["EMA"] == 4 * n // 2
-    assert rows["weights (text encoder, VAE)"] == 0                        # the tiny encoder holds no network
+    assert rows["weights (text encoder)"] == 0                             # the tiny encoder holds no network
+    assert "weights (VAE encoder)" not in rows                             # pixel space: no VAE rows
 
 
 def test_dry_run_prints_the_memory_per_device(tiny_overrides, capsys):

@@ -368,3 +368,15 @@ def test_validation_logs_motion_figures_and_fvd_to_tensorboard(tiny_overrides):
     assert len(fvd) == 2 and all(v > 0 for v in fvd)
     low, mid, high = (events.Scalars(f"val_motion/magnitude{s}")[-1].value for s in ("_low", "", "_high"))
     assert low <= mid <= high
+
+
+def test_keep_checkpoints_keeps_every_periodic_checkpoint(tiny_overrides):
+    over = tiny_overrides + ["name=keep", "model.name=t2i", "data.images=true", "train.max_steps=4",
+                             "train.ckpt_every_n_steps=1", "train.val_every_n_steps=100", "train.val_prompts=[]",
+                             "trainer.enable_progress_bar=false"]
+    assert train_cli.main(over + ["train.keep_checkpoints=-1"]) == 0
+    folder = Path(tiny_overrides[-1].split("=", 1)[1]) / "keep" / "checkpoints"
+    assert sorted(p.name for p in folder.glob("step=*.ckpt")) == [f"step={s:07d}.ckpt" for s in (1, 2, 3, 4)]
+    assert train_cli.main(over + ["name=keep1"]) == 0                      # the default keeps the newest
+    assert [p.name for p in (folder.parent.parent / "keep1" / "checkpoints").glob("step=*.ckpt")] == ["step=0000004.ckpt"]
+    assert train_cli.main(over + ["name=keep0", "train.keep_checkpoints=0"]) == 2

@@ -120,7 +120,12 @@ def dry_run(module, cfg: ExperimentConfig) -> None:
     devices = tr.num_nodes * (tr.devices if isinstance(tr.devices, int) else len(tr.devices) if
                               isinstance(tr.devices, (list, tuple)) else 1)
     shards = (tr.fsdp.shard_size or devices) if tr.strategy == "fsdp" else 1
-    print(memory_table(training_memory(module, shards), cfg.model.checkpointing, cfg.data.batch_size, shards))
+    if cfg.data.batch_size == "auto":                   # found on the GPU when training starts: shown per clip
+        module.cfg.data.batch_size = 1
+        print("data.batch_size=auto: activations per clip below (batch 1); the batch is found when training starts")
+    print(memory_table(training_memory(module, shards), cfg.model.checkpointing, module.cfg.data.batch_size, shards))
+    if cfg.data.encoded:
+        print(f"  text encoder, VAE encoder: not loaded (encoded shards, data.encoded={cfg.data.encoded})")
 
 
 def build_trainer(cfg: ExperimentConfig):
@@ -179,6 +184,11 @@ def main(argv: List[str]) -> int:
         check_writable(cfg.run_dir, "the run folder (out_dir/name)")
         if random_t2i(cfg) and _rank_zero():
             print(f"note: model.init_from={RANDOM_INIT}: the {cfg.model.name}'s T2I U-Net is random, not pretrained")
+    from lumiere_pl.data.encoded import check_encoded
+
+    for note in check_encoded(cfg):           # encoded shards: their key against the run's, data.encoded set
+        if _rank_zero():
+            print(note)
     ckpt_path, resumed = None, None
     existing = resume_path(cfg, "last")
     if args.resume == "auto":
@@ -195,6 +205,13 @@ def main(argv: List[str]) -> int:
                      else args.resume)
             raise InputError(f"--resume {args.resume}: no checkpoint at {where}")
         resumed = check_resume(cfg, ckpt_path)
+    if cfg.data.batch_size == "auto" and not args.dry_run:     # on one GPU, or refused; a resume takes its own
+        from lumiere_pl.checkpoint import config_of
+
+        check_auto_from = to_dict(config_of(resumed, ckpt_path)) if resumed is not None else None
+        from lumiere_pl.lit.batch_size import check_auto
+
+        check_auto(cfg, check_auto_from)
 
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -232,6 +249,10 @@ def main(argv: List[str]) -> int:
         tr = cfg.trainer
         raise InputError(f"trainer.accelerator={tr.accelerator} devices={tr.devices} strategy={tr.strategy} "
                          f"precision={tr.precision}: {err} (expected settings this machine supports)") from None
+    if cfg.data.batch_size == "auto":
+        from lumiere_pl.lit.batch_size import find_batch_size
+
+        find_batch_size(trainer, module, datamodule, cfg)
     if trainer.is_global_zero:
         save_config(cfg, cfg.run_dir / "config.yaml")
     if ckpt_path and trainer.is_global_zero:

@@ -25,6 +25,7 @@ REASONS = (
     "bad_caption",      # caption not UTF-8
     "bad_json",         # .json member that does not parse
     "unreadable_shard", # the shard cannot be opened at all
+    "bad_encoding",     # an encoded sample that does not read, or of another key (lumiere_pl/data/encoded.py)
     "oversized_member", # a tar member declaring more than data.limits.member_mib bytes, or sparse: skipped unread
 )
 

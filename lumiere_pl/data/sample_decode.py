@@ -1,7 +1,8 @@
 """One raw WebDataset sample (bytes) -> one training example of the batch contract, or None (skipped and counted).
 
 Example: {"pixels": float32 in [-1, 1], (c t h w), or (c h w) in image mode; "caption": str; "key": str;
-"label": int (-1 when the sample has none)}.
+"label": int (-1 when the sample has none)}; from encoded shards "latent_mean", "latent_logvar", "text", "text_mask"
+in place of "pixels" (lumiere_pl/data/encoded.py).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from lumiere_pl.data.config import DataConfig, data_limits
+from lumiere_pl.data.encoded import ENCODED_MEMBER, TEXT_MEMBER, decode_encoded, decode_text
 from lumiere_pl.data.health import SkipCounter
 from lumiere_pl.data.video_io import VIDEO_EXTS, VideoError, clip_at, clip_start, crop, decode, probe
 from lumiere_pl.utils.video import from_uint8
@@ -38,7 +40,20 @@ def _frames(data: bytes, cfg: DataConfig, n: int, src_fps: float, rng: Optional[
 
 def decode_sample(raw: Dict[str, object], cfg: DataConfig, rng: Optional[np.random.Generator],
                   skips: SkipCounter) -> Optional[Dict[str, object]]:
-    """rng: training randomness (start frame, crop); None: the fixed validation view (centred)."""
+    """rng: training randomness (start frame, crop); None: the fixed validation view (centred). A sample of encoded
+    shards (lumiere-shards encode, lumiere_pl/data/encoded.py) gives its stored encodings: a latent model's in place of
+    pixels, a pixel model's caption states ("text", "text_mask") beside its pixels."""
+    if ENCODED_MEMBER in raw:
+        return decode_encoded(raw, cfg, skips)
+    stored = decode_text(raw, cfg, skips) if TEXT_MEMBER in raw else {}
+    if stored is None:
+        return None
+    ex = _decode_pixels(raw, cfg, rng, skips)
+    return {**ex, **stored} if ex is not None else None
+
+
+def _decode_pixels(raw: Dict[str, object], cfg: DataConfig, rng: Optional[np.random.Generator],
+                   skips: SkipCounter) -> Optional[Dict[str, object]]:
     key, url = str(raw["__key__"]), str(raw["__url__"])
     ext = _video_member(raw)
     if ext is None:

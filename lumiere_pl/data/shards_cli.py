@@ -4,6 +4,7 @@
   lumiere-shards ucf101 UCF101_DIR OUT_DIR [--split train|test|all] [--fold 1]
   lumiere-shards synthetic OUT_DIR [--num 512] [--frames 16] [--size 64] [--fps 8]
   lumiere-shards real OUT_DIR [--table data/real_clips.yaml]        (the embedded default: `make shards`)
+  lumiere-shards encode --config RUN.yaml [key=value ...] --out DIR (a run's shards encoded: lumiere_pl/cli/encode.py)
 Common options: --per-shard N, --clip-seconds S [--clip-stride S], --fps F, --size PX (re-encode), --workers N.
 
 Unreadable or uncaptioned videos are skipped, counted and named (manifest.json lists them all). OUT_DIR is new, empty,
@@ -26,6 +27,7 @@ from typing import Callable, List, Tuple
 
 from tqdm import tqdm
 
+from lumiere_pl.cli import encode as encode_cli
 from lumiere_pl.cli.errors import DEBUG_HELP, ArgumentParser, command, number
 from lumiere_pl.data.shards import (Options, Sample, ShardWriter, Source, build, check_out_dir, skipped_summary,
                                     write_manifest)
@@ -208,7 +210,12 @@ def main(argv: List[str]) -> int:
     p.add_argument("--val-every", type=number(int, 1, MAX_COUNT), default=4, help="about 1 in N clips also goes to the val shards")
     _common(p, per_shard=8)
     p.set_defaults(clip_seconds=2.0, clip_stride=0.25, fps=16.0, size=64)
-    a = ap.parse_args(argv)
+    encode_cli.add_parser(sub)
+    a, extra = ap.parse_known_args(argv)
+    if a.cmd == "encode":                   # its key=value overrides may follow its options
+        return encode_cli.run(a, extra)
+    if extra:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
     _check(a)
 
     out = Path(a.out_dir)

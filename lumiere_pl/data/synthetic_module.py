@@ -58,6 +58,15 @@ class SyntheticDataModule(L.LightningDataModule):
         self.train_set: Optional[ShapesDataset] = None
         self.val_set: Optional[ShapesDataset] = None
 
+    @property
+    def batch_size(self) -> int:
+        """data.batch_size (Lightning's batch-size tuner reads and sets it here: data.batch_size=auto)."""
+        return self.cfg.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.cfg.batch_size = int(value)
+
     def setup(self, stage: Optional[str] = None) -> None:
         c = self.cfg
         world = self.trainer.world_size if self.trainer is not None else 1

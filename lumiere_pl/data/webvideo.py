@@ -13,6 +13,8 @@ Within a rank, shards are split across DataLoader workers; samples are shuffled 
 before decoding. Bad samples are skipped, warned about and counted (lumiere_pl.data.health); if that leaves a rank
 short of its batch count the stream restarts to fill it (a warning says so), so no rank ever waits on another.
 Validation: no shuffling, centred frames and crops, all ranks capped to the same count, last batch may be partial.
+data.augment=false: training takes that fixed view too (the view encoded shards hold: lumiere_pl/data/encoded.py,
+whose samples this module serves as well, with their stored encodings in place of pixels).
 
 Exact resume: an epoch's stream is a pure function of (seed, epoch, rank, num_workers): shard order, shuffle buffer
 and resampled shard draws are seeded per (seed, epoch, rank, worker), and each sample's start frame and crop per
@@ -156,7 +158,7 @@ class WebVideoDataset(IterableDataset):
                 continue                                         # trained before the resume: read, not decoded
             # start frame and crop: a function of the sample's position in this worker's stream, nothing else
             view = None
-            if self.train:
+            if self.train and self.cfg.augment:
                 view = np.random.default_rng(step_seed(self.cfg.seed, self.epoch, self.rank, wid, n))
             ex = decode_sample(raw, self.cfg, view, self.skips)
             if ex is not None:
@@ -296,6 +298,15 @@ class WebVideoDataModule(L.LightningDataModule):
         self._train_loader: Optional[EpochLoader] = None
         self._resumed_state: Dict[str, int] = {}                # state_dict of the checkpoint resumed from
         self._checked = False                                   # check_shards ran (its notes printed once)
+
+    @property
+    def batch_size(self) -> int:
+        """data.batch_size (Lightning's batch-size tuner reads and sets it here: data.batch_size=auto)."""
+        return self.cfg.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.cfg.batch_size = int(value)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self._skips_pid != os.getpid():      # one counter per process (DDP rank), shared with its workers

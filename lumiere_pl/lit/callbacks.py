@@ -198,6 +198,8 @@ class ValidationSamples(Callback):
       val_motion/flow_frechet                                   samples against held-out clips
       val/fvd                                                   train.val_fvd > 0: that many samples of held-out
                                                                 captions against the held-out clips (I3D, tf-fvd)
+    From encoded shards the held-out clips are the VAE's decodes of their posterior means, decoded until the
+    figures of the held-out clips are measured (once).
     Every process samples (a sharded network gathers its weights in each forward); rank 0 measures and writes."""
 
     REAL_CLIPS = 64
@@ -217,10 +219,20 @@ class ValidationSamples(Callback):
         if batch_idx == 0 and pl_module.parts.is_ssr:
             k = max(1, min(len(pl_module.cfg.train.val_prompts), batch["pixels"].shape[0]))
             self._ssr_clips = (batch["pixels"][:k].detach(), list(batch["caption"][:k]))
-        want = max(self.REAL_CLIPS, pl_module.cfg.train.val_fvd)
-        for caption, clip in zip(batch["caption"], batch["pixels"]):
-            if len(self._real) < want:
-                self._real.append((caption, to_uint8(clip)))
+        cfg = pl_module.cfg
+        take = max(0, max(self.REAL_CLIPS, cfg.train.val_fvd) - len(self._real))
+        captions = list(batch["caption"][:take])
+        if not captions:
+            return
+        if "text" in batch:     # encoded shards: the text encoder is their stored states; it takes these captions too
+            pl_module.parts.text_encoder.add(captions, batch["text"][:take], batch["text_mask"][:take])
+        if "pixels" in batch:
+            clips = [to_uint8(clip) for clip in batch["pixels"][:take]]
+        else:                   # a latent model's: decoded posterior means, until their figures are measured (once)
+            needed = (cfg.train.val_motion and self._real_stats is None) or (cfg.train.val_fvd > 0 and self._fvd is None)
+            part = {"latent_mean": batch["latent_mean"][:take]}
+            clips = [to_uint8(c) for c in pl_module.parts.batch_pixels(part).cpu()] if needed else [None] * len(captions)
+        self._real += list(zip(captions, clips))
 
     def render(self, pl_module) -> List[tuple]:
         """[(caption, (t h w 3) uint8 as written, (t h w 3) uint8 sample alone)] of this validation."""
@@ -287,9 +299,10 @@ class ValidationSamples(Callback):
                 writer.add_image(f"{tag}/{i:02d}", frames[0], trainer.global_step, dataformats="HWC")
             writer.add_text(f"{tag}/{i:02d}/prompt", caption, trainer.global_step)
         figures = {}
+        real_clips = [clip for _, clip in real if clip is not None]
         if pl_module.parts.is_video and cfg.train.val_motion:
-            figures.update(self.motion_figures([r[2] for r in rows], [clip for _, clip in real], cfg.data.fps))
-        figures.update(self.fvd_figure(pl_module, [clip for _, clip in real], fakes))
+            figures.update(self.motion_figures([r[2] for r in rows], real_clips, cfg.data.fps))
+        figures.update(self.fvd_figure(pl_module, real_clips, fakes))
         for name, value in figures.items():                 # at the step of the videos they describe
             if writer is not None:
                 writer.add_scalar(name, value, trainer.global_step)
@@ -322,7 +335,7 @@ class ValidationSamples(Callback):
 
     def fvd_figure(self, pl_module, real: List, fakes: List) -> Dict[str, float]:
         """val/fvd of the train.val_fvd samples against the held-out clips (I3D features, tf-fvd input)."""
-        if not fakes or not real:
+        if not fakes or (self._fvd is None and not real):
             return {}
         import numpy as np
 
@@ -354,7 +367,7 @@ def training_callbacks(cfg: ExperimentConfig) -> List[Callback]:
     ckpt_dir = str(cfg.run_dir / "checkpoints")
     ckpt = StepCheckpoint(dirpath=ckpt_dir, filename="step={step:07d}",
                           auto_insert_metric_name=False, every_n_train_steps=cfg.train.ckpt_every_n_steps,
-                          save_last=True, save_top_k=1, monitor=None,
+                          save_last=True, save_top_k=cfg.train.keep_checkpoints, monitor=None,
                           enable_version_counter=False)   # one last.ckpt per run folder, also after a resume
     bar = [StepProgressBar()] if cfg.trainer.enable_progress_bar else []
     return [ckpt, ExceptionCheckpoint(ckpt_dir), RngStateCallback(), GuardState(),

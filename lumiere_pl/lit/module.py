@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lumiere_pl.conditioning import random_video_condition
 from lumiere_pl.config import ExperimentConfig, from_dict, to_dict
+from lumiere_pl.data.encoded import encoded_prompts
 from lumiere_pl.lit.guard import NonFiniteGuard
 from lumiere_pl.models import count_parameters
 from lumiere_pl.models.ssr import downsample
@@ -35,7 +36,10 @@ class DiffusionModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters({"config": config})
         self.cfg: ExperimentConfig = from_dict(config)
-        self.parts = ModelParts.build(self.cfg, t2i_state)
+        # data.encoded: the run trains from encoded shards (lumiere-train checked their key): no text encoder and
+        # no VAE encoder are built, the prompts file beside the shards stands in for the encoder
+        prompts = str(encoded_prompts(self.cfg.data)) if self.cfg.data.encoded else None
+        self.parts = ModelParts.build(self.cfg, t2i_state, prompts)
         self.net, self.text_encoder, self.codec = self.parts.net, self.parts.text_encoder, self.parts.codec
         self.ema = EMA(self.net, self.cfg.train.ema_decay)
         self.guard = NonFiniteGuard(self.cfg.train.max_bad_steps)
@@ -65,12 +69,19 @@ class DiffusionModule(L.LightningModule):
 
     # --- the loss -----------------------------------------------------------------------------------------------
     def condition(self, batch: dict, train: bool, rng: Optional[StepRNG] = None) -> dict:
-        """The network's conditioning for a batch {"pixels": (b 3 [t] h w) in [-1, 1], "caption": [b]}: the text
-        (dropped with probability diffusion.cond_drop in training), a conditional STUNet's <C, M> of a task drawn
-        per clip, an SSR's noise-augmented low-res clip. rng: the step's generators (None: the global RNG)."""
+        """The network's conditioning for a batch {"pixels": (b 3 [t] h w) in [-1, 1], "caption": [b]}, or one of
+        encoded shards ({"text": (b L d), "text_mask": (b L), "latent_mean", ...}): the text (dropped with
+        probability diffusion.cond_drop in training), a conditional STUNet's <C, M> of a task drawn per clip, an
+        SSR's noise-augmented low-res clip. rng: the step's generators (None: the global RNG)."""
         host, dev = (rng.host, rng.device) if rng is not None else (None, None)
-        p, pixels = self.parts, batch["pixels"]
-        cond = p.text_condition(batch["caption"], self.cfg.diffusion.cond_drop if train else 0.0, host)
+        p, drop = self.parts, self.cfg.diffusion.cond_drop if train else 0.0
+        if "text" in batch:                                  # encoded shards: the states stored with each clip
+            cond = p.stored_text_condition(batch["text"], batch["text_mask"], drop, host)
+        else:
+            cond = p.text_condition(batch["caption"], drop, host)
+        if "pixels" not in batch:                            # a latent model's encoded shards (never conditional)
+            return cond
+        pixels = batch["pixels"]
         if p.conditional:
             t = self.cfg.model.temporal
             mask = random_video_condition(pixels, host, t.tasks, t.keyframe_stride)["cond_mask"]
@@ -84,7 +95,7 @@ class DiffusionModule(L.LightningModule):
 
     def loss(self, batch: dict, rng: StepRNG, train: bool, t: Optional[float] = None) -> Tensor:
         """The diffusion loss at a drawn time (t given: at that time); every draw from rng."""
-        x0 = self.parts.encode(batch["pixels"], rng.device)
+        x0 = self.parts.x0(batch, rng.device)
         return self.parts.process.loss(self.net, x0, self.condition(batch, train, rng), generator=rng.device, t=t)
 
     def step_loss(self, batch: dict, batch_idx: int, rank: int) -> Tensor:
@@ -96,7 +107,7 @@ class DiffusionModule(L.LightningModule):
         loss = self.step_loss(batch, batch_idx, self.global_rank)
         if not self.guard.loss_ok(loss, self.trainer.strategy):
             return None                                                  # Lightning skips backward and the update
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["pixels"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["caption"]))
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -113,7 +124,7 @@ class DiffusionModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """val/loss at drawn times, and val/loss_t{t} at each of train.val_loss_times: the same held-out clips and
         the same noise every validation (seeded by the batch), so the curves show the model alone changing."""
-        b = batch["pixels"].shape[0]
+        b = len(batch["caption"])
         with self.ema.apply_to(self.net):
             for t in [None, *self.cfg.train.val_loss_times]:
                 rng = StepRNG(torch.Generator().manual_seed(batch_idx),
@@ -160,7 +171,7 @@ class DiffusionModule(L.LightningModule):
         shape = (1, *self.parts.sample_shape(self.cfg.data.frames))
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):          # the example conditioning draws: training RNG untouched
-            cond = {**self.parts.text_condition(["a test caption"]), **self.example_condition(shape)}
+            cond = {**self.parts.text_condition([""]), **self.example_condition(shape)}   # "": every encoder has it
             cond = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in cond.items()}
             x, level = torch.zeros(shape, device=self.device), torch.full((1,), 500.0, device=self.device)
             return shape, forward_flops(self.net, x, level, cond)

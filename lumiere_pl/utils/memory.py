@@ -2,7 +2,8 @@
 
 Weights, gradients, AdamW's two moments and the EMA are counted exactly from the parameters (their dtypes: frozen
 bf16 weights count 2 bytes; what trains, its gradient, moments and EMA 4), divided by the shard size under FSDP.
-The frozen text encoder and VAE count as they are held. Activations are estimated on the meta device: one training
+The frozen text encoder and VAE count as they are held: a run from encoded shards (lumiere-shards encode) holds no
+text encoder and the VAE's decoder only, and the rows say so. Activations are estimated on the meta device: one training
 forward at the per-device batch runs on shapes alone (no memory, no arithmetic) and the tensors it saves for backward
 are summed, once each; with model.checkpointing only the inputs of each recomputed block stay, and backward then
 holds one block's activations more at a time (not counted). Workspace, allocator fragmentation, the data loader and
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 GiB = 2 ** 30
 
@@ -23,13 +24,22 @@ def _bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def held_modules(module) -> List[nn.Module]:
-    """The pretrained networks frozen holders keep outside the module tree (text encoder, VAE)."""
-    out = []
-    for holder in (module.text_encoder, module.codec):
-        if holder is not None:
-            out += [getattr(holder, name) for name in holder._held]
-    return out
+def _module_bytes(modules) -> int:
+    return sum(_bytes(m.parameters()) + _bytes(m.buffers()) for m in modules if m is not None)
+
+
+def frozen_rows(module) -> Dict[str, int]:
+    """Bytes of the frozen networks a run holds: the text encoder (none when it trains from encoded shards: their
+    stored states stand in for it), and with a VAE its encoder and its decoder apart (from encoded shards the encoder
+    is not held; the decoder renders validation samples)."""
+    rows = {"weights (text encoder)": sum(_module_bytes([getattr(module.text_encoder, n)])
+                                          for n in module.text_encoder._held)}
+    if module.codec is not None:
+        vae = module.codec.vae
+        rows["weights (VAE encoder)"] = _module_bytes([getattr(vae, "encoder", None), getattr(vae, "quant_conv", None)])
+        rows["weights (VAE decoder)"] = _module_bytes([getattr(vae, "decoder", None),
+                                                       getattr(vae, "post_quant_conv", None)])
+    return rows
 
 
 @contextmanager
@@ -74,7 +84,7 @@ def training_memory(module, shards: int = 1) -> Dict[str, int]:
     n_train = sum(p.numel() for p in trainable)
     return {
         "weights (network)": _bytes(params) // shards,
-        "weights (text encoder, VAE)": sum(_bytes(m.parameters()) + _bytes(m.buffers()) for m in held_modules(module)),
+        **frozen_rows(module),
         "gradients": 4 * n_train // shards,
         "optimizer (AdamW moments)": 8 * n_train // shards,
         "EMA": 4 * n_train // shards,
