@@ -50,7 +50,7 @@ train: install $(if $(filter real,$(DATASET)),shards) $(if $(filter own,$(DATASE
 own-shards: install $(OWN_SHARDS)/manifest.json
 $(OWN_SHARDS)/manifest.json: | $(STAMP)
 	@test -n "$(DATA)" || { echo "make: DATASET=own needs DATA=path/to/videos (docs/DATA.md)" >&2; exit 2; }
-	$(PY) -m lumiere_pl.data.shards_cli folder $(DATA) $(OWN_SHARDS) --val-fraction $(VAL_FRACTION) \
+	$(PY) -m lumiere_pl.cli.shards folder $(DATA) $(OWN_SHARDS) --val-fraction $(VAL_FRACTION) \
 		--clip-seconds $(shell $(PYTHON) -c "print($(FRAMES) / $(FPS))") --fps $(FPS) --size $(SIZE)
 
 # Does a moving-shapes STUNet move the caption's way? Samples 64 unseen prompts from noise seeds 0..63 (DDIM 15,
@@ -73,7 +73,7 @@ train-ssr: install $(if $(filter real,$(DATASET)),shards)
 REAL_SHARDS ?= data/shards/real
 shards: install $(REAL_SHARDS)/manifest.json
 $(REAL_SHARDS)/manifest.json: data/real_clips.yaml | $(STAMP)
-	$(PY) -m lumiere_pl.data.shards_cli real $(REAL_SHARDS) --table data/real_clips.yaml
+	$(PY) -m lumiere_pl.cli.shards real $(REAL_SHARDS) --table data/real_clips.yaml
 
 # One pytest worker per core (pytest-xdist), one thread each (tests/conftest.py); tests that start 2 processes share
 # a worker. TEST_WORKERS=0 runs the suite in one process.

@@ -36,7 +36,7 @@ def shard_dir() -> Path:
     if (default / "manifest.json").is_file():
         return default
     tmp = Path(tempfile.mkdtemp(prefix="bench_shards_"))
-    subprocess.check_call([sys.executable, "-m", "lumiere_pl.data.shards_cli", "real", str(tmp)])
+    subprocess.check_call([sys.executable, "-m", "lumiere_pl.cli.shards", "real", str(tmp)])
     return tmp
 
 

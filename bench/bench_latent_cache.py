@@ -94,7 +94,7 @@ def worker(a: argparse.Namespace) -> None:
 def measure(a: argparse.Namespace) -> None:
     from lumiere_research.tiny_diffusers import sd_like
 
-    from lumiere_pl.data import shards_cli
+    from lumiere_pl.cli import shards as shards_cli
 
     with tempfile.TemporaryDirectory() as tmp:
         sd, src, enc = sd_like(Path(tmp) / "sd"), Path(tmp) / "src", Path(tmp) / "enc"

@@ -15,7 +15,7 @@ def make_pipeline_and_shards(root: Path) -> dict:
     """{"sd": pipeline folder, "src": pixel shards (train: 2 shards of 4 clips, val: 1 of 2)}."""
     from lumiere_research.tiny_diffusers import sd_like
 
-    from lumiere_pl.data import shards_cli
+    from lumiere_pl.cli import shards as shards_cli
 
     sd = sd_like(root / "sd")
     src = root / "src"

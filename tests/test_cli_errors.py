@@ -23,7 +23,8 @@ from PIL import Image
 from lumiere_pl.cli import apply, export, sample, train
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.data import shards, shards_cli
+from lumiere_pl.cli import shards as shards_cli
+from lumiere_pl.data import shards
 from lumiere_pl.data.video_io import encode
 from lumiere_pl.errors import WriteError
 from lumiere_pl.lit import DiffusionModule
@@ -400,7 +401,7 @@ def test_entry_point_refuses_a_pickled_checkpoint_in_our_words(F, tmp_path):
 
 
 def test_entry_point_shards_every_video_bad(F, tmp_path):
-    r = _entry_point("lumiere_pl.data.shards_cli", "folder", F["dir"] / "all_bad", tmp_path / "shards",
+    r = _entry_point("lumiere_pl.cli.shards", "folder", F["dir"] / "all_bad", tmp_path / "shards",
                      "--workers", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "0 samples written, 2 of 2 sources skipped" in r.stderr and not (tmp_path / "shards").exists()

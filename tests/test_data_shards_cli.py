@@ -4,7 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
-from lumiere_pl.data.shards_cli import main
+from lumiere_pl.cli.shards import main
 from lumiere_pl.data.sources import readable_class
 from lumiere_pl.data.tar_reader import iter_shard
 

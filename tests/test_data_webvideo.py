@@ -181,7 +181,7 @@ def test_run_settings_that_differ_from_the_shards_manifest_are_said_or_refused(t
     16 frames at 8 fps, longer than every clip, is refused before anything is built (lumiere-train exits 2)."""
     from lumiere_pl.cli import train as train_cli
     from lumiere_pl.data.shard_check import check_shards
-    from lumiere_pl.data.shards_cli import main as shards_main
+    from lumiere_pl.cli.shards import main as shards_main
     from lumiere_pl.errors import InputError
 
     from conftest import TINY

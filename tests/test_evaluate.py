@@ -9,7 +9,7 @@ import torch
 from lumiere_pl.cli import evaluate
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.data import shards_cli
+from lumiere_pl.cli import shards as shards_cli
 from lumiere_pl.lit import DiffusionModule
 
 from conftest import TINY

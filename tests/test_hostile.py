@@ -24,7 +24,7 @@ import eval.cli as eval_cli
 from lumiere_pl.cli import apply, evaluate, export, sample, train
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.data import shards_cli
+from lumiere_pl.cli import shards as shards_cli
 from lumiere_pl.data.video_io import encode
 from lumiere_pl.lit import DiffusionModule
 from lumiere_research.sweep import cli as sweep_cli

@@ -55,7 +55,7 @@ def commands(tmp: Path) -> dict:
     """name -> (argv, working(): whether the command is well under way, processes it should have started)."""
     out = tmp / "out"
     return {
-        "shards": (["lumiere_pl.data.shards_cli", "folder", videos(tmp / "src"), out, "--size", "112",
+        "shards": (["lumiere_pl.cli.shards", "folder", videos(tmp / "src"), out, "--size", "112",
                     "--clip-seconds", "0.5", "--workers", "2", "--per-shard", "2"],
                    lambda: out.is_dir() and any(out.iterdir()), 2),
         "train": (["lumiere_pl.cli.train", *TINY, f"out_dir={out}", "name=r", "train.max_steps=100000",
@@ -168,7 +168,7 @@ def test_a_signal_ends_the_command_cleanly(name, sig, tmp_path):
             from lumiere_pl.cli.sample import main
             rerun[rerun.index("50")] = "1"                 # the rest at one step: quick
         else:                                              # the folder of an interrupted run is taken, replaced
-            from lumiere_pl.data.shards_cli import main
+            from lumiere_pl.cli.shards import main
             rerun[rerun.index("--workers") + 1] = "1"
             rerun[rerun.index(str(tmp_path / "src"))] = str(videos(tmp_path / "small", n=1, frames=12, side=64))
         assert main(rerun[1:]) == 0 and not temporaries(tmp_path)
@@ -181,7 +181,7 @@ def test_a_signal_ends_the_command_cleanly(name, sig, tmp_path):
 def test_interrupt_while_starting_is_one_line(tmp_path):
     """Ctrl-C during a command's imports (seconds of torch and Lightning): one line, exit 130, nothing written
     (eval/signals.py while_starting)."""
-    proc = subprocess.Popen([sys.executable, "-m", "lumiere_pl.data.shards_cli", "synthetic", str(tmp_path / "s")],
+    proc = subprocess.Popen([sys.executable, "-m", "lumiere_pl.cli.shards", "synthetic", str(tmp_path / "s")],
                             cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load
 
-from lumiere_pl.data import shards_cli
+from lumiere_pl.cli import shards as shards_cli
 from lumiere_pl.data.encoded import ENCODED_MEMBER, safetensors_metadata
 
 from _latent_helpers import encode_args, make_pipeline_and_shards
@@ -129,7 +129,7 @@ def test_two_processes_write_the_bytes_one_process_writes(encoded, tmp_path):
     prompts file equal the 1-process run's byte for byte, the manifest too but for its date."""
     out = tmp_path / "enc2"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "lumiere_pl.data.shards_cli", *encode_args(encoded["sd"], encoded["src"], out)]
+           "lumiere_pl.cli.shards", *encode_args(encoded["sd"], encoded["src"], out)]
     run = subprocess.run(cmd, cwd=ROOT, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]

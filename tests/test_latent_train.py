@@ -15,7 +15,7 @@ from lumiere_pl.checkpoint import load_checkpoint
 from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import to_dict
 from lumiere_pl.config_checks import load_config
-from lumiere_pl.data import shards_cli
+from lumiere_pl.cli import shards as shards_cli
 
 from _latent_helpers import SD_CONFIG, encode_args, make_pipeline_and_shards, run_overrides
 from _resume_helpers import ENV, ROOT, read_losses

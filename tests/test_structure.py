@@ -27,14 +27,8 @@ FORBIDDEN = [("eval", {"lumiere_pl", "lumiere_research"}),
              ("lumiere_research", {"bench", "tests"} | TEST_MODULES),
              ("bench", {"tests"} | TEST_MODULES)]
 
-# lumiere_pl.utils.video.write_mp4 encodes with lumiere_pl.data.video_io.encode, and data.video_io.read_clip
-# converts with utils.video.from_uint8: one module cycle, and utils -> data against the layers. data/shards_cli.py
-# (lumiere-shards) runs under lumiere_pl.cli.errors.command and hands its `encode` subcommand to cli/encode.py (which
-# checks a run's config, above the data layer), while cli/train.py builds data: cli <-> data.
-KNOWN_CYCLES = [{"lumiere_pl.data.video_io", "lumiere_pl.utils.video"}]
-KNOWN_BACK_EDGES = {("lumiere_pl.utils.video", "lumiere_pl.data.video_io"),
-                    ("lumiere_pl.data.shards_cli", "lumiere_pl.cli.errors"),
-                    ("lumiere_pl.data.shards_cli", "lumiere_pl.cli.encode")}
+KNOWN_CYCLES: List[Set[str]] = []
+KNOWN_BACK_EDGES: Set[Tuple[str, str]] = set()
 
 # ---------------------------------------------------------------------------------------------------------------------
 # reading the source

@@ -221,7 +221,7 @@ score: {{fvd: false}}
 def test_a_sweep_on_video_shards_has_the_flow_columns(tmp_path):
     """On any data set (here webdataset shards), the prompts are the held-out clips' captions, the shapes tracker is
     left out, and the table carries the flow motion figures of each run and of the held-out clips."""
-    from lumiere_pl.data import shards_cli
+    from lumiere_pl.cli import shards as shards_cli
 
     assert shards_cli.main(["synthetic", str(tmp_path / "shards"), "--num", "8", "--num-val", "4", "--frames", "8",
                             "--size", "16", "--fps", "8", "--per-shard", "4"]) == 0

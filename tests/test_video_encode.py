@@ -1,5 +1,5 @@
 """MP4 encoding is a function of the frames: the same frames give the same bytes in every process, however many
-CPUs it may use, lossy and lossless (lumiere_pl/data/video_io.encode: one x264 thread, x264's SSE2 functions)."""
+CPUs it may use, lossy and lossless (lumiere_pl/utils/video.encode: one x264 thread, x264's SSE2 functions)."""
 from __future__ import annotations
 
 import os

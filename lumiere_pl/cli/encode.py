@@ -3,7 +3,7 @@ new shards beside them, so that training loads no VAE encoder and no text encode
 A pixel model (DeepFloyd IF, our STUNet) has no VAE: its samples keep their videos and gain their caption's states.
 
   lumiere-shards encode --config experiments/diffusers/sd.yaml [key=value ...] --out DIR [--batch 8] [--dtype auto]
-  torchrun --nproc_per_node 8 -m lumiere_pl.data.shards_cli encode --config ... --out DIR     (processes, nodes)
+  torchrun --nproc_per_node 8 -m lumiere_pl.cli.shards encode --config ... --out DIR     (processes, nodes)
 
 The run's config says everything: the shards (data.train_shards, data.val_shards), the VAE and text encoder
 (model.init_from, model.diffusers.*, text.*: read as lumiere-train reads them), the view (data.size, data.frames,

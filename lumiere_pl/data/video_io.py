@@ -1,22 +1,19 @@
 """Video bytes <-> frames: decoding is eval/decode.py's (the project's one decoder, its one re-timing rule and list of
-extensions), re-exported here; encoding (H.264 MP4 with PyAV, all in memory) lives here.
+extensions), and encoding (lumiere_pl/utils/video.py's, H.264 MP4 with PyAV, all in memory), re-exported here.
 
 Frames are uint8 numpy arrays (t h w c), c = RGB.
 """
 from __future__ import annotations
 
-import io
 import math
-import platform
-from fractions import Fraction
 from pathlib import Path
 from typing import List, Optional
 
-import av
 import numpy as np
 
 from eval.decode import (VIDEO_EXTS, ClipTooShort, VideoError, VideoInfo, clip_at, count_frames, crop, frames_at,
                          last_start, nominal_times, probe, retimed, scaled_size)
+from lumiere_pl.utils.video import encode, from_uint8  # noqa: F401  (encode re-exported)
 
 decode = frames_at            # decode(data, indices=None, short_side=0, seek=True) -> (t h w 3) uint8
 
@@ -43,40 +40,6 @@ def clip_start(num_src: int, src_fps: float, fps: float, frames: int, start: Opt
     return last // 2 if start is None else min(max(start, 0), last)
 
 
-# x264's SIMD level for encoding: the same frames give the same bytes in any process, and on any machine with the
-# same x264. With the AVX-512 functions x264 picks by itself (libx264 core 165 of PyAV 18.1), one process encoding
-# the same 96 x 96 px, 8-frame clip 25 times got 6 different files (decoded frames up to 27 levels apart; one file
-# with mbtree off, or with x264's SIMD up to AVX2 or SSE2); x264's SSE2 functions give its C code's output bit for
-# bit, the C code itself elsewhere. Encoding takes 1.0-1.6x the time of x264's default
-# (docs/results/2026-12-07-video-encode.md).
-X264_PARAMS = "asm=MMX2,SSE,SSE2" if platform.machine().lower() in ("x86_64", "amd64") else "no-asm=1"
-
-
-def encode(frames: np.ndarray, fps: float, codec: str = "libx264", crf: int = 18, lossless: bool = False) -> bytes:
-    """(t h w c) uint8 -> MP4 bytes. H.264 needs even sizes: odd sizes are padded by repeating the edge.
-    lossless: H.264 in RGB (libx264rgb, qp 0): decodes back to the exact input frames. The same frames give the same
-    bytes in any process (one encoder thread)."""
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as c:
-        rate = Fraction(fps).limit_denominator(1001)
-        s = c.add_stream("libx264rgb" if lossless else codec, rate=rate)
-        s.codec_context.thread_count = 1       # x264's output depends on its thread count (by default, the CPUs')
-        s.width, s.height = frames.shape[2], frames.shape[1]
-        s.pix_fmt = "rgb24" if lossless else "yuv420p"
-        s.options = {"qp": "0"} if lossless else {"crf": str(crf)}
-        if s.codec_context.name.startswith("libx264"):
-            s.options = {**s.options, "x264-params": X264_PARAMS}
-        for x in frames:
-            for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(x), format="rgb24")):
-                c.mux(packet)
-        for packet in s.encode():
-            c.mux(packet)
-    return buf.getvalue()
-
-
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two uint8 arrays of equal shape."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
@@ -87,7 +50,6 @@ def read_clip(path: Path, frames: Optional[int] = None, flag: str = "--input-vid
     """A video file -> ((1 3 t h w) in [-1, 1], centre-cropped to a square; its fps); frames: the first ones only.
     InputError naming `flag` and the file for anything that is not such a video."""
     from lumiere_pl.errors import InputError
-    from lumiere_pl.utils.video import from_uint8
 
     if not path.is_file():
         raise InputError(f"{flag} {path}: file not found; expected a video (MP4, WebM, ...)")

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import io
+import platform
+from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
+import av
 import numpy as np
 import torch
 from PIL import Image
@@ -24,11 +27,44 @@ def to_uint8(video: Tensor) -> np.ndarray:
     return x.permute(1, 2, 3, 0).cpu().numpy()
 
 
+# x264's SIMD level for encoding: the same frames give the same bytes in any process, and on any machine with the
+# same x264. With the AVX-512 functions x264 picks by itself (libx264 core 165 of PyAV 18.1), one process encoding
+# the same 96 x 96 px, 8-frame clip 25 times got 6 different files (decoded frames up to 27 levels apart; one file
+# with mbtree off, or with x264's SIMD up to AVX2 or SSE2); x264's SSE2 functions give its C code's output bit for
+# bit, the C code itself elsewhere. Encoding takes 1.0-1.6x the time of x264's default
+# (docs/results/2026-12-07-video-encode.md).
+X264_PARAMS = "asm=MMX2,SSE,SSE2" if platform.machine().lower() in ("x86_64", "amd64") else "no-asm=1"
+
+
+def encode(frames: np.ndarray, fps: float, codec: str = "libx264", crf: int = 18, lossless: bool = False) -> bytes:
+    """(t h w c) uint8 -> MP4 bytes. H.264 needs even sizes: odd sizes are padded by repeating the edge.
+    lossless: H.264 in RGB (libx264rgb, qp 0): decodes back to the exact input frames. The same frames give the same
+    bytes in any process (one encoder thread)."""
+    t, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as c:
+        rate = Fraction(fps).limit_denominator(1001)
+        s = c.add_stream("libx264rgb" if lossless else codec, rate=rate)
+        s.codec_context.thread_count = 1       # x264's output depends on its thread count (by default, the CPUs')
+        s.width, s.height = frames.shape[2], frames.shape[1]
+        s.pix_fmt = "rgb24" if lossless else "yuv420p"
+        s.options = {"qp": "0"} if lossless else {"crf": str(crf)}
+        if s.codec_context.name.startswith("libx264"):
+            s.options = {**s.options, "x264-params": X264_PARAMS}
+        for x in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(x), format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return buf.getvalue()
+
+
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 18, lossless: bool = False) -> Path:
     """frames (t h w 3) uint8 -> H.264 MP4 (yuv420p at `crf`; lossless: RGB qp 0, bit-exact; odd sizes are padded by
-    one pixel): lumiere_pl.data.video_io.encode, written to a temporary name and renamed, so a reader never sees half
+    one pixel): `encode`, written to a temporary name and renamed, so a reader never sees half
     a file (lumiere_pl/utils/atomic.py)."""
-    from lumiere_pl.data.video_io import encode
     from lumiere_pl.utils.atomic import write_bytes
 
     path = Path(path)
