@@ -36,22 +36,25 @@ class KeyRecorder(L.LightningModule):
 
 
 def _shards(root: Path, counts) -> None:
-    w = ShardWriter(root, "train", 1000)
+    """Shards train-00000{s}.tar of counts[s] samples each, and their manifest."""
     stats = []
     for s, n in enumerate(counts):
-        w = ShardWriter(root, f"part{s}", 1000)
+        w = ShardWriter(root / f"part{s}", "train", 1000)
         for i in range(n):
             clip = sample_clip(1, s * 100 + i)
             w.write(Sample(f"s{s}_{i:02d}", "mp4", encode(render_clip(clip, 8, 16), 8), clip.caption,
                            {"fps": 8, "frames": 8}))
-        stats += w.close()
+        (st,) = w.close()
+        (root / f"part{s}" / st["file"]).rename(root / f"train-{s:06d}.tar")
+        (root / f"part{s}").rmdir()
+        stats.append({**st, "file": f"train-{s:06d}.tar"})
     write_manifest(root, stats, [], {})
 
 
 @pytest.mark.parametrize("workers", [0, 1])         # 1: persistent worker processes in each rank
 def test_ddp_two_ranks_odd_shards(tmp_path, workers):
     _shards(tmp_path, [5, 6, 4])                      # 3 shards, 15 samples
-    pattern = str(tmp_path / "part{0,1,2}-000000.tar")
+    pattern = str(tmp_path / "train-{000000..000002}.tar")
     cfg = DataConfig(name="webdataset", train_shards=pattern, val_shards=pattern, frames=4, size=16, fps=8.0,
                      batch_size=2, num_workers=workers)
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, logger=False,

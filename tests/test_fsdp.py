@@ -221,7 +221,7 @@ def test_sharded_ema_updates_locally_and_gathers_full():
 @pytest.mark.parametrize("override,expected", [
     ("trainer.fsdp.param_dtype=bf16", "trainer.fsdp.param_dtype='bf16' is not one of"),
     ("trainer.fsdp.shard_modules=[ResBlok]", "did you mean 'ResBlock'"),
-    ("trainer.fsdp.shard_size=-1", "trainer.fsdp.shard_size=-1: expected >= 0"),
+    ("trainer.fsdp.shard_size=-1", "trainer.fsdp.shard_size=-1: expected an integer >= 0"),
 ])
 def test_fsdp_keys_are_checked(override, expected):
     with pytest.raises(ConfigError) as err:

@@ -207,9 +207,9 @@ def test_a_pixel_model_trains_from_stored_t5_states_as_from_its_encoder(tmp_path
     def no_encoder(*a, **kw):
         raise AssertionError("a text encoder was built for a run from encoded shards")
     monkeypatch.setattr(parts, "build_text_encoder", no_encoder)
-    assert train_cli.main(["--config", if_cfg, *overrides(tmp_path / "enc", "name=enc")]) == 0
-    fly, enc = (read_losses(tmp_path / r / "train_loss.csv") for r in ("fly", "enc"))
+    assert train_cli.main(["--config", if_cfg, *overrides(tmp_path / "enc", "name=from_enc")]) == 0
+    fly, enc = (read_losses(tmp_path / r / "train_loss.csv") for r in ("fly", "from_enc"))
     assert sorted(fly) == sorted(enc) == [1, 2, 3]
     for step in fly:
         assert abs(fly[step] - enc[step]) <= 1e-5 * abs(fly[step]), (step, fly[step], enc[step])
-    assert "augment: true" in (tmp_path / "enc" / "config.yaml").read_text()
+    assert "augment: true" in (tmp_path / "from_enc" / "config.yaml").read_text()
