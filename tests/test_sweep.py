@@ -32,6 +32,20 @@ trainer: {{enable_progress_bar: false}}
 """
 
 
+@pytest.fixture
+def in_process(monkeypatch):
+    """Training runs in this process instead of a child (the command line is the same; a child's start costs ~10 s of
+    imports). The cascade test keeps the real children."""
+    import importlib
+
+    from lumiere_research.sweep import runner
+
+    def run_child(cmd):
+        i = cmd.index("-m")
+        return importlib.import_module(cmd[i + 1]).main(cmd[i + 2:])
+    monkeypatch.setattr(runner, "run_child", run_child)
+
+
 def _spec(tmp_path: Path, body: str) -> Path:
     (tmp_path / "stunet.yaml").write_text(TINY_STUNET.format(root=ROOT))
     (tmp_path / "t2i.yaml").write_text(TINY_T2I.format(root=ROOT))
@@ -55,7 +69,7 @@ score: {{motion: true, fvd: false, text_swap: 2}}
 
 
 @pytest.mark.slow
-def test_tiny_sweep_end_to_end_and_resumable(tmp_path, capsys):
+def test_tiny_sweep_end_to_end_and_resumable(tmp_path, capsys, in_process):
     spec_path = _spec(tmp_path, SPEC)
     assert sweep_cli.main([str(spec_path), "--dry-run"]) == 0
     listing = capsys.readouterr().out
@@ -218,7 +232,7 @@ score: {{fvd: false}}
 
 
 @pytest.mark.slow
-def test_a_sweep_on_video_shards_has_the_flow_columns(tmp_path):
+def test_a_sweep_on_video_shards_has_the_flow_columns(tmp_path, in_process):
     """On any data set (here webdataset shards), the prompts are the held-out clips' captions, the shapes tracker is
     left out, and the table carries the flow motion figures of each run and of the held-out clips."""
     from lumiere_pl.cli import shards as shards_cli
