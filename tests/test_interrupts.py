@@ -51,29 +51,34 @@ def videos(folder: Path, n: int = 6, frames: int = 48, side: int = 128) -> Path:
     return folder
 
 
-def commands(tmp: Path) -> dict:
-    """name -> (argv, working(): whether the command is well under way, processes it should have started)."""
+def command(tmp: Path, name: str) -> tuple:
+    """(argv, working(): whether the command is well under way, processes it should have started) of one command;
+    only its inputs are made."""
     out = tmp / "out"
     return {
-        "shards": (["lumiere_pl.cli.shards", "folder", videos(tmp / "src"), out, "--size", "112",
-                    "--clip-seconds", "0.5", "--workers", "2", "--per-shard", "2"],
-                   lambda: out.is_dir() and any(out.iterdir()), 2),
-        "train": (["lumiere_pl.cli.train", *TINY, f"out_dir={out}", "name=r", "train.max_steps=100000",
-                   "train.val_every_n_steps=100000", "train.ckpt_every_n_steps=3", "data.num_workers=1",
-                   "trainer.enable_progress_bar=false"],
-                  lambda: (out / "r" / "checkpoints" / "last.ckpt").exists(), 1),
-        "sample": (["lumiere_pl.cli.sample", "--ckpt", tmp / "model.ckpt", "--prompts", tmp / "p.jsonl",
-                    "--out-dir", out, "--steps", "50", "--batch-size", "1"],
-                   lambda: out.is_dir() and any(p.suffix == ".mp4" for p in out.iterdir()), 0),
-        "apply": (["lumiere_pl.cli.apply", "i2v", "--ckpt", tmp / "model.ckpt", "--image", tmp / "image.png",
-                   "--prompt", "x", "--steps", "10000", "--out", out / "a.mp4"],
-                  lambda: (tmp / "stderr").exists() and "it/s" in (tmp / "stderr").read_text(errors="replace"), 0),
-        "sweep": (["lumiere_research.sweep", sweep_spec(tmp)],
-                  lambda: (tmp / "sweeps" / "s" / "train" / "a" / "seed0" / "model" / "checkpoints" /
-                           "last.ckpt").exists(), 1),
-        "eval": (["eval.cli", "motion", "--videos", videos(tmp / "vids", n=40, frames=24, side=96), "--workers", "1",
-                  "--frames", "16", "--out", out / "m.json"], None, 1),
-    }
+        "shards": lambda: (["lumiere_pl.cli.shards", "folder", videos(tmp / "src"), out, "--size", "112",
+                            "--clip-seconds", "0.5", "--workers", "2", "--per-shard", "2"],
+                           lambda: out.is_dir() and any(out.iterdir()), 2),
+        "train": lambda: (["lumiere_pl.cli.train", *TINY, f"out_dir={out}", "name=r", "train.max_steps=100000",
+                           "train.val_every_n_steps=100000", "train.ckpt_every_n_steps=3", "data.num_workers=1",
+                           "trainer.enable_progress_bar=false"],
+                          lambda: (out / "r" / "checkpoints" / "last.ckpt").exists(), 1),
+        "sample": lambda: (["lumiere_pl.cli.sample", "--ckpt", tmp / "model.ckpt", "--prompts", tmp / "p.jsonl",
+                            "--out-dir", out, "--steps", "50", "--batch-size", "1"],
+                           lambda: out.is_dir() and any(p.suffix == ".mp4" for p in out.iterdir()), 0),
+        "apply": lambda: (["lumiere_pl.cli.apply", "i2v", "--ckpt", tmp / "model.ckpt", "--image", tmp / "image.png",
+                           "--prompt", "x", "--steps", "10000", "--out", out / "a.mp4"],
+                          lambda: "it/s" in _text(tmp / "stderr"), 0),
+        "sweep": lambda: (["lumiere_research.sweep", sweep_spec(tmp)],
+                          lambda: (tmp / "sweeps" / "s" / "train" / "a" / "seed0" / "model" / "checkpoints" /
+                                   "last.ckpt").exists(), 1),
+        "eval": lambda: (["eval.cli", "motion", "--videos", videos(tmp / "vids", n=40, frames=24, side=96),
+                          "--workers", "1", "--frames", "16", "--out", out / "m.json"], None, 1),
+    }[name]()
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def sweep_spec(tmp: Path) -> Path:
@@ -114,7 +119,7 @@ if LONG:
 def test_a_signal_ends_the_command_cleanly(name, sig, tmp_path):
     if name in ("sample", "apply"):
         model(tmp_path)
-    argv, working, workers = commands(tmp_path)[name]
+    argv, working, workers = command(tmp_path, name)
     err_path = tmp_path / "stderr"
     with open(err_path, "w") as err_file:
         proc = subprocess.Popen([sys.executable, "-m", *map(str, argv)], cwd=tmp_path, env=env(),
