@@ -12,6 +12,8 @@ from lumiere_pl.cli import train as train_cli
 from lumiere_pl.config import ConfigError
 from lumiere_pl.config_checks import check_files, check_init, load_config
 
+from _resume_helpers import ROOT
+
 
 def _error(overrides, path=None) -> str:
     with pytest.raises(ConfigError) as err:
@@ -120,3 +122,18 @@ def test_a_stunet_without_init_from_is_refused_unless_random(tmp_path, monkeypat
     for value in ("null", "random"):
         msg = _error(["model.name=diffusers_stunet", f"model.init_from={value}"])
         assert "model.name=diffusers_stunet needs model.init_from" in msg and "diffusers" in msg
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "experiments").rglob("*.yaml")
+                                        if "sweeps" not in p.parts))
+def test_to_dict_is_omegaconfs_plain_container_and_from_dict_inverts_it(path):
+    """to_dict (dataclasses.asdict) gives OmegaConf's resolved container, value and type for value, for every shipped
+    experiment; from_dict rebuilds the same config from it."""
+    from omegaconf import OmegaConf
+
+    from lumiere_pl.config import from_dict, read_config, to_dict
+
+    cfg = read_config(str(ROOT / path))
+    want = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    assert repr(to_dict(cfg)) == repr(want)
+    assert from_dict(to_dict(cfg)) == cfg
