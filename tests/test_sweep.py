@@ -90,7 +90,9 @@ def test_tiny_sweep_end_to_end_and_resumable(tmp_path, capsys, in_process):
     score = json.loads((root / "scores/paper__sample.guidance-2.0/seed1/step0000002.json").read_text())
     assert score["stage_steps"] == {"model": 2} and score["sample"]["guidance"] == 2.0 and score["n"] == 3
     assert len(list(Path(score["samples"]).glob("*.mp4"))) == 3
-    assert "| paper,sample.guidance=1.0 | 1 | 2 |" in (root / "table.md").read_text()
+    md = (root / "table.md").read_text()
+    assert "| paper,sample.guidance=1.0 | 1 | 2 |" in md
+    assert "Direction match: " in md                                                   # the columns shown, defined
     assert (root / "table.png").stat().st_size > 1000
     assert table["real"]["direction_match"] == 1.0                  # the real clips: the ceiling row
 
@@ -249,4 +251,5 @@ def test_a_sweep_on_video_shards_has_the_flow_columns(tmp_path, in_process):
     assert score["flow"]["n"] == 3 and "motion" not in score and len(captions) >= 3
     md = (root / "table.md").read_text()
     assert "motion magnitude (diagonals/s)" in md and "flow Frechet distance" in md
+    assert "Flow Frechet distance: " in md and "Direction match:" not in md           # the columns shown, defined
     assert "real clips (reference)" in md and table["real"]["flow_magnitude"] > 0

@@ -159,13 +159,20 @@ def markdown(spec: SweepSpec, rows: List[dict], real: dict) -> str:
         cells = [format(ref[k], f) if k in ref else "-" for k, f, _ in shown]
         lines.append("| real clips (reference) | - | - | " + " | ".join(cells) + " |")
     s = spec.sample
-    note = (f"\nMean ± half-width of the 95% t-interval over training seeds. N = {s.n} prompts per run (captions of "
-            f"unseen test clips), noise seeds {s.seed}..{s.seed + s.n - 1}, the same for every run. Direction match: "
-            f"share of clips whose tracked shape moves the caption's way (chance 25%). jump / jerk: mean |step| and "
-            f"|change of step| per frame in frame sides. Block boundary / inner step: mean |step| across a boundary "
-            f"of 2^k frames over the other steps (1 = no block artefact). Motion magnitude, dynamic degree, flicker, "
-            f"warping error: eval/motion.py on OpenCV DIS flow (not RAFT); flow Frechet distance: the samples' flow "
-            f"statistics against as many held-out clips (docs/EVAL.md).\n")
+    keys = {k for k, _, _ in shown}
+    defined = [(("direction_match",), "Direction match: share of clips whose tracked shape moves the caption's way "
+                                      "(chance 25%)."),
+               (("jump", "jerk"), "jump / jerk: mean |step| and |change of step| per frame in frame sides."),
+               (("boundary_ratio",), "Block boundary / inner step: mean |step| across a boundary of 2^k frames over "
+                                     "the other steps (1 = no block artefact)."),
+               (("flow_magnitude", "flow_dynamic", "flow_flicker", "flow_warping"),
+                "Motion magnitude, dynamic degree, flicker, warping error: eval/motion.py on OpenCV DIS flow (not "
+                "RAFT)."),
+               (("flow_frechet",), "Flow Frechet distance: the samples' flow statistics against as many held-out "
+                                   "clips (docs/EVAL.md).")]
+    note = " ".join([f"\nMean ± half-width of the 95% t-interval over training seeds. N = {s.n} prompts per run "
+                     f"(captions of unseen test clips), noise seeds {s.seed}..{s.seed + s.n - 1}, the same for every "
+                     f"run."] + [text for ks, text in defined if keys & set(ks)]) + "\n"
     return head + "\n".join(lines) + "\n" + note
 
 
