@@ -171,8 +171,8 @@ def markdown(spec: SweepSpec, rows: List[dict], real: dict) -> str:
                (("flow_frechet",), "Flow Frechet distance: the samples' flow statistics against as many held-out "
                                    "clips (docs/EVAL.md).")]
     note = " ".join([f"\nMean ± half-width of the 95% t-interval over training seeds. N = {s.n} prompts per run "
-                     f"(captions of unseen test clips), noise seeds {s.seed}..{s.seed + s.n - 1}, the same for every "
-                     f"run."] + [text for ks, text in defined if keys & set(ks)]) + "\n"
+                     f"(the captions of the reference clips), noise seeds {s.seed}..{s.seed + s.n - 1}, the same "
+                     f"for every run."] + [text for ks, text in defined if keys & set(ks)]) + "\n"
     return head + "\n".join(lines) + "\n" + note
 
 
