@@ -46,4 +46,12 @@ def test_every_checkpoint_is_scored_and_plotted(tmp_path, capsys):
     stamp = (out / "step_0000003" / "fvd.json").stat().st_mtime_ns
     assert evaluate.main(["--run", str(run), "--real", val, "--n", "3", "--frames", "16"]) == 0   # resumed: kept
     assert (out / "step_0000003" / "fvd.json").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    train = str(shards / "train-*.tar")                           # other real clips: the scores are redone, said so
+    assert evaluate.main(["--run", str(run), "--real", train, "--prompts", str(out / "prompts.jsonl"), "--n", "3",
+                          "--frames", "16", "--last"]) == 0
+    said = capsys.readouterr().out
+    assert "were computed for other inputs (real " in said and "; scoring again" in said
+    motion = json.loads((out / "step_0000007" / "motion.json").read_text())
+    assert motion["sets"]["real"]["n"] == 4 and (out / "step_0000003" / "fvd.json").stat().st_mtime_ns == stamp
     assert evaluate.main(["--run", str(tmp_path / "none"), "--real", val]) == 2

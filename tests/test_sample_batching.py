@@ -69,3 +69,24 @@ def test_sample_auto_batch_renders_the_same_videos_as_batch_one(tmp_path, tiny_s
     with pytest.raises(SystemExit) as err:                       # argparse's type: one line, exit 2, nothing done
         main([*common, "--out-dir", str(tmp_path / "x"), "--batch-size", "0"])
     assert err.value.code == 2 and not (tmp_path / "x").exists()
+
+
+def test_a_rerun_skips_videos_of_the_same_settings_and_renders_others_again(tmp_path, tiny_sample_ckpt, capsys):
+    """--prompts is resumable: the same options (any batch size) skip every video; other sampler steps render them
+    again, said in one line (they were kept as they were: a stale result)."""
+    from lumiere_pl.cli.sample import main
+
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"index": i, "prompt": p}) + "\n"
+                                              for i, p in enumerate(["a red circle moving right", "a blue square"])))
+    common = ["--ckpt", str(tiny_sample_ckpt), "--prompts", str(tmp_path / "p.jsonl"), "--frames", "4",
+              "--device", "cpu", "--lossless", "--out-dir", str(tmp_path / "v")]
+    assert main([*common, "--steps", "2"]) == 0
+    first = {i: (tmp_path / "v" / f"{i:06d}.mp4").read_bytes() for i in range(2)}
+    capsys.readouterr()
+    assert main([*common, "--steps", "2", "--batch-size", "2"]) == 0
+    assert "2 videos already rendered, 0 to go" in capsys.readouterr().out
+    assert main([*common, "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "2 videos in" in out and "other settings (steps 2 -> 3); rendering them again" in out
+    assert all((tmp_path / "v" / f"{i:06d}.mp4").read_bytes() != first[i] for i in range(2))
+    assert json.loads((tmp_path / "v" / "000000.json").read_text())["settings"]["steps"] == 3

@@ -13,13 +13,16 @@ captions (--prompts; else those of --real when it is shards, else those of the r
           Frechet distance between the sets, each with its interval
 Writes OUT/step_NNNNNNN/{videos/, fvd.json, is.json, motion.json}, OUT/figures.json (every figure by step),
 OUT/figures.md (the table) and OUT/figures.png (each figure over steps, with its interval). Resumable: rendered videos
-and written scores are kept (delete a step's folder to redo it). OUT defaults to {run}/eval.
+and written scores are kept while their inputs are the same (OUT/step_NNNNNNN/request.json records --real, --frames
+and the videos' prompts, seeds and settings; other inputs are scored again, said in one line). OUT defaults to
+{run}/eval.
 Exit codes: 0 done, 2 bad input (a run, real clips or prompts that cannot be read, an output that cannot be
 written), 1 internal error, 130 / 143 interrupted (rerun to continue).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -106,6 +109,10 @@ def real_source(real: str, out: Path) -> str:
         raise InputError(f"--real {real}: {missing[0]} does not exist; expected local shards")
     folder = out / "real_shards"
     folder.mkdir(parents=True, exist_ok=True)
+    names = {s.name for s in shards}
+    for link in folder.iterdir():                        # links to the shards of another --real: this command's own
+        if link.is_symlink() and link.name not in names:
+            link.unlink()
     for shard in shards:
         link = folder / shard.name
         if not link.is_symlink() or link.resolve() != shard:
@@ -125,9 +132,10 @@ def _stopped(code: int) -> int:
 
 
 def score_step(args: argparse.Namespace, ckpt: Path, folder: Path, prompts: Path) -> None:
-    """Render (resumable) and score one checkpoint; a score already written is kept."""
+    """Render (resumable) and score one checkpoint; a score already written for the same inputs is kept."""
     from eval.cli import main as eval_main
     from lumiere_pl.cli.sample import main as sample_main
+    from lumiere_pl.utils.atomic import write_text
 
     videos = folder / "videos"
     common = ["--steps", str(args.steps)] if args.steps else []
@@ -141,11 +149,36 @@ def score_step(args: argparse.Namespace, ckpt: Path, folder: Path, prompts: Path
                          str(args.out / "cache")],
             "is.json": ["is", "--videos", str(videos), *clip, *device, "--is-samples", "all", "--splits", "1"],
             "motion.json": ["motion", "--real", real, "--fake", str(videos), *clip]}
+    asked = {"real": real_key(str(args.real)), "frames": args.frames, "videos": videos_key(videos)}
+    record = folder / "request.json"
+    old = json.loads(record.read_text()) if record.is_file() else None
+    kept = [n for n in jobs if (folder / n).is_file()]
+    if kept and old != asked:
+        what = ", ".join(f"{k} {(old or {}).get(k)} -> {v}" if k != "videos" else "the videos"
+                         for k, v in asked.items() if (old or {}).get(k) != v)
+        print(f"lumiere-evaluate: the scores in {folder} were computed for other inputs ({what}); scoring again")
+        kept = []
     for name, argv in jobs.items():
-        if (folder / name).is_file():
+        if name in kept:
             continue
         if _stopped(eval_main([*argv, "--out", str(folder / name)])) != 0:
             raise InputError(f"lumiere-eval {argv[0]} failed on {videos} (its message is above)")
+    write_text(record, json.dumps(asked, indent=1) + "\n")
+
+
+def real_key(real: str):
+    """What --real names, for the record of a step's scores: its shards (a pattern, expanded) or its folder."""
+    if any(c in real for c in "*?[{"):
+        from lumiere_pl.data.tar_reader import expand
+
+        return sorted(str(Path(u).resolve()) for u in expand(real))
+    return str(Path(real).resolve())
+
+
+def videos_key(videos: Path) -> str:
+    """A digest of the rendered videos' records (prompt, seed, checkpoint, settings: lumiere-sample's .json)."""
+    records = "\n".join(f"{p.name}:{p.read_text()}" for p in sorted(videos.glob("*.json")))
+    return hashlib.sha256(records.encode()).hexdigest()[:16]
 
 
 def figures(out: Path, steps: List[int]) -> Dict[str, List[dict]]:

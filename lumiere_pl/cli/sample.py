@@ -9,7 +9,8 @@
 Every command goes through LumierePipeline (lumiere_pl/pipeline.py). Video i starts from noise seeded by seed + index,
 so a video depends neither on its batch nor on the number of processes. With --prompts the work is batched,
 resumable and split across processes: under torchrun (RANK / WORLD_SIZE set) process r renders the lines with
-index % WORLD_SIZE == r; a video whose .mp4 and .json (same prompt, seed and checkpoint) exist is skipped. An output
+index % WORLD_SIZE == r; a video whose .mp4 and .json (same prompt, seed, checkpoint and settings: steps, guidance,
+frames, ...) exist is skipped, one of this command's with other settings rendered again (said in one line). An output
 file that exists otherwise is refused, unless --overwrite. Each stage writes its own MP4: the SSR output of a.mp4 is
 a_ssr.mp4; with --out-dir the SSR videos go to DIR/ssr/ under the same names.
 Exit codes: 0 done, 2 bad input (a prompts file, checkpoint, video or option; an output that cannot be written),
@@ -35,6 +36,10 @@ from lumiere_pl.utils.paths import inside
 MAX_INDEX = 10 ** 9          # "index" of a prompt line: it names the file {index:06d}.mp4
 MAX_BATCH = 4096             # --batch-size
 AUTO_CHUNK = 256             # --batch-size auto: videos per pipeline call (each call's videos are written at its end)
+# the options that change a rendered video (with its prompt, seed and checkpoint): recorded in its .json, so a rerun
+# with other values renders it again (batch size and device do not change it: per-clip seeds)
+RENDER_SETTINGS = ("frames", "steps", "guidance", "sampler", "fps", "lossless", "no_ema", "keyframes_ckpt", "ssr_ckpt",
+                   "input_video", "ssr_steps", "ssr_window", "ssr_stride", "ssr_aug")
 
 
 def read_prompts(path: Path) -> List[dict]:
@@ -243,25 +248,39 @@ def main(argv: List[str]) -> int:
     def targets(row: dict) -> List[Path]:
         return [target(row)] + ([ssr_path(target(row), args.out_dir)] if args.ssr_ckpt else [])
 
-    def meta(row: dict) -> dict:
-        return {**row, "seed": args.seed + row["index"], "ckpt": str(args.ckpt)}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in RENDER_SETTINGS}
 
-    def ours(row: dict) -> bool:
-        """Its .json is this command's, for the same prompt, seed and checkpoint: its files may be replaced."""
+    def meta(row: dict) -> dict:
+        return {**row, "seed": args.seed + row["index"], "ckpt": str(args.ckpt), "settings": settings}
+
+    def recorded(row: dict) -> Optional[dict]:
         try:
             old = json.loads(target(row).with_suffix(".json").read_text())
         except (OSError, ValueError):
-            return False
-        return isinstance(old, dict) and all(old.get(k) == v for k, v in meta(row).items())
+            return None
+        return old if isinstance(old, dict) else None
+
+    def ours(row: dict) -> bool:
+        """Its .json is this command's, for the same prompt, seed and checkpoint: its files may be replaced."""
+        old = recorded(row)
+        return old is not None and all(old.get(k) == v for k, v in meta(row).items() if k != "settings")
 
     def finished(row: dict) -> bool:
-        return args.prompts is not None and not args.overwrite and ours(row) and all(p.is_file() for p in targets(row))
+        return (args.prompts is not None and not args.overwrite and ours(row)
+                and recorded(row).get("settings") == settings and all(p.is_file() for p in targets(row)))
 
     todo = [r for r in mine if not finished(r)]
     for row in todo:                                    # nothing of the user's is overwritten unasked
         if args.prompts is None or not ours(row):
             for p in targets(row) + ([target(row).with_suffix(".json")] if args.prompts else []):
                 refuse_existing(p, args.overwrite)
+    changed = [r for r in todo if args.prompts is not None and not args.overwrite and ours(r)
+               and all(p.is_file() for p in targets(r))]
+    if changed:
+        old = recorded(changed[0]).get("settings") or {}
+        diff = ", ".join(f"{k} {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v)
+        print(f"lumiere-sample: {len(changed)} videos in {args.out_dir} were rendered with other settings "
+              f"({diff or 'not recorded'}); rendering them again")
     if len(mine) > len(todo):
         print(f"lumiere-sample: {len(mine) - len(todo)} videos already rendered, {len(todo)} to go")
     pipe = load_pipeline(args)
