@@ -4,13 +4,13 @@ pipeline, measured; bytes per clip and the memory freed per device at paper scal
 1. Measured (--device, default cpu): a tiny random SD-like pipeline (lumiere_research/tiny_diffusers.sd_like: VAE x2,
    CLIP, U-Net of 16/32/32 channels) and synthetic shards of --clips clips at --size px and --frames frames, encoded
    once (its time is printed). Each case runs in a fresh process: the module and DataModule of
-   experiments/stunet_sd.yaml (tiny overrides, float32, one process, data.num_workers=0), then --warmup + --steps
+   experiments/diffusers/sd.yaml (tiny overrides, float32, one process, data.num_workers=0), then --warmup + --steps
    training steps (data loading, the loss, backward, AdamW, EMA) timed each; the step time is the median. Peak
    memory: on the CPU the process's peak resident memory (VmHWM) over its baseline after imports, on a GPU
    torch.cuda.max_memory_allocated. The two cases alternate over --rounds rounds; each ratio is the median of the
    per-round ratios (cached / on the fly). The same clips in the same order both ways (data.augment=false).
 2. Counted on the meta device (no weights allocated; public configs in bench/bench_frozen_dtype.py): the bytes of one
-   80-frame clip at 128x128 (Lumiere's base shape) and at 256x256 (experiments/stunet_sd.yaml) as stored (the SD 1.5
+   80-frame clip at 128x128 (Lumiere's base shape) and at 256x256 (experiments/diffusers/sd.yaml) as stored (the SD 1.5
    VAE's posterior mean and log-variance, 4 x 80 x H/8 x W/8 each) and of one caption's states (77 tokens of T5-XXL,
    IF's encoder, and of CLIP ViT-L/14, SD's), in float32 and bfloat16; and the memory freed on each training device:
    the weights of the text encoder and of the VAE encoder (what a run from encoded shards does not hold), in
@@ -65,7 +65,7 @@ def worker(a: argparse.Namespace) -> None:
     cuda = a.device == "cuda"
     base = _kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")                   # VmHWM := VmRSS
-    cfg = load_config(str(ROOT / "experiments" / "stunet_sd.yaml"), overrides(a, a.sd, a.worker))
+    cfg = load_config(str(ROOT / "experiments" / "diffusers" / "sd.yaml"), overrides(a, a.sd, a.worker))
     cfg, _ = inherit_t2i(cfg)
     check_encoded(cfg)
     module = DiffusionModule(to_dict(cfg)).to(a.device)
@@ -102,7 +102,7 @@ def measure(a: argparse.Namespace) -> None:
         assert shards_cli.main(["synthetic", str(src), "--num", str(2 * per), "--num-val", "2", "--frames",
                                 str(a.frames), "--size", str(a.size), "--per-shard", str(per)]) == 0
         t0 = time.perf_counter()
-        assert shards_cli.main(["encode", "--config", str(ROOT / "experiments" / "stunet_sd.yaml"),
+        assert shards_cli.main(["encode", "--config", str(ROOT / "experiments" / "diffusers" / "sd.yaml"),
                                 *overrides(a, str(sd), str(src)), "--out", str(enc), "--device", a.device]) == 0
         seconds = time.perf_counter() - t0
         pix = sum(f.stat().st_size for f in src.glob("*.tar"))

@@ -232,3 +232,21 @@ def test_the_cycle_finder_finds_cycles_and_only_cycles():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
     assert unit_graph({"lumiere_pl.models.x": {"lumiere_pl.config"}, "lumiere_pl.config": set()}) == \
         {"lumiere_pl.models": {"lumiere_pl.config"}, "lumiere_pl.config": set()}
+
+
+def test_every_experiment_file_named_by_code_and_docs_exists():
+    """Configs named by the benchmarks, research tools, package, Makefile and docs (as a path, or as
+    ROOT / "experiments" / ... in code) exist: a renamed recipe breaks no command quietly."""
+    import re
+
+    named = set()
+    files = [p for tree in ("lumiere_pl", "lumiere_research", "bench") for p in (ROOT / tree).rglob("*.py")]
+    files += [ROOT / "Makefile", ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    for path in files:
+        text = path.read_text()
+        named |= {m for m in re.findall(r"experiments/[\w/]+\.yaml", text)}
+        named |= {"/".join(re.findall(r'"([\w.]+)"', m)) for m in
+                  re.findall(r'"experiments"(?:\s*/\s*"[\w.]+")+', text)}
+    placeholder = re.compile(r"/[A-Z_]+\.yaml$")                                   # experiments/X.yaml in usage lines
+    missing = sorted(n for n in named if not placeholder.search(n) and not (ROOT / n).is_file())
+    assert named and not missing, missing
