@@ -220,7 +220,7 @@ def main() -> int:
     if a.quick:
         a.rounds = 2
     torch.set_num_threads(a.threads)
-    import bench_stunet
+    from bench import bench_stunet
     import diffusers
 
     t_start = time.perf_counter()
