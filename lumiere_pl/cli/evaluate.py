@@ -151,7 +151,10 @@ def score_step(args: argparse.Namespace, ckpt: Path, folder: Path, prompts: Path
             "motion.json": ["motion", "--real", real, "--fake", str(videos), *clip]}
     asked = {"real": real_key(str(args.real)), "frames": args.frames, "videos": videos_key(videos)}
     record = folder / "request.json"
-    old = json.loads(record.read_text()) if record.is_file() else None
+    try:
+        old = json.loads(record.read_text())
+    except (OSError, ValueError):                         # none yet, or not this command's: score again
+        old = None
     kept = [n for n in jobs if (folder / n).is_file()]
     if kept and old != asked:
         what = ", ".join(f"{k} {(old or {}).get(k)} -> {v}" if k != "videos" else "the videos"
