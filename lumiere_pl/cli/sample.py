@@ -260,24 +260,25 @@ def main(argv: List[str]) -> int:
             return None
         return old if isinstance(old, dict) else None
 
+    records = {r["index"]: recorded(r) for r in mine} if args.prompts is not None else {}   # each .json read once
+
     def ours(row: dict) -> bool:
         """Its .json is this command's, for the same prompt, seed and checkpoint: its files may be replaced."""
-        old = recorded(row)
+        old = records.get(row["index"])
         return old is not None and all(old.get(k) == v for k, v in meta(row).items() if k != "settings")
 
-    def finished(row: dict) -> bool:
-        return (args.prompts is not None and not args.overwrite and ours(row)
-                and recorded(row).get("settings") == settings and all(p.is_file() for p in targets(row)))
+    def rendered(row: dict) -> bool:
+        """This command's files for it exist (with whatever settings)."""
+        return args.prompts is not None and not args.overwrite and ours(row) and all(p.is_file() for p in targets(row))
 
-    todo = [r for r in mine if not finished(r)]
+    todo = [r for r in mine if not (rendered(r) and records[r["index"]].get("settings") == settings)]
     for row in todo:                                    # nothing of the user's is overwritten unasked
         if args.prompts is None or not ours(row):
             for p in targets(row) + ([target(row).with_suffix(".json")] if args.prompts else []):
                 refuse_existing(p, args.overwrite)
-    changed = [r for r in todo if args.prompts is not None and not args.overwrite and ours(r)
-               and all(p.is_file() for p in targets(r))]
+    changed = [r for r in todo if rendered(r)]
     if changed:
-        old = recorded(changed[0]).get("settings") or {}
+        old = records[changed[0]["index"]].get("settings") or {}
         diff = ", ".join(f"{k} {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v)
         print(f"lumiere-sample: {len(changed)} videos in {args.out_dir} were rendered with other settings "
               f"({diff or 'not recorded'}); rendering them again")
